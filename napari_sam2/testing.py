@@ -62,7 +62,7 @@ def tiny_config(image_size: int = 256):
     )
 
 
-def make_tiny_model(image_size: int = 256, seed: int = 0):
+def make_tiny_model(image_size: int = 256, seed: int = 0, object_bias: float = 3.0):
     """Build a random-initialised tiny ``Sam2VideoModel`` in eval mode.
 
     Parameters
@@ -71,16 +71,23 @@ def make_tiny_model(image_size: int = 256, seed: int = 0):
         Model input size in pixels.
     seed : int
         Seed for the random weights, so two calls give the same network.
+    object_bias : float
+        Added to the object-score logit. A random network scores every object near 0, i.e.
+        "absent" half of the time, which empties the masks; a positive bias makes it "see"
+        objects so that masks, memories and comparisons are not trivially empty.
     """
     import torch
     from transformers import Sam2VideoModel
 
     torch.manual_seed(seed)
     model = Sam2VideoModel(tiny_config(image_size))
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias += object_bias
     return model.eval()
 
 
-def save_tiny_model(folder: str | Path, image_size: int = 256, seed: int = 0) -> Path:
+def save_tiny_model(folder: str | Path, image_size: int = 256, seed: int = 0,
+                    object_bias: float = 3.0) -> Path:
     """Save a random tiny model as a transformers folder (config.json + safetensors).
 
     Returns
@@ -89,5 +96,5 @@ def save_tiny_model(folder: str | Path, image_size: int = 256, seed: int = 0) ->
         The folder, ready for :func:`napari_sam2.load_model`.
     """
     folder = Path(folder)
-    make_tiny_model(image_size, seed).save_pretrained(folder)
+    make_tiny_model(image_size, seed, object_bias).save_pretrained(folder)
     return folder

@@ -1,0 +1,305 @@
+"""Lazy frames: read, map intensities and preprocess one frame at a time, when the model needs it.
+
+A stack is never converted as a whole (no float copy, no JPEG folder): :class:`FrameSource`
+wraps any array-like with ``shape``, ``dtype``, ``ndim`` and ``__getitem__`` (numpy, dask, zarr,
+memmap, a lazy video reader) and turns frame ``t`` into SAM 2's input on demand:
+
+1. read ``frames[t]`` (only that frame is read or decoded);
+2. pick the channels that feed SAM 2's three inputs (gray is repeated, RGB kept, any channels of a
+   multichannel stack chosen by the caller);
+3. map intensities with *one* contrast mapping for the whole stack (see
+   :mod:`napari_sam2.conversions`);
+4. resize to the model's square input and normalise with ImageNet statistics, as SAM 2 expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from napari_sam2.conversions import DEFAULT_PERCENTILES, normalize_intensity, robust_limits
+from napari_sam2.engine.errors import Sam2InputError
+
+__all__ = ["FrameSource", "StackView"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Frames and pixels sampled to estimate the automatic contrast limits.
+_CONTRAST_SAMPLE_FRAMES = 16
+_CONTRAST_SAMPLE_SIDE = 512
+
+
+def _check_array_like(frames):
+    for attr in ("shape", "dtype", "ndim", "__getitem__"):
+        if not hasattr(frames, attr):
+            raise Sam2InputError(
+                f"frames must be an array-like with shape, dtype, ndim and indexing (numpy, dask, "
+                f"zarr, memmap...); got {type(frames).__name__} without '{attr}'. "
+                "Wrap lists with numpy.asarray()."
+            )
+    if np.dtype(frames.dtype).kind not in "uifb":
+        raise Sam2InputError(
+            f"frames must hold numbers, got dtype {frames.dtype}; convert the stack to a numeric dtype"
+        )
+
+
+class StackView:
+    """A lazy view of an n-D array as ``(T, Y, X[, C])`` frames, without copying.
+
+    Parameters
+    ----------
+    array : array-like
+        Any array-like (numpy, dask, zarr...).
+    video_axis : int
+        The axis that becomes the frame axis (time or z).
+    spatial_axes : (int, int)
+        The axes that become rows and columns.
+    channel_axis : int, optional
+        The axis that becomes the trailing channel axis.
+    fixed : dict[int, int], optional
+        Index for every other axis (e.g. the z slice of a (T, Z, Y, X) stack).
+    """
+
+    def __init__(self, array, video_axis: int, spatial_axes: tuple[int, int],
+                 channel_axis: int | None = None, fixed: dict[int, int] | None = None):
+        ndim = array.ndim
+        axes = [video_axis, *spatial_axes] + ([channel_axis] if channel_axis is not None else [])
+        axes = [a % ndim for a in axes]
+        if len(set(axes)) != len(axes):
+            raise Sam2InputError(f"video, spatial and channel axes must differ, got {axes}")
+        fixed = {a % ndim: int(i) for a, i in (fixed or {}).items()}
+        missing = [a for a in range(ndim) if a not in axes and a not in fixed]
+        if missing:
+            raise Sam2InputError(
+                f"axes {missing} of the {ndim}-D stack are neither the video axis, image axes nor "
+                "channels: give a fixed index for each (e.g. the z slice of a T, Z, Y, X stack)"
+            )
+        for a, i in fixed.items():
+            if not 0 <= i < array.shape[a]:
+                raise Sam2InputError(f"fixed index {i} is outside axis {a} of size {array.shape[a]}")
+        self._array = array
+        self._axes = axes
+        self._fixed = fixed
+        self.dtype = np.dtype(array.dtype)
+        self.shape = tuple(array.shape[a] for a in axes)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t):
+        if not isinstance(t, (int, np.integer)):
+            raise TypeError("StackView supports integer frame indexing only")
+        index = [slice(None)] * self._array.ndim
+        for a, i in self._fixed.items():
+            index[a] = i
+        index[self._axes[0]] = int(t)
+        frame = np.asarray(self._array[tuple(index)])
+        # the remaining axes keep their original order; move them to (Y, X[, C])
+        remaining = [a for a in range(self._array.ndim) if a not in self._fixed and a != self._axes[0]]
+        order = [remaining.index(a) for a in self._axes[1:]]
+        return np.transpose(frame, order)
+
+
+class FrameSource:
+    """Preprocess frames of a stack on demand for a SAM 2 model.
+
+    Parameters
+    ----------
+    frames : array-like
+        ``(T, Y, X)`` or ``(T, Y, X, C)``; a 2-D image ``(Y, X)`` or ``(Y, X, 3|4)`` is a
+        one-frame stack.
+    image_size : int
+        The model's square input size.
+    channels : int or sequence of int, optional
+        Which channel(s) of a ``(T, Y, X, C)`` stack feed SAM 2's three inputs: one channel is
+        shown as gray, two fill red and green, three fill red, green and blue. Required when
+        ``C`` is not 1, 3 (RGB) or 4 (RGBA).
+    contrast : "auto", (low, high) or sequence of (low, high)
+        The intensity mapping for the whole stack. ``"auto"``: robust percentiles
+        (0.5 %, 99.5 %) of up to 16 frames spread over the stack, one pair shared by the three
+        channels of an RGB stack, one pair per chosen channel otherwise.
+    rgb : bool, optional
+        Whether a 3-D array is one RGB(A) image ``(Y, X, C)`` rather than a ``(T, Y, X)``
+        stack. By default a last axis of 3 or 4 means RGB(A), as in napari.
+    """
+
+    def __init__(self, frames, image_size: int, *, channels=None, contrast="auto", rgb=None):
+        _check_array_like(frames)
+        self._array, has_channels = self._as_stack(frames, rgb)
+        shape = tuple(int(s) for s in self._array.shape)
+        if min(shape) == 0:
+            raise Sam2InputError(f"the stack is empty (shape {shape}): it needs at least one frame of at least 1x1 pixel")
+        self.n_frames = shape[0]
+        self.frame_shape = shape[1:3]
+        self.image_size = int(image_size)
+        self.dtype = np.dtype(self._array.dtype)
+        self.channels, self.shared_limits = self._resolve_channels(
+            shape[3] if has_channels else None, channels
+        )
+        self.contrast = self._resolve_contrast(contrast)
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _as_stack(frames, rgb):
+        ndim = frames.ndim
+        if ndim == 2:
+            return _AddAxis(frames), False
+        if ndim == 3:
+            is_rgb = frames.shape[-1] in (3, 4) if rgb is None else bool(rgb)
+            return (_AddAxis(frames), True) if is_rgb else (frames, False)
+        if ndim == 4:
+            return frames, True
+        raise Sam2InputError(
+            f"frames must be (T, Y, X) or (T, Y, X, C), or one (Y, X[, C]) image; got {ndim}-D data "
+            f"of shape {tuple(frames.shape)}. For (T, Z, Y, X) stacks pick one axis as the video axis "
+            "and fix the other (napari_sam2.engine.frames.StackView)."
+        )
+
+    @staticmethod
+    def _resolve_channels(n_channels, channels):
+        """Return (channel indices or None for gray, whether the limits are shared)."""
+        if n_channels is None:
+            if channels not in (None, 0, [0], (0,)):
+                raise Sam2InputError("channels were given but the stack has no channel axis")
+            return None, True
+        if channels is None:
+            if n_channels == 1:
+                return (0,), True
+            if n_channels in (3, 4):  # RGB(A): colour balance kept by one shared mapping
+                return (0, 1, 2), True
+            raise Sam2InputError(
+                f"the stack has {n_channels} channels: choose which feed SAM 2 with channels= "
+                f"(one index for gray, or up to three for red, green, blue), e.g. channels=[0, 1]"
+            )
+        chans = [channels] if isinstance(channels, (int, np.integer)) else list(channels)
+        if not 1 <= len(chans) <= 3:
+            raise Sam2InputError(f"choose one to three channels, got {len(chans)}: {chans}")
+        for c in chans:
+            if not isinstance(c, (int, np.integer)) or not 0 <= c < n_channels:
+                raise Sam2InputError(
+                    f"channel {c!r} does not exist: the stack has channels 0..{n_channels - 1}"
+                )
+        return tuple(int(c) for c in chans), False
+
+    @property
+    def _n_inputs(self) -> int:
+        return 1 if self.channels is None else len(self.channels)
+
+    def _resolve_contrast(self, contrast):
+        if isinstance(contrast, str):
+            if contrast != "auto":
+                raise Sam2InputError(f"contrast must be 'auto' or (low, high) limits, got {contrast!r}")
+            return self._auto_contrast()
+        lim = np.asarray(contrast, dtype=np.float64)
+        if lim.shape == (2,):
+            lim = lim if self.shared_limits else np.tile(lim, (self._n_inputs, 1))
+        elif lim.shape != (self._n_inputs, 2):
+            raise Sam2InputError(
+                f"contrast must be (low, high) or one (low, high) per chosen channel "
+                f"({self._n_inputs}); got an array of shape {lim.shape}"
+            )
+        if not np.isfinite(lim).all() or np.any(lim[..., 1] <= lim[..., 0]):
+            raise Sam2InputError(f"contrast limits must be finite with high > low, got {lim.tolist()}")
+        return lim
+
+    def _auto_contrast(self):
+        n = self.n_frames
+        picks = np.unique(np.linspace(0, n - 1, min(n, _CONTRAST_SAMPLE_FRAMES)).round().astype(int))
+        h, w = self.frame_shape
+        step = (max(1, h // _CONTRAST_SAMPLE_SIDE), max(1, w // _CONTRAST_SAMPLE_SIDE))
+        samples = [self._select(self._read(t))[:: step[0], :: step[1]] for t in picks]
+        stack = np.stack(samples)
+        try:
+            if self.shared_limits:
+                return robust_limits(stack, DEFAULT_PERCENTILES)
+            return robust_limits(stack, DEFAULT_PERCENTILES, axis=-1)
+        except ValueError as err:
+            raise Sam2InputError(str(err)) from None
+
+    # ------------------------------------------------------------------ per frame
+    def _read(self, t: int) -> np.ndarray:
+        return np.asarray(self._array[int(t)])
+
+    def _select(self, frame: np.ndarray) -> np.ndarray:
+        """(Y, X) gray or (Y, X, k) chosen channels."""
+        if self.channels is None:
+            return frame
+        return frame[..., list(self.channels)]
+
+    @property
+    def signature(self) -> str:
+        """Changes when anything that changes the model input changes (for feature caches)."""
+        h = hashlib.sha256()
+        h.update(repr((self._array.shape, str(self.dtype), self.channels, self.image_size)).encode())
+        h.update(np.ascontiguousarray(self.contrast, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+    def normalized(self, t: int) -> np.ndarray:
+        """Frame ``t`` as float32 ``(Y, X, 3)`` in [0, 1], after the stack's contrast mapping.
+
+        Raises
+        ------
+        Sam2InputError
+            If the frame holds no finite value (e.g. all NaN).
+        """
+        frame = self._select(self._read(t))
+        if frame.dtype.kind == "f" and not np.isfinite(frame).any():
+            raise Sam2InputError(
+                f"frame {t} holds no finite value (all NaN or infinite): SAM 2 cannot see anything "
+                "there; skip it with start/stop or fill it"
+            )
+        mapped = normalize_intensity(frame, self.contrast)
+        if mapped.ndim == 3 and mapped.shape[-1] == 1:  # one chosen channel: gray
+            mapped = mapped[..., 0]
+        if mapped.ndim == 2:
+            return np.repeat(mapped[..., None], 3, axis=-1)
+        if mapped.shape[-1] < 3:  # two channels: red and green, blue stays dark
+            pad = np.zeros(mapped.shape[:2] + (3 - mapped.shape[-1],), np.float32)
+            return np.concatenate([mapped, pad], axis=-1)
+        return mapped
+
+    def model_input(self, t: int, device="cpu"):
+        """Frame ``t`` as SAM 2's input: float32 tensor ``(3, S, S)``, ImageNet-normalised."""
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(self.normalized(t)).permute(2, 0, 1)[None].to(device)
+        s = self.image_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std)[0]
+
+
+class _AddAxis:
+    """A one-frame stack view of a single image (no copy)."""
+
+    def __init__(self, image):
+        self._image = image
+        self.shape = (1, *image.shape)
+        self.dtype = image.dtype
+        self.ndim = image.ndim + 1
+
+    def __getitem__(self, t):
+        if t != 0:
+            raise IndexError(t)
+        return self._image
+
+
+class LazyModelFrames(Sequence):
+    """``processed_frames`` for transformers' inference session: frames made when read."""
+
+    def __init__(self, source: FrameSource, device="cpu"):
+        self._source = source
+        self._device = device
+
+    def __len__(self) -> int:
+        return self._source.n_frames
+
+    def __getitem__(self, t):
+        return self._source.model_input(t, self._device)

@@ -1,0 +1,724 @@
+"""Sam2Session: prompts on any frame, propagation through a stack, bounded memory.
+
+The session follows SAM 2's own predictor (``init_state`` / ``add_new_points_or_box`` /
+``propagate_in_video``) and runs transformers' ``Sam2VideoModel``, but corrects what the
+transformers session gets wrong for interactive work:
+
+* **Corrections are kept.** A prompt on a frame that was already tracked is stored as a
+  *conditioning* frame, so a later propagation yields it unchanged instead of recomputing it.
+* **Refinement clicks.** A click on a frame that already has a mask feeds that mask's logits back
+  into the decoder, as SAM 2's demo does.
+* **Objects are independent.** Every object has its own memory bank (one transformers inference
+  state each, sharing one image-feature cache), so an object can be added after propagation,
+  removed, or have its prompts cleared without touching the others.
+* **Bounded memory.** Frames are read and preprocessed when needed (see
+  :mod:`napari_sam2.engine.frames`); image features sit in a bounded cache; per-frame tracking
+  state is pruned to what SAM 2 reads again: conditioning frames, the last ``keep_frames``
+  frames' memories and object pointers, and the frames next to each prompt (where a later
+  propagation starts). Memory therefore does not grow with the length of the stack.
+
+The network is driven through a handful of transformers' private methods
+(``_prepare_vision_features``, ``_prepare_memory_conditioned_features``,
+``_single_frame_forward``, ``_use_mask_as_output``, ``_use_multimask``, ``_encode_new_memory``);
+``tests/engine/test_transformers_api.py`` fails loudly if a transformers release moves them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_sam2.conversions import box_to_model_corners, points_in_frame, rowcol_to_model_xy
+from napari_sam2.engine.cache import FeatureCache
+from napari_sam2.engine.errors import Sam2InputError
+from napari_sam2.engine.frames import FrameSource, LazyModelFrames
+from napari_sam2.engine.models import as_sam2_model
+
+__all__ = ["Sam2Session", "ObjectScore", "FrameMasks", "Prompt"]
+
+# SAM 2's predictor clamps re-used mask logits to avoid rare numerical issues.
+_PREV_LOGITS_CLAMP = 32.0
+# Logit magnitude for a mask known only as a binary record (same scale as SAM 2's mask inputs).
+_BINARY_LOGIT = 10.0
+_UNDO_DEPTH = 50
+
+
+class ObjectScore(NamedTuple):
+    """Quality of one object's mask on one frame.
+
+    Attributes
+    ----------
+    presence : float
+        SAM 2's object-presence probability (sigmoid of the object score logit), 0..1.
+        Below 0.5 SAM 2 considers the object absent (occluded or lost).
+    iou : float
+        The mask decoder's predicted IoU of the returned mask (1.0 for a mask prompt).
+    """
+
+    presence: float
+    iou: float
+
+
+class FrameMasks(dict):
+    """``{obj_id: bool (H, W) mask}`` for one frame, with ``scores: {obj_id: ObjectScore}``."""
+
+    def __init__(self, masks=(), scores=None):
+        super().__init__(masks)
+        self.scores: dict[int, ObjectScore] = dict(scores or {})
+
+
+@dataclass
+class Prompt:
+    """One prompt as the user gave it, in frame pixels.
+
+    ``kind`` is ``"points"`` (``points`` (N, 2) row/col and ``labels`` (N,)), ``"box"``
+    (``box`` [[row0, col0], [row1, col1]]) or ``"mask"`` (``mask`` bool (H, W)). ``replace``
+    tells whether a points prompt replaced the frame's earlier clicks instead of adding to them.
+    Replaying a session's prompts in order with the ``add_*`` methods reproduces it.
+    """
+
+    frame: int
+    kind: str
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    replace: bool = False
+
+
+@dataclass
+class _Track:
+    """Everything the session holds for one object."""
+
+    obj_id: int
+    state: Any  # transformers Sam2VideoInferenceSession, with this object at index 0
+    prompts: list[Prompt] = field(default_factory=list)
+    # frame -> the user's mask, returned unchanged on mask-prompted frames
+    exact_masks: dict[int, np.ndarray] = field(default_factory=dict)
+    # frame -> bit-packed low-resolution mask: the last result on every frame, ~1 bit per
+    # model output pixel, so that a correction click on any tracked frame can refine it
+    binary: dict[int, np.ndarray] = field(default_factory=dict)
+    quality: np.ndarray | None = None  # (n_frames, 2) presence, iou; NaN where not computed
+
+    @property
+    def cond(self) -> dict:
+        return self.state.output_dict_per_obj[0]["cond_frame_outputs"]
+
+    @property
+    def non_cond(self) -> dict:
+        return self.state.output_dict_per_obj[0]["non_cond_frame_outputs"]
+
+    @property
+    def tracked(self) -> dict:
+        return self.state.frames_tracked_per_obj[0]
+
+
+class Sam2Session:
+    """Segment and track objects through a stack with SAM 2.
+
+    Parameters
+    ----------
+    model : Sam2Model or transformers.Sam2VideoModel
+        From :func:`napari_sam2.load_model`.
+    frames : array-like
+        ``(T, Y, X)`` or ``(T, Y, X, C)``, any numeric dtype, anything with ``shape``, ``dtype``,
+        ``ndim`` and ``__getitem__``. Frames are read one at a time when needed. A 2-D image
+        is a one-frame stack.
+    channels, contrast, rgb
+        How frames become SAM 2's RGB input; see :class:`~napari_sam2.engine.frames.FrameSource`.
+    keep_frames : int or None
+        Tracking state is kept for this many frames behind the current one and around each
+        prompted frame (SAM 2 reads at most the last 6 frames' memories and 16 object
+        pointers, so the default loses nothing during a propagation). ``None`` keeps every
+        frame, as SAM 2's own predictor does, for exact results of correction clicks far from
+        any prompt at the cost of memory that grows with the stack.
+    cache_frames : int
+        Frames whose image features stay cached (clicks on them skip the image encoder).
+
+    Examples
+    --------
+    >>> session = Sam2Session(model, stack)                        # doctest: +SKIP
+    >>> mask = session.add_points(0, 1, [[120, 88]], [1])          # doctest: +SKIP
+    >>> for frame, masks in session.propagate():                   # doctest: +SKIP
+    ...     labels[frame][masks[1]] = 1
+    """
+
+    def __init__(self, model, frames, *, channels=None, contrast="auto", rgb=None,
+                 keep_frames: int | None = 16, cache_frames: int = 8):
+        self.model = as_sam2_model(model)
+        self.source = FrameSource(frames, self.model.image_size, channels=channels,
+                                  contrast=contrast, rgb=rgb)
+        if keep_frames is not None and keep_frames < 1:
+            raise Sam2InputError("keep_frames must be at least 1, or None to keep every frame")
+        self.keep_frames = keep_frames
+        self.cache = FeatureCache(cache_frames)
+        self._frames = LazyModelFrames(self.source, self.model.device)
+        self._tracks: dict[int, _Track] = {}
+        self._undo: list[tuple] = []
+        self._lock = threading.RLock()
+        self._pos_enc = None  # one memory positional encoding shared by all stored memories
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_frames(self) -> int:
+        """Number of frames in the stack."""
+        return self.source.n_frames
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of every frame and of every returned mask."""
+        return self.source.frame_shape
+
+    @property
+    def contrast(self) -> np.ndarray:
+        """The contrast limits applied to every frame: (2,) or (channels, 2)."""
+        return self.source.contrast
+
+    @property
+    def objects(self) -> list[int]:
+        """Ids of the objects that have prompts, in the order they were added."""
+        return list(self._tracks)
+
+    @property
+    def network(self):
+        return self.model.network
+
+    def prompts(self, obj_id: int) -> list[Prompt]:
+        """The object's prompts in the order they were given (for saving and replaying)."""
+        return list(self._track(obj_id).prompts)
+
+    def prompted_frames(self, obj_id: int) -> list[int]:
+        """Frames where the object has prompts (its conditioning frames), sorted."""
+        return sorted(self._track(obj_id).cond)
+
+    def quality(self, obj_id: int) -> np.ndarray:
+        """``(n_frames, 2)`` float array of presence and predicted IoU; NaN where not computed."""
+        return self._track(obj_id).quality.copy()
+
+    def score(self, frame: int, obj_id: int) -> ObjectScore | None:
+        """The object's score on a frame, or None if it was not computed."""
+        q = self._track(obj_id).quality[self._check_frame(frame)]
+        return None if np.isnan(q[0]) else ObjectScore(float(q[0]), float(q[1]))
+
+    def mask(self, frame: int, obj_id: int) -> np.ndarray | None:
+        """The last mask computed for the object on a frame, or None.
+
+        Prompted frames and recently tracked frames give the exact mask; frames whose tracking
+        state was pruned give the mask rebuilt from its low-resolution record.
+        """
+        frame = self._check_frame(frame)
+        track = self._track(obj_id)
+        with self._lock:
+            if frame in track.exact_masks:
+                return track.exact_masks[frame].copy()
+            out = track.cond.get(frame) or track.non_cond.get(frame)
+            if out is not None:
+                return self._upsample(out["pred_masks"])
+            if frame in track.binary:
+                return self._upsample(self._binary_logits(track, frame))
+        return None
+
+    # ------------------------------------------------------------------ prompts
+    def add_points(self, frame: int, obj_id: int, points, labels, *, replace: bool = False) -> np.ndarray:
+        """Click on an object: positive (1) and negative (0) points on one frame.
+
+        Parameters
+        ----------
+        frame : int
+            Frame index.
+        obj_id : int
+            Object id (a label value, >= 1). A new id starts a new object.
+        points : array-like, shape (N, 2)
+            ``(row, col)`` pixel coordinates in the frame.
+        labels : array-like, shape (N,)
+            1 for points on the object, 0 for points on the background.
+        replace : bool
+            Replace the object's earlier clicks (and box) on this frame instead of adding to
+            them. Added clicks refine the frame's current mask, as in SAM 2's demo.
+
+        Returns
+        -------
+        numpy.ndarray
+            The object's mask on that frame, bool ``(H, W)``.
+        """
+        frame = self._check_frame(frame)
+        obj_id = self._check_obj_id(obj_id)
+        pts, lab = self._check_points(points, labels)
+        coords = torch.from_numpy(rowcol_to_model_xy(pts, self.frame_shape, self.model.image_size))
+        coords = coords.view(1, 1, -1, 2)
+        lab_t = torch.from_numpy(lab.astype(np.int32)).view(1, 1, -1)
+        with self._lock:
+            track = self._tracks.get(obj_id)
+            existing = None if track is None else track.state.point_inputs_per_obj[0].get(frame)
+            if existing is not None and not replace:
+                coords = torch.cat([existing["point_coords"].cpu(), coords], dim=2)
+                lab_t = torch.cat([existing["point_labels"].cpu(), lab_t], dim=2)
+            prompt = Prompt(frame, "points", points=pts, labels=lab, replace=replace)
+            return self._prompt(obj_id, frame, prompt, point_inputs=(coords, lab_t),
+                                refine=not replace)
+
+    def add_box(self, frame: int, obj_id: int, box) -> np.ndarray:
+        """Prompt an object with a box ``[[row0, col0], [row1, col1]]`` (corners in any order).
+
+        A box replaces the object's earlier clicks on that frame (SAM 2 reads the box first);
+        clicks added afterwards refine it.
+
+        Returns
+        -------
+        numpy.ndarray
+            The object's mask on that frame, bool ``(H, W)``.
+        """
+        frame = self._check_frame(frame)
+        obj_id = self._check_obj_id(obj_id)
+        try:
+            corners = box_to_model_corners(box, self.frame_shape, self.model.image_size)
+        except ValueError as err:
+            raise Sam2InputError(str(err)) from None
+        b = np.asarray(box, dtype=np.float64).reshape(2, 2)
+        if not points_in_frame(b, self.frame_shape).all():
+            raise Sam2InputError(
+                f"box {b.tolist()} reaches outside frame {frame} of shape {self.frame_shape}: "
+                "draw it on the image"
+            )
+        coords = torch.from_numpy(corners).view(1, 1, 2, 2)
+        lab_t = torch.tensor([[[2, 3]]], dtype=torch.int32)
+        with self._lock:
+            prompt = Prompt(frame, "box", box=np.sort(b, axis=0))
+            return self._prompt(obj_id, frame, prompt, point_inputs=(coords, lab_t), refine=False)
+
+    def add_mask(self, frame: int, obj_id: int, mask) -> np.ndarray:
+        """Prompt an object with a mask (e.g. a painted label or a Cellpose/StarDist result).
+
+        SAM 2 takes a mask prompt as the truth on its frame: the same mask is returned here and
+        on that frame during propagation.
+
+        Parameters
+        ----------
+        mask : array-like, bool (H, W)
+            Nonzero pixels belong to the object.
+
+        Returns
+        -------
+        numpy.ndarray
+            The mask, bool ``(H, W)``.
+        """
+        frame = self._check_frame(frame)
+        obj_id = self._check_obj_id(obj_id)
+        m = np.asarray(mask)
+        if m.shape != tuple(self.frame_shape):
+            raise Sam2InputError(
+                f"mask of shape {m.shape} does not match the frames' shape {tuple(self.frame_shape)}"
+            )
+        if m.dtype.kind == "f" and not np.isfinite(m).all():
+            raise Sam2InputError("mask holds NaN or infinite values: give a boolean mask")
+        m = m.astype(bool)
+        s = self.model.image_size
+        mt = torch.from_numpy(m).to(self.model.device, torch.float32)[None, None]
+        if mt.shape[-2:] != (s, s):
+            # as SAM 2's predictor: antialiased resize to the model size, then binarise
+            mt = F.interpolate(mt, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            mt = (mt >= 0.5).float()
+        with self._lock:
+            prompt = Prompt(frame, "mask", mask=m.copy())
+            self._prompt(obj_id, frame, prompt, mask_inputs=mt, exact=m.copy())
+            return m.copy()
+
+    def clear_prompts(self, frame: int, obj_id: int) -> None:
+        """Remove an object's prompts on one frame; an object left without prompts is removed."""
+        frame = self._check_frame(frame)
+        with self._lock:
+            track = self._track(obj_id)
+            if frame not in track.cond and frame not in track.state.point_inputs_per_obj[0] \
+                    and frame not in track.state.mask_inputs_per_obj[0]:
+                raise Sam2InputError(f"object {obj_id} has no prompt on frame {frame}")
+            self._push_undo(track, frame)
+            st = track.state
+            st.point_inputs_per_obj[0].pop(frame, None)
+            st.mask_inputs_per_obj[0].pop(frame, None)
+            track.cond.pop(frame, None)
+            track.exact_masks.pop(frame, None)
+            track.binary.pop(frame, None)
+            track.quality[frame] = np.nan
+            track.prompts = [p for p in track.prompts if p.frame != frame]
+            if not track.cond:
+                del self._tracks[obj_id]
+
+    def remove_object(self, obj_id: int) -> None:
+        """Forget an object: its prompts, masks and memory. Other objects are untouched."""
+        with self._lock:
+            track = self._track(obj_id)
+            self._undo.append(("object", track.obj_id, None, track))
+            del self._undo[:-_UNDO_DEPTH]
+            del self._tracks[track.obj_id]
+
+    def undo(self) -> tuple[int | None, int] | None:
+        """Revert the last ``add_*``, :meth:`clear_prompts` or :meth:`remove_object`.
+
+        Returns
+        -------
+        (frame, obj_id) or None
+            Where the reverted change was (``frame`` is None for a removed object), or None
+            when there is nothing to undo.
+        """
+        with self._lock:
+            if not self._undo:
+                return None
+            kind, obj_id, frame, saved = self._undo.pop()
+            if kind == "object":
+                self._tracks[obj_id] = saved
+                return None, obj_id
+            if saved is None:  # the change created the object
+                self._tracks.pop(obj_id, None)
+                return frame, obj_id
+            track = self._tracks.get(obj_id) or saved["track"]
+            self._tracks[obj_id] = track
+            st = track.state
+            for store, key in ((st.point_inputs_per_obj[0], "points"), (st.mask_inputs_per_obj[0], "masks"),
+                               (track.cond, "cond"), (track.non_cond, "non_cond"),
+                               (track.tracked, "tracked"), (track.exact_masks, "exact"),
+                               (track.binary, "binary")):
+                store.pop(frame, None)
+                if saved[key] is not None:
+                    store[frame] = saved[key]
+            track.prompts = saved["prompts"]
+            track.quality[frame] = saved["quality"]
+            return frame, obj_id
+
+    # ------------------------------------------------------------------ propagation
+    def plan_propagation(self, direction: str = "both", start: int | None = None,
+                         stop: int | None = None, obj_ids: Sequence[int] | None = None) -> list[int]:
+        """The frames :meth:`propagate` will yield, in order (for progress bars)."""
+        with self._lock:
+            return [frame for _, frame, _ in self._plan(direction, start, stop, obj_ids)]
+
+    def propagate(self, direction: str = "both", start: int | None = None, stop: int | None = None,
+                  obj_ids: Sequence[int] | None = None) -> Iterator[tuple[int, FrameMasks]]:
+        """Carry the objects through the stack with SAM 2's memory, frame by frame.
+
+        Parameters
+        ----------
+        direction : {"both", "forward", "backward"}
+            ``"forward"`` tracks each object from its first prompted frame to the end,
+            ``"backward"`` from its last prompted frame to the start, ``"both"`` forward and
+            then backward from its first prompted frame.
+        start, stop : int, optional
+            Only frames ``start <= frame < stop`` are processed. Propagation starts at the
+            prompt, or at the bound nearest to it when the prompt lies outside.
+        obj_ids : sequence of int, optional
+            Objects to track (default: all).
+
+        Yields
+        ------
+        (int, FrameMasks)
+            The frame index and ``{obj_id: bool (H, W)}`` for the objects tracked on it, with
+            ``.scores``. Prompted frames yield their prompt's mask unchanged. Stop iterating
+            (``break`` or ``close()``) to cancel: every finished frame stays in the session.
+        """
+        with self._lock:
+            plan = self._plan(direction, start, stop, obj_ids)
+        return self._run_plan(plan)
+
+    def _run_plan(self, plan):
+        for reverse, frame, obj_ids in plan:
+            with self._lock, self.model.inference():
+                result = self._track_frame(frame, obj_ids, reverse)
+            yield frame, result
+
+    def _plan(self, direction, start, stop, obj_ids):
+        if direction not in ("both", "forward", "backward"):
+            raise Sam2InputError(f"direction must be 'both', 'forward' or 'backward', got {direction!r}")
+        lo = 0 if start is None else self._check_bound(start, "start")
+        hi = self.n_frames if stop is None else self._check_bound(stop, "stop", upper=True)
+        if hi <= lo:
+            raise Sam2InputError(f"stop ({hi}) must be greater than start ({lo})")
+        ids = self.objects if obj_ids is None else [self._track(i).obj_id for i in obj_ids]
+        if not ids:
+            raise Sam2InputError("there is nothing to propagate: add a prompt (point, box or mask) first")
+        forward: dict[int, list[int]] = {}
+        backward: dict[int, list[int]] = {}
+        for obj_id in ids:
+            cond = sorted(self._tracks[obj_id].cond)
+            if direction in ("both", "forward") and cond[0] < hi:
+                for f in range(max(cond[0], lo), hi):
+                    forward.setdefault(f, []).append(obj_id)
+            origin = cond[-1] if direction == "backward" else cond[0]
+            if direction in ("both", "backward") and origin >= lo:
+                first = min(origin, hi - 1)
+                if direction == "both" and first == origin:
+                    first -= 1  # the forward pass already yielded the prompted frame
+                for f in range(first, lo - 1, -1):
+                    backward.setdefault(f, []).append(obj_id)
+        plan = [(False, f, forward[f]) for f in sorted(forward)]
+        plan += [(True, f, backward[f]) for f in sorted(backward, reverse=True)]
+        return plan
+
+    # ------------------------------------------------------------------ internals
+    def _track(self, obj_id) -> _Track:
+        try:
+            return self._tracks[int(obj_id)]
+        except (KeyError, TypeError, ValueError):
+            known = ", ".join(map(str, self._tracks)) or "none yet"
+            raise Sam2InputError(f"unknown object id {obj_id!r} (objects: {known})") from None
+
+    def _check_frame(self, frame) -> int:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+            raise Sam2InputError(f"frame must be an integer index, got {frame!r}")
+        if not 0 <= frame < self.n_frames:
+            raise Sam2InputError(f"frame {frame} is outside the stack (frames 0..{self.n_frames - 1})")
+        return int(frame)
+
+    def _check_bound(self, value, name, upper=False) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise Sam2InputError(f"{name} must be an integer frame index, got {value!r}")
+        top = self.n_frames if upper else self.n_frames - 1
+        if not 0 <= value <= top:
+            raise Sam2InputError(f"{name}={value} is outside the stack (0..{top})")
+        return int(value)
+
+    @staticmethod
+    def _check_obj_id(obj_id) -> int:
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id < 1:
+            raise Sam2InputError(
+                f"object ids are label values: integers >= 1 (0 is background), got {obj_id!r}"
+            )
+        return int(obj_id)
+
+    def _check_points(self, points, labels):
+        try:
+            pts = np.asarray(points, dtype=np.float64)
+            lab = np.asarray(labels)
+        except (TypeError, ValueError):
+            raise Sam2InputError("points must be numbers (N, 2) and labels (N,)") from None
+        if pts.ndim == 1 and pts.size == 2:
+            pts = pts[None]
+        lab = lab.reshape(-1)
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
+            raise Sam2InputError(f"points must have shape (N, 2) as (row, col) with N >= 1, got {pts.shape}")
+        if len(lab) != len(pts):
+            raise Sam2InputError(f"got {len(pts)} points but {len(lab)} labels: give one label per point")
+        if not np.isin(lab, (0, 1)).all():
+            raise Sam2InputError(f"labels must be 1 (object) or 0 (background), got {np.unique(lab).tolist()}")
+        inside = points_in_frame(pts, self.frame_shape)
+        if not inside.all():
+            bad = pts[~inside][0].tolist()
+            raise Sam2InputError(
+                f"point {bad} (row, col) lies outside the frame of shape {tuple(self.frame_shape)}: "
+                "click on the image (coordinates are frame pixels, not world units)"
+            )
+        return pts, lab.astype(np.int64)
+
+    def _new_track(self, obj_id: int) -> _Track:
+        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+        dev = self.model.device
+        state = Sam2VideoInferenceSession(
+            video_height=self.frame_shape[0], video_width=self.frame_shape[1],
+            inference_device=dev, inference_state_device=dev, video_storage_device=dev,
+            dtype=torch.float32,
+        )
+        state.processed_frames = self._frames
+        state.cache = self.cache
+        state.obj_id_to_idx(obj_id)
+        quality = np.full((self.n_frames, 2), np.nan, np.float32)
+        return _Track(obj_id, state, quality=quality)
+
+    def _push_undo(self, track: _Track | None, frame: int, obj_id: int | None = None) -> None:
+        if track is None:
+            self._undo.append(("frame", obj_id, frame, None))
+        else:
+            st = track.state
+            saved = {
+                "track": track,
+                "points": st.point_inputs_per_obj[0].get(frame),
+                "masks": st.mask_inputs_per_obj[0].get(frame),
+                "cond": track.cond.get(frame),
+                "non_cond": track.non_cond.get(frame),
+                "tracked": track.tracked.get(frame),
+                "exact": track.exact_masks.get(frame),
+                "binary": track.binary.get(frame),
+                "prompts": list(track.prompts),
+                "quality": track.quality[frame].copy(),
+            }
+            self._undo.append(("frame", track.obj_id, frame, saved))
+        del self._undo[:-_UNDO_DEPTH]
+
+    def _prompt(self, obj_id, frame, prompt, point_inputs=None, mask_inputs=None, refine=False,
+                exact=None):
+        """Run one prompt on one object's frame and store the result as a conditioning frame."""
+        track = self._tracks.get(obj_id)
+        self._push_undo(track, frame, obj_id)
+        created = track is None
+        if created:
+            track = self._new_track(obj_id)
+        st = track.state
+        dev = self.model.device
+        prev_logits = None
+        if point_inputs is not None:
+            pi = {"point_coords": point_inputs[0].to(dev), "point_labels": point_inputs[1].to(dev)}
+            if refine:
+                prev_logits = self._previous_logits(track, frame)
+            mi = None
+        else:
+            pi, mi = None, mask_inputs
+        # a prompt on a frame the object was tracked on is a correction: it is conditioned on
+        # the memory around it and tracked in the same direction, like SAM 2's predictor
+        is_init = frame not in track.tracked
+        reverse = False if is_init else track.tracked[frame]["reverse"]
+        try:
+            with self.model.inference():
+                out, iou = self._infer(track, frame, is_init, pi, mi, reverse, prev_logits)
+                self._encode_memories(frame, [(track, out)], from_prompt=True)
+                mask = self._upsample(out["pred_masks"])
+        except BaseException:
+            self._undo.pop()  # nothing changed
+            raise
+        # commit: inputs, conditioning output, records
+        if pi is not None:
+            st.point_inputs_per_obj[0][frame] = pi
+            st.mask_inputs_per_obj[0].pop(frame, None)
+            track.exact_masks.pop(frame, None)
+        else:
+            st.mask_inputs_per_obj[0][frame] = mi
+            st.point_inputs_per_obj[0].pop(frame, None)
+            track.exact_masks[frame] = exact
+            mask = exact.copy()
+        track.cond[frame] = out
+        track.non_cond.pop(frame, None)
+        self._record(track, frame, out, iou)
+        if prompt.kind == "mask" or prompt.kind == "box" or prompt.replace:
+            # these replace everything the frame had; keep the history replayable and short
+            track.prompts = [p for p in track.prompts if p.frame != frame]
+        track.prompts.append(prompt)
+        self._tracks[obj_id] = track
+        return mask
+
+    def _previous_logits(self, track: _Track, frame: int):
+        out = track.cond.get(frame) or track.non_cond.get(frame)
+        if out is not None:
+            logits = out["pred_masks"]
+        elif frame in track.binary:
+            logits = self._binary_logits(track, frame)
+        else:
+            return None
+        return torch.clamp(logits.to(self.model.device), -_PREV_LOGITS_CLAMP, _PREV_LOGITS_CLAMP)
+
+    def _infer(self, track, frame, is_init, point_inputs, mask_inputs, reverse, prev_logits):
+        """One object on one frame: transformers' ``_run_single_frame_inference``, plus the IoU."""
+        net = self.network
+        st = track.state
+        feats, pos = net._prepare_vision_features(st, frame, 1)
+        high_res = [
+            x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
+            for x, s in zip(feats[:-1], net.backbone_feature_sizes[:-1])
+        ]
+        if mask_inputs is not None:
+            pix = feats[-1].permute(1, 2, 0).view(-1, net.hidden_dim, *net.backbone_feature_sizes[-1])
+            sam = net._use_mask_as_output(pix, high_res, mask_inputs)
+        else:
+            pix = net._prepare_memory_conditioned_features(
+                inference_session=st, frame_idx=frame, obj_idx=0,
+                is_initial_conditioning_frame=is_init,
+                current_vision_features=feats[-1], current_vision_positional_embeddings=pos[-1],
+                num_total_frames=self.n_frames, track_in_reverse_time=reverse, streaming=False,
+            )
+            sam = net._single_frame_forward(
+                pixel_values=None,
+                input_points=None if point_inputs is None else point_inputs["point_coords"],
+                input_labels=None if point_inputs is None else point_inputs["point_labels"],
+                input_masks=prev_logits,
+                image_embeddings=high_res + [pix],
+                multimask_output=net._use_multimask(is_init, point_inputs),
+            )
+        out = {
+            "pred_masks": sam.pred_masks,
+            "object_pointer": sam.object_pointer,
+            "high_res_masks": sam.high_res_masks,
+            "object_score_logits": sam.object_score_logits,
+        }
+        # with several candidate masks SAM 2 returns the one with the best predicted IoU
+        iou = float(sam.iou_scores.float().max())
+        return out, iou
+
+    def _encode_memories(self, frame, items, from_prompt):
+        """Encode the new masks of several objects on one frame into memory, in one batch."""
+        if not items or self.network.num_maskmem == 0:
+            return
+        net = self.network
+        feats, _ = net._prepare_vision_features(items[0][0].state, frame, 1)
+        vis = feats[-1].expand(-1, len(items), -1)
+        high_res = torch.cat([out["high_res_masks"] for _, out in items], dim=0)
+        scores = torch.cat([out["object_score_logits"] for _, out in items], dim=0)
+        mem, pos = net._encode_new_memory(vis, high_res, scores, is_mask_from_pts=from_prompt)
+        for i, (_, out) in enumerate(items):
+            out["maskmem_features"] = mem[:, i:i + 1]
+            p = pos[:, i:i + 1]
+            # the positional encoding depends only on the feature size: share one tensor
+            if self._pos_enc is not None and self._pos_enc.shape == p.shape and torch.equal(self._pos_enc, p):
+                p = self._pos_enc
+            else:
+                self._pos_enc = p = p.clone()
+            out["maskmem_pos_enc"] = p
+            # only the memory encoder reads the full-size masks, and it just did
+            del out["high_res_masks"]
+
+    def _track_frame(self, frame: int, obj_ids: list[int], reverse: bool) -> FrameMasks:
+        result = FrameMasks()
+        new = []
+        for obj_id in obj_ids:
+            track = self._tracks.get(obj_id)
+            if track is None:  # removed while the propagation was running
+                continue
+            if frame in track.cond:
+                out = track.cond[frame]
+                mask = track.exact_masks.get(frame)
+                result[obj_id] = mask.copy() if mask is not None else self._upsample(out["pred_masks"])
+                q = track.quality[frame]
+                result.scores[obj_id] = ObjectScore(float(q[0]), float(q[1]))
+                continue
+            out, iou = self._infer(track, frame, False, None, None, reverse, None)
+            track.non_cond[frame] = out
+            track.tracked[frame] = {"reverse": reverse}
+            self._record(track, frame, out, iou)
+            result[obj_id] = self._upsample(out["pred_masks"])
+            result.scores[obj_id] = self.score(frame, obj_id)
+            new.append((track, out))
+        self._encode_memories(frame, new, from_prompt=False)
+        for track, _ in new:
+            self._prune(track, frame)
+        return result
+
+    def _record(self, track: _Track, frame: int, out: dict, iou: float) -> None:
+        presence = float(torch.sigmoid(out["object_score_logits"].float()).max())
+        track.quality[frame] = (presence, iou)
+        low = (out["pred_masks"][0, 0] > 0).cpu().numpy()
+        track.binary[frame] = np.packbits(low)
+
+    def _binary_logits(self, track: _Track, frame: int):
+        side = self.model.image_size // 4
+        bits = np.unpackbits(track.binary[frame], count=side * side).reshape(1, 1, side, side)
+        return torch.from_numpy(bits.astype(np.float32) * (2 * _BINARY_LOGIT) - _BINARY_LOGIT)
+
+    def _prune(self, track: _Track, frame: int) -> None:
+        """Drop tracking state SAM 2 will not read again (see ``keep_frames``)."""
+        if self.keep_frames is None:
+            return
+        k = self.keep_frames
+        anchors = list(track.cond)
+        for f in list(track.non_cond):
+            if abs(f - frame) <= k or any(abs(f - a) <= k for a in anchors):
+                continue
+            del track.non_cond[f]
+
+    def _upsample(self, low_res_logits) -> np.ndarray:
+        """Low-resolution mask logits -> bool mask at the frame's size (as SAM 2's predictor)."""
+        x = low_res_logits.to(torch.float32)
+        if x.ndim == 2:
+            x = x[None, None]
+        x = F.interpolate(x, size=tuple(self.frame_shape), mode="bilinear", align_corners=False)
+        return (x[0, 0] > 0).cpu().numpy()
