@@ -1,0 +1,64 @@
+"""Shared fixtures: small random SAM 2 models and stacks, no network, GUI tests only with a display."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# No test may reach the network: the hub client refuses to download anything.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import numpy as np
+import pytest
+
+
+def _has_display() -> bool:
+    return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_display():
+        return
+    skip = pytest.mark.skip(reason="needs a display: run the GUI tests under Xvfb (xvfb-run -a pytest)")
+    for item in items:
+        if "_qt" in item.path.parts or item.get_closest_marker("gui"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    import torch
+
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A random-initialised SAM 2.1 network at 256 px (shared: do not modify its weights)."""
+    from napari_sam2.testing import make_tiny_model
+
+    return make_tiny_model(image_size=256, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The same tiny network saved as a transformers folder (config.json + safetensors)."""
+    from napari_sam2.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-sam2"), image_size=256, seed=0)
+
+
+@pytest.fixture(scope="session")
+def blobs_stack():
+    """(8, 96, 112) uint8 stack of a bright disc drifting over a textured background."""
+    rng = np.random.default_rng(1)
+    t, h, w = 8, 96, 112
+    yy, xx = np.mgrid[:h, :w]
+    frames = []
+    for i in range(t):
+        cy, cx = 40 + 2 * i, 45 + 3 * i
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2) < 15 ** 2
+        img = 40 + 20 * rng.random((h, w)) + 150 * disc
+        frames.append(img)
+    return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
