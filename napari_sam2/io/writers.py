@@ -1,0 +1,334 @@
+"""Write label volumes that other software opens: ImageJ/Fiji TIFF, OME-Zarr, GeoTIFF.
+
+* **TIFF** (``.tif``, ``.tiff``): an ImageJ hyperstack (``TYX`` or ``ZYX``), deflate-compressed,
+  with the pixel size in the resolution tags and the slice spacing / frame interval and unit in
+  the ImageJ metadata, so Fiji shows calibrated measurements. Labels are uint16 when the largest
+  id fits (ImageJ's 16-bit type); above 65535 they are uint32, which ImageJ hyperstacks cannot
+  hold, so the file is an OME-TIFF instead (Fiji opens it through Bio-Formats). A GeoTIFF input's
+  georeferencing tags are written on every page, so a satellite time series segments straight
+  back into GIS (GDAL opens page 0, and each page as a ``GTIFF_DIR`` subdataset).
+* **zarr** (``.zarr``, ``.ome.zarr``): an OME-NGFF 0.4 image with one full-resolution array
+  chunked one frame per chunk, written frame by frame: for volumes larger than memory.
+
+:class:`LabelsWriter` takes frames in any order as they are computed (propagation runs forward
+and then backward from the prompt) and always leaves a valid file: frames never written are 0.
+
+Nothing here imports torch, Qt or napari.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from napari_sam2.io.readers import FrameGeometry
+
+__all__ = [
+    "LabelsWriter",
+    "LabelWriteError",
+    "label_dtype",
+    "labels_format",
+    "write_labels",
+    "LABEL_SUFFIXES",
+]
+
+LABEL_SUFFIXES = (".tif", ".tiff", ".zarr")
+#: Frames buffered in memory before the TIFF writer switches to a temporary file next to the output.
+_MEMORY_BUFFER_BYTES = 512 * 2**20
+#: Largest chunk side of the zarr output (frames are chunked (1, <=1024, <=1024)).
+_ZARR_CHUNK = 1024
+
+# OME-NGFF wants UDUNITS-2 names
+_NGFF_UNITS = {
+    "µm": "micrometer", "μm": "micrometer", "um": "micrometer", "micron": "micrometer",
+    "micrometer": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter",
+    "m": "meter", "km": "kilometer", "inch": "inch", "ft": "foot",
+    "s": "second", "sec": "second", "ms": "millisecond", "min": "minute", "h": "hour",
+}
+
+
+class LabelWriteError(ValueError):
+    """Labels cannot be written as asked (unknown format, id too large, missing folder...)."""
+
+
+def labels_format(path) -> str:
+    """``"tiff"`` or ``"zarr"`` from the output name.
+
+    Raises
+    ------
+    LabelWriteError
+        For any other suffix.
+    """
+    name = str(path).rstrip("/\\").lower()
+    if name.endswith((".tif", ".tiff")):
+        return "tiff"
+    if name.endswith(".zarr"):
+        return "zarr"
+    raise LabelWriteError(
+        f"unknown output format for '{path}': write labels to a .tif/.tiff (ImageJ/Fiji, GIS) "
+        "or a .zarr (OME-Zarr, for volumes larger than memory) path"
+    )
+
+
+def label_dtype(max_id: int) -> np.dtype:
+    """uint16 when the largest id fits (ImageJ's 16-bit type), else uint32.
+
+    Raises
+    ------
+    LabelWriteError
+        If ``max_id`` is negative or above 2**32 - 1.
+    """
+    max_id = int(max_id)
+    if max_id < 0:
+        raise LabelWriteError(f"label ids must be >= 0, got {max_id}")
+    if max_id <= np.iinfo(np.uint16).max:
+        return np.dtype(np.uint16)
+    if max_id <= np.iinfo(np.uint32).max:
+        return np.dtype(np.uint32)
+    raise LabelWriteError(f"label id {max_id} does not fit in 32 bits")
+
+
+def _imagej_unit(unit):
+    if unit is None:
+        return None
+    # ImageJ descriptions are ASCII: ImageJ itself writes the micro sign escaped
+    return str(unit).replace("µ", "\\u00B5").replace("μ", "\\u00B5").encode("ascii", "replace").decode()
+
+
+def _ome_unit(unit):
+    return {"um": "µm", "micron": "µm", "μm": "µm"}.get(unit, unit)
+
+
+class LabelsWriter:
+    """Collect ``(T, Y, X)`` label frames as they are computed and write a TIFF or zarr file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        ``.tif``/``.tiff`` or ``.zarr``.
+    shape : (int, int, int)
+        ``(T, Y, X)`` of the whole output.
+    max_id : int
+        The largest label id that will be written (chooses uint16 or uint32).
+    geometry : FrameGeometry, optional
+        Physical scale, units, axis name and GeoTIFF tags (see :func:`~napari_sam2.io.readers.video_frames`).
+    buffer_dir : str or pathlib.Path, optional
+        Where a TIFF output larger than 512 MiB is buffered until :meth:`close` (default: next
+        to the output, on the same disk).
+
+    Notes
+    -----
+    zarr output is written frame by frame as :meth:`write_frame` is called. A TIFF is written
+    in :meth:`close` (to a temporary name, then renamed), because frames arrive out of order and
+    a TIFF's pages are sequential; until then frames live in memory or in a memory-mapped
+    temporary file. Either way, :meth:`close` after an interruption leaves a valid file in which
+    unfinished frames are 0. Use it as a context manager.
+    """
+
+    def __init__(self, path, shape, max_id: int, geometry: FrameGeometry | None = None, *,
+                 buffer_dir=None):
+        self.path = Path(path)
+        self.format = labels_format(self.path)
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 3:
+            raise LabelWriteError(f"labels are written as (T, Y, X) stacks, got shape {self.shape}")
+        self.dtype = label_dtype(max_id)
+        self.geometry = geometry or FrameGeometry()
+        self.written = np.zeros(self.shape[0], bool)
+        if not self.path.parent.is_dir():
+            raise LabelWriteError(f"the output folder '{self.path.parent}' does not exist")
+        self._closed = False
+        self._buffer_file = None
+        if self.format == "zarr":
+            self._array = _create_ome_zarr(self.path, self.shape, self.dtype, self.geometry)
+        else:
+            nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+            if nbytes <= _MEMORY_BUFFER_BYTES:
+                self._array = np.zeros(self.shape, self.dtype)
+            else:
+                folder = Path(buffer_dir) if buffer_dir is not None else self.path.parent
+                fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=folder)
+                os.close(fd)
+                self._buffer_file = Path(name)
+                self._array = np.memmap(self._buffer_file, self.dtype, mode="w+", shape=self.shape)
+
+    @property
+    def n_written(self) -> int:
+        """Frames written so far."""
+        return int(self.written.sum())
+
+    def write_frame(self, t: int, labels) -> None:
+        """Store frame ``t`` (a ``(Y, X)`` integer array; values must fit the output dtype)."""
+        if self._closed:
+            raise LabelWriteError("the labels file is already closed")
+        labels = np.asarray(labels)
+        if labels.shape != self.shape[1:]:
+            raise LabelWriteError(f"frame {t} has shape {labels.shape}, the output's frames are {self.shape[1:]}")
+        self._array[int(t)] = labels.astype(self.dtype, copy=False)
+        self.written[int(t)] = True
+
+    def close(self) -> Path:
+        """Finish the file (write the TIFF) and release buffers; returns the output path."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        try:
+            if self.format == "tiff":
+                _write_tiff(self.path, self._array, self.geometry)
+        finally:
+            if self._buffer_file is not None:
+                del self._array
+                self._buffer_file.unlink(missing_ok=True)
+        return self.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+# --------------------------------------------------------------------------- TIFF
+def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
+    """Write ``(T, Y, X)`` frames (array-like, read one frame at a time) as an ImageJ TIFF."""
+    import tifffile
+
+    shape = tuple(int(s) for s in frames.shape)
+    dtype = np.dtype(frames.dtype)
+    t_scale, dy, dx = (float(s) for s in geometry.scale)
+    t_unit, unit = geometry.units
+    dy, dx = abs(dy), abs(dx)
+    axis = "Z" if geometry.axis_name == "Z" else "T"
+    kwargs = dict(compression="zlib", extratags=list(geometry.geotiff_tags) or None)
+    if unit is not None and dx > 0 and dy > 0:
+        kwargs["resolution"] = (1.0 / dx, 1.0 / dy)
+    if dtype == np.uint16:
+        meta = {"axes": f"{axis}YX"}
+        if unit is not None:
+            meta["unit"] = _imagej_unit(unit)
+        if axis == "Z" and (t_scale != 1.0 or unit is not None):
+            meta["spacing"] = t_scale
+        if axis == "T" and t_scale != 1.0:
+            meta["finterval"] = t_scale
+            if t_unit:
+                meta["tunit"] = str(t_unit)
+        kwargs.update(imagej=True, metadata=meta)
+    else:
+        meta = {"axes": f"{axis}YX"}
+        if unit is not None:
+            meta.update(PhysicalSizeX=dx, PhysicalSizeY=dy, PhysicalSizeXUnit=_ome_unit(unit),
+                        PhysicalSizeYUnit=_ome_unit(unit))
+            if axis == "Z":
+                meta.update(PhysicalSizeZ=t_scale, PhysicalSizeZUnit=_ome_unit(unit))
+        if axis == "T" and t_scale != 1.0:
+            meta["TimeIncrement"] = t_scale
+        kwargs.update(ome=True, metadata=meta)
+
+    def pages():
+        for t in range(shape[0]):
+            yield np.ascontiguousarray(np.asarray(frames[t]), dtype=dtype)
+
+    # write to a temporary name and rename: an existing file is replaced only by a complete one
+    tmp = path.with_name(f".{path.name}.writing")
+    try:
+        tifffile.imwrite(tmp, pages(), shape=shape, dtype=dtype, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- zarr
+def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry):
+    """Create an OME-NGFF 0.4 image group with one ``(T, Y, X)`` array and return the array."""
+    import zarr
+
+    chunks = (1, min(shape[1], _ZARR_CHUNK), min(shape[2], _ZARR_CHUNK))
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        group = zarr.open_group(str(path), mode="w", zarr_format=2)
+        array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+    else:  # pragma: no cover - zarr 2
+        group = zarr.open_group(str(path), mode="w")
+        array = group.create_dataset("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+    t_scale, dy, dx = (abs(float(s)) for s in geometry.scale)
+    t_unit, unit = geometry.units
+    first = {"name": geometry.axis_name.lower(), "type": "space" if geometry.axis_name == "Z" else "time"}
+    first_unit = _NGFF_UNITS.get(unit if geometry.axis_name == "Z" else t_unit)
+    if first_unit:
+        first["unit"] = first_unit
+    axes = [first]
+    for name in ("y", "x"):
+        ax = {"name": name, "type": "space"}
+        if _NGFF_UNITS.get(unit):
+            ax["unit"] = _NGFF_UNITS[unit]
+        axes.append(ax)
+    group.attrs["multiscales"] = [{
+        "version": "0.4",
+        "name": path.name,
+        "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [t_scale or 1.0, dy or 1.0, dx or 1.0]}]}],
+    }]
+    # tells OME-Zarr viewers (napari-ome-zarr, MoBIE) that the values are labels, not intensities
+    group.attrs["image-label"] = {"version": "0.4"}
+    return array
+
+
+# --------------------------------------------------------------------------- whole arrays
+def write_labels(path, data, geometry: FrameGeometry | None = None) -> Path:
+    """Write a whole label array (numpy, dask, zarr...) to TIFF or OME-Zarr, frame by frame.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        ``.tif``/``.tiff`` or ``.zarr``.
+    data : array-like, (Y, X) or (T, Y, X)
+        Non-negative integer labels. Only one frame is in memory at a time.
+    geometry : FrameGeometry, optional
+        Scale, units and GeoTIFF tags.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    ndim = len(data.shape)
+    if ndim == 2:
+        frames = _Leading(data)
+    elif ndim == 3:
+        frames = data
+    else:
+        raise LabelWriteError(
+            f"napari-sam2 writes 2-D or 3-D labels, got {ndim}-D data of shape {tuple(data.shape)}"
+        )
+    dtype = np.dtype(data.dtype)
+    if dtype.kind == "b":
+        max_id = 1
+    elif dtype.kind == "u" and dtype.itemsize <= 2:
+        max_id = int(np.iinfo(dtype).max)  # fits uint16 whatever the values: no need to look
+    elif dtype.kind in "ui":
+        max_id = 0
+        for t in range(frames.shape[0]):  # one pass to check the ids and choose uint16 or uint32
+            frame = np.asarray(frames[t])
+            if frame.size:
+                if frame.min() < 0:
+                    raise LabelWriteError(f"labels must be >= 0; frame {t} holds {frame.min()}")
+                max_id = max(max_id, int(frame.max()))
+    else:
+        raise LabelWriteError(f"labels must be integers, got {dtype}")
+    with LabelsWriter(path, frames.shape, max_id, geometry) as writer:
+        for t in range(frames.shape[0]):
+            writer.write_frame(t, np.asarray(frames[t]))
+    return Path(path)
+
+
+class _Leading:
+    def __init__(self, image):
+        self._image = image
+        self.shape = (1, *image.shape)
+        self.dtype = image.dtype
+
+    def __getitem__(self, t):
+        return self._image
