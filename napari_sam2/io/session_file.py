@@ -437,6 +437,21 @@ def session_to_dict(session_file: SessionFile, mask_paths: dict | None = None) -
     return data
 
 
+def _dumps(obj, level: int = 0) -> str:
+    """JSON for people: one line per setting and per prompt, objects spread out."""
+    pad, end = " " * (level + 1), " " * level
+    if isinstance(obj, dict):
+        flat = all(not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, dict) for x in v))
+                   for v in obj.values())
+        if flat and level >= 3 or not obj:  # a prompt entry
+            return json.dumps(obj, ensure_ascii=False)
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {_dumps(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + end + "}"
+    if isinstance(obj, list) and any(isinstance(x, dict) for x in obj):
+        return "[\n" + ",\n".join(pad + _dumps(x, level + 1) for x in obj) + "\n" + end + "]"
+    return json.dumps(obj, ensure_ascii=False)
+
+
 def write_session(path, session_file: SessionFile) -> Path:
     """Write a session file, its mask prompts as TIFFs in ``<name>_masks/`` next to it.
 
@@ -472,7 +487,7 @@ def write_session(path, session_file: SessionFile) -> Path:
             tifffile.imwrite(path.parent / mask_dir / name,
                              np.asarray(p.mask, bool).astype(np.uint8) * 255, compression="zlib")
             mask_paths[(i, j)] = f"{mask_dir}/{name}"
-    text = json.dumps(session_to_dict(session_file, mask_paths), indent=1, ensure_ascii=False)
+    text = _dumps(session_to_dict(session_file, mask_paths))
     tmp = path.with_name(f".{path.name}.writing")
     try:
         tmp.write_text(text + "\n", encoding="utf-8")

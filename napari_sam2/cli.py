@@ -1,0 +1,340 @@
+"""The ``napari-sam2`` command: segment a stack from a session file, or open it in napari.
+
+::
+
+    napari-sam2 segment INPUT --prompts SESSION.json --out LABELS.tif [options]
+    napari-sam2 view INPUT [--prompts SESSION.json]
+
+Exit status: 0 on success, 2 on bad input (one line on stderr naming the problem), 130 when
+interrupted with Ctrl-C (the frames that finished are written). Heavy modules (torch,
+transformers, napari) are imported only once the input has been checked, so mistakes are
+reported in about a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+_SEGMENT_EPILOG = """\
+INPUT is a TIFF stack (ImageJ, OME, GeoTIFF), a folder of images, a video (mp4, avi, mov, mkv,
+webm, gif), a zarr array or OME-Zarr image, or a .npy file.
+
+Output: one label value per object id of the session (0 is background); where objects overlap,
+the object with the higher id wins. .tif/.tiff gives an ImageJ hyperstack (uint16, or an
+OME-TIFF in uint32 for ids above 65535) with the input's voxel size and, for GeoTIFF input, its
+georeferencing; .zarr gives an OME-Zarr image written frame by frame (for stacks larger than
+memory). Frames that are not segmented (outside --start/--stop, before the first prompt of a
+forward run...) are 0.
+
+Settings recorded in the session file (model, axis, channels, contrast) are used unless given
+on the command line. Ctrl-C stops after the current frame and writes what finished.
+"""
+
+
+class CliError(ValueError):
+    """A problem with the command line itself (output path, bounds...)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    from napari_sam2 import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-sam2",
+        description="Segment and track objects through image stacks with SAM 2.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-sam2 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,view}")
+    sub.required = True
+
+    seg = sub.add_parser(
+        "segment", help="segment a stack from the prompts of a session file",
+        description="Replay the prompts of a session file on INPUT, propagate them through the "
+                    "stack with SAM 2 and write a label image.",
+        epilog=_SEGMENT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    seg.add_argument("input", metavar="INPUT", help="image stack to segment")
+    seg.add_argument("--prompts", metavar="SESSION.json", required=True,
+                     help="session file with the objects and their prompts (saved by the widget)")
+    seg.add_argument("--out", metavar="LABELS", required=True,
+                     help="output labels: .tif/.tiff or .zarr")
+    seg.add_argument("--model", metavar="NAME|FOLDER|FILE.pt",
+                     help="sam2.1-tiny, sam2.1-small, sam2.1-base-plus, sam2.1-large, a hub id, a "
+                          "transformers model folder or a Meta .pt checkpoint (default: the "
+                          "session's model, else sam2.1-tiny)")
+    seg.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps",
+                     help="where the model runs (default: auto)")
+    seg.add_argument("--direction", default="both", choices=("both", "forward", "backward"),
+                     help="propagate from the prompts forward, backward or both ways (default: both)")
+    seg.add_argument("--start", type=int, metavar="N", help="first frame to segment (default: 0)")
+    seg.add_argument("--stop", type=int, metavar="N", help="segment frames before N (default: all)")
+    seg.add_argument("--axis", type=int, metavar="N",
+                     help="the input axis to track through (default: the session's, else time, else z)")
+    seg.add_argument("--channels", type=int, nargs="+", metavar="C",
+                     help="channel(s) feeding SAM 2: one shown as gray, two or three as red, green, blue")
+    seg.add_argument("--contrast", type=float, nargs=2, metavar=("LO", "HI"),
+                     help="intensities mapped to black and white for the whole stack "
+                          "(default: the session's, else robust percentiles)")
+    seg.add_argument("--stats", metavar="STATS.csv",
+                     help="also write per-object statistics (area, centroid, box, scores) as CSV")
+    seg.add_argument("--save-session", metavar="SESSION.json",
+                     help="also write the session as run (resolved model and contrast) for reproducing it")
+
+    view = sub.add_parser("view", help="open a stack in napari with the SAM 2 widget",
+                          description="Open INPUT in napari with the SAM 2 widget docked.")
+    view.add_argument("input", metavar="INPUT", help="image stack to open")
+    view.add_argument("--prompts", metavar="SESSION.json", help="session file to load in the widget")
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+class _StopFlag:
+    """SIGINT handler for the propagation loop: first Ctrl-C stops after the current frame."""
+
+    def __init__(self):
+        self.stopped = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread (embedded use): keep the default behaviour
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stopped:  # a second Ctrl-C: stop now (what finished is still written)
+            raise KeyboardInterrupt
+        self.stopped = True
+        _say("\nnapari-sam2: interrupted: stopping after the current frame (Ctrl-C again to stop now)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+# --------------------------------------------------------------------------- segment
+def _check_outputs(args, input_path: Path) -> None:
+    from napari_sam2.io.writers import labels_format
+
+    out = Path(args.out)
+    labels_format(out)
+    if _same_file(out, input_path):
+        raise CliError(f"--out '{out}' is the input: choose another file name")
+    for option, value in (("--out", out), ("--stats", args.stats), ("--save-session", args.save_session)):
+        if value is None:
+            continue
+        parent = Path(value).parent
+        if not parent.is_dir():
+            raise CliError(f"{option}: the folder '{parent}' does not exist")
+    if args.stats is not None and Path(args.stats).suffix.lower() != ".csv":
+        raise CliError(f"--stats '{args.stats}': statistics are written as CSV; use a .csv name")
+    if args.contrast is not None:
+        lo, hi = args.contrast
+        if not lo < hi:
+            raise CliError(f"--contrast {lo:g} {hi:g}: LO must be below HI")
+
+
+def _check_bounds(args, n_frames: int) -> None:
+    start = 0 if args.start is None else args.start
+    stop = n_frames if args.stop is None else args.stop
+    if not 0 <= start < n_frames:
+        raise CliError(f"--start {start} is out of range: the input has {n_frames} frames (0..{n_frames - 1})")
+    if not 0 < stop <= n_frames:
+        raise CliError(f"--stop {stop} is out of range: the input has {n_frames} frames (stop 1..{n_frames})")
+    if stop <= start:
+        raise CliError(f"--stop {stop} must be greater than --start {start}")
+
+
+def _load_model(args, settings):
+    from napari_sam2.engine.models import ModelLoadError, load_model
+
+    name = args.model or settings.model or "sam2.1-tiny"
+    _say(f"napari-sam2: loading model {name} (device {args.device})")
+    try:
+        return load_model(name, device=args.device)
+    except ModelLoadError as err:
+        if args.model is None and settings.model is not None:
+            raise ModelLoadError(f"{_one_line(err)} (the model named in the session file's "
+                                 "settings.model; choose one with --model)") from None
+        raise
+
+
+def _segment(args) -> int:
+    import numpy as np
+
+    from napari_sam2.io.readers import open_stack, video_frames
+    from napari_sam2.io.session_file import (
+        SessionSettings, check_session_fits, read_session, replay, session_from_engine, write_session,
+    )
+    from napari_sam2.io.stats import ObjectStats
+    from napari_sam2.io.writers import LabelsWriter, label_dtype
+
+    input_path = Path(args.input)
+    if not input_path.exists():
+        raise CliError(f"input '{input_path}' does not exist")
+    _check_outputs(args, input_path)
+    session_file = read_session(args.prompts)
+    settings = session_file.settings
+    stack = open_stack(input_path)
+    axis = args.axis if args.axis is not None else settings.axis
+    frames, geometry = video_frames(stack, axis)
+    n_frames, frame_shape = int(frames.shape[0]), tuple(int(s) for s in frames.shape[1:3])
+    check_session_fits(session_file, n_frames, frame_shape)
+    _check_bounds(args, n_frames)
+    label_dtype(max(session_file.ids))
+
+    # ---- the model and the prompts (minutes at most; Ctrl-C here writes nothing)
+    from napari_sam2.engine.session import Sam2Session
+
+    model = _load_model(args, settings)
+    contrast = list(args.contrast) if args.contrast is not None else (settings.contrast or "auto")
+    channels = args.channels if args.channels is not None else settings.channels
+    session = Sam2Session(model, frames, channels=channels, contrast=contrast)
+    _say(f"napari-sam2: {len(session_file.objects)} object(s), {n_frames} frames of "
+         f"{frame_shape[0]}x{frame_shape[1]} px from {input_path.name}")
+    replay(session_file, session)
+    if args.save_session:
+        run_settings = SessionSettings(**{**settings.__dict__, "model": model.name, "axis": axis,
+                                          "channels": channels, "contrast": None})
+        write_session(args.save_session, session_from_engine(session, run_settings, session_file.names,
+                                                             {o.id: o.extra for o in session_file.objects}))
+
+    # ---- propagation, streamed to the output
+    plan = session.plan_propagation(args.direction, args.start, args.stop)
+    stats = ObjectStats(geometry, session_file.names) if args.stats else None
+    writer = LabelsWriter(args.out, (n_frames, *frame_shape), max(session_file.ids), geometry)
+    from tqdm import tqdm
+
+    done = 0
+    stop = _StopFlag()
+    bar = tqdm(total=len(plan), desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True)
+    try:
+        with stop:
+            frames_iter = session.propagate(args.direction, args.start, args.stop)
+            try:
+                for frame, masks in frames_iter:
+                    labels = np.zeros(frame_shape, writer.dtype)
+                    for obj_id in sorted(masks):  # higher ids painted last: they win overlaps
+                        labels[masks[obj_id]] = obj_id
+                    writer.write_frame(frame, labels)
+                    if stats is not None:
+                        stats.add_frame(frame, labels, masks.keys(), masks.scores)
+                    done += 1
+                    bar.update(1)
+                    if stop.stopped:
+                        break
+            finally:
+                frames_iter.close()
+    except KeyboardInterrupt:
+        stop.stopped = True
+    except Exception:
+        _say(f"napari-sam2: stopped by an error after {done} of {len(plan)} frames; they are "
+             f"written to {args.out} (unfinished frames are 0)")
+        raise
+    finally:
+        bar.close()
+        writer.close()
+        if stats is not None:
+            stats.write_csv(args.stats)
+        stack.close()
+    if stop.stopped:
+        _say(f"napari-sam2: interrupted: wrote {done} of {len(plan)} frames to {args.out} "
+             "(unfinished frames are 0)" + (f" and their statistics to {args.stats}" if stats else ""))
+        return EXIT_INTERRUPTED
+    _say(f"napari-sam2: wrote {args.out} ({done} frames segmented)"
+         + (f" and {args.stats}" if stats else ""))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- view
+def _view(args) -> int:
+    from napari_sam2.io.readers import open_stack
+    from napari_sam2.io.session_file import read_session
+
+    input_path = Path(args.input)
+    if not input_path.exists():
+        raise CliError(f"input '{input_path}' does not exist")
+    stack = open_stack(input_path)
+    session_file = read_session(args.prompts) if args.prompts else None
+    import napari
+
+    viewer = napari.Viewer()
+    open_in_viewer(viewer, stack, session_file)
+    napari.run()
+    return EXIT_OK
+
+
+def open_in_viewer(viewer, stack, session_file=None):
+    """Add a stack to a napari viewer, dock the SAM 2 widget and load a session into it.
+
+    Returns
+    -------
+    (layers, widget)
+        The image layer(s) added and the dock widget (None if it could not be docked).
+    """
+    from napari_sam2._npe2_io import stack_layer_data
+
+    layers = []
+    for data, meta, kind in stack_layer_data(stack):
+        added = getattr(viewer, f"add_{kind}")(data, **meta)
+        layers.extend(added if isinstance(added, list) else [added])
+    widget = None
+    try:
+        _, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
+    except Exception as err:  # the widget is optional for viewing: say why and go on
+        _say(f"napari-sam2: warning: could not dock the SAM 2 widget: {_one_line(err)}")
+    if session_file is not None:
+        hook = getattr(widget, "load_session", None)
+        if callable(hook):
+            hook(session_file.path)
+        else:
+            _say("napari-sam2: warning: the SAM 2 widget cannot load a session file here; "
+                 "load it with the widget's 'Load session' button")
+    return layers, widget
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "segment":
+            return _segment(args)
+        return _view(args)
+    except KeyboardInterrupt:
+        _say("napari-sam2: interrupted before segmenting started: nothing was written")
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as err:
+        # user errors (bad files, prompts, model names, devices) arrive as ValueError
+        # subclasses: Sam2InputError, ModelLoadError, SessionFileError, ImageReadError...
+        _say(f"napari-sam2: error: {_one_line(err)}")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
