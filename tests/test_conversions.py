@@ -1,0 +1,70 @@
+"""Coordinates and intensities: the conventions every part of napari-sam2 shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam2.conversions import (
+    box_to_model_corners,
+    dtype_limits,
+    normalize_intensity,
+    points_in_frame,
+    robust_limits,
+    rowcol_to_model_xy,
+    world_to_frame_point,
+)
+
+
+def test_rowcol_to_model_xy_swaps_and_scales_each_axis():
+    xy = rowcol_to_model_xy([[10, 40], [0, 0]], frame_shape=(100, 200), image_size=1024)
+    np.testing.assert_allclose(xy, [[40 * 1024 / 200, 10 * 1024 / 100], [0, 0]])
+    # an identity size keeps pixel coordinates, swapped to (x, y)
+    np.testing.assert_allclose(rowcol_to_model_xy([[3, 7]], (64, 64), 64), [[7, 3]])
+
+
+def test_box_corners_sorted_and_zero_area_rejected():
+    corners = box_to_model_corners([[50, 80], [10, 20]], (100, 100), 100)
+    np.testing.assert_allclose(corners, [[20, 10], [80, 50]])
+    with pytest.raises(ValueError, match="zero area"):
+        box_to_model_corners([[10, 10], [10, 50]], (100, 100), 100)
+    with pytest.raises(ValueError, match="finite"):
+        box_to_model_corners([[np.nan, 10], [10, 50]], (100, 100), 100)
+
+
+def test_points_in_frame_uses_pixel_extents():
+    inside = points_in_frame([[-0.5, 0], [-0.6, 0], [9.49, 9.49], [9.5, 0], [np.nan, 1]], (10, 10))
+    assert inside.tolist() == [True, False, True, False, False]
+
+
+def test_world_to_frame_point():
+    assert world_to_frame_point([3.6, 10.0, 20.5], 0, (1, 2)) == (4, 10.0, 20.5)
+    assert world_to_frame_point([7.0, 2.4, 1.0, 5.0], 1, (2, 3)) == (2, 1.0, 5.0)
+
+
+@pytest.mark.parametrize("dtype, expected", [(np.uint8, (0, 255)), (np.int16, (-32768, 32767)),
+                                             (np.float32, (0, 1)), (bool, (0, 1))])
+def test_dtype_limits(dtype, expected):
+    assert dtype_limits(dtype) == expected
+
+
+def test_robust_limits_ignores_nan_and_outliers():
+    values = np.concatenate([np.linspace(100, 200, 1000), [1e9], [np.nan] * 5])
+    lo, hi = robust_limits(values, (1, 99))
+    assert 100 <= lo < 102 and 198 < hi <= 200
+    per_channel = robust_limits(np.stack([values, values * 2], axis=-1), (1, 99), axis=-1)
+    assert per_channel.shape == (2, 2) and per_channel[1, 0] == pytest.approx(2 * lo)
+    np.testing.assert_array_equal(robust_limits(np.full(10, 7.0)), [7.0, 8.0])  # flat image
+    with pytest.raises(ValueError, match="no finite value"):
+        robust_limits([np.nan, np.inf])
+
+
+def test_normalize_intensity_is_scale_invariant_and_clips():
+    a = np.array([[0, 64, 128, 255]], np.uint8)
+    ref = normalize_intensity(a, (0, 255))
+    np.testing.assert_allclose(normalize_intensity(a.astype(np.float32) / 255, (0, 1)), ref, atol=1e-7)
+    np.testing.assert_allclose(normalize_intensity(a.astype(np.uint16) * 257, (0, 65535)), ref, atol=1e-7)
+    out = normalize_intensity(np.array([-5.0, np.nan, 10.0, 50.0]), (0, 20))
+    np.testing.assert_allclose(out, [0, 0, 0.5, 1])
+    per = normalize_intensity(np.array([[[10, 10]]]), [(0, 20), (0, 40)])
+    np.testing.assert_allclose(per, [[[0.5, 0.25]]])
