@@ -277,19 +277,25 @@ class Sam2Session:
         frame = self._check_frame(frame)
         obj_id = self._check_obj_id(obj_id)
         try:
-            corners = box_to_model_corners(box, self.frame_shape, self.model.image_size)
+            b = np.sort(np.asarray(box, dtype=np.float64).reshape(2, 2), axis=0)
+        except (TypeError, ValueError):
+            raise Sam2InputError(
+                f"a box is two corners [[row0, col0], [row1, col1]]; got {box!r}"
+            ) from None
+        # a box dragged a little past the image edge is clipped to it, as a user expects
+        h, w = self.frame_shape
+        clipped = np.clip(b, -0.5, [h - 0.5, w - 0.5])
+        if np.isfinite(b).all() and np.any(clipped[1] - clipped[0] <= 0) and np.all(b[1] - b[0] > 0):
+            raise Sam2InputError(f"box {b.tolist()} lies outside frame {frame} of shape {(h, w)}")
+        b = clipped if np.isfinite(b).all() else b
+        try:
+            corners = box_to_model_corners(b, self.frame_shape, self.model.image_size)
         except ValueError as err:
             raise Sam2InputError(str(err)) from None
-        b = np.asarray(box, dtype=np.float64).reshape(2, 2)
-        if not points_in_frame(b, self.frame_shape).all():
-            raise Sam2InputError(
-                f"box {b.tolist()} reaches outside frame {frame} of shape {self.frame_shape}: "
-                "draw it on the image"
-            )
         coords = torch.from_numpy(corners).view(1, 1, 2, 2)
         lab_t = torch.tensor([[[2, 3]]], dtype=torch.int32)
         with self._lock:
-            prompt = Prompt(frame, "box", box=np.sort(b, axis=0))
+            prompt = Prompt(frame, "box", box=b)
             return self._prompt(obj_id, frame, prompt, point_inputs=(coords, lab_t), refine=False)
 
     def add_mask(self, frame: int, obj_id: int, mask) -> np.ndarray:

@@ -112,6 +112,13 @@ def test_plan_matches_propagation(session):
     assert [f for f, _ in session.propagate("both", start=1, stop=7)] == plan
 
 
+def test_box_past_the_edge_is_clipped(session):
+    inside = session.add_box(0, 1, [[60, 80], [95.5, 111.5]])
+    past = session.add_box(0, 2, [[60, 80], [140, 300]])
+    np.testing.assert_array_equal(inside, past)
+    np.testing.assert_array_equal(session.prompts(2)[0].box, [[60, 80], [95.5, 111.5]])
+
+
 def test_two_d_image_is_a_one_frame_stack(tiny_model, blobs_stack):
     s = Sam2Session(tiny_model, blobs_stack[0])
     assert s.n_frames == 1
@@ -131,6 +138,7 @@ def test_two_d_image_is_a_one_frame_stack(tiny_model, blobs_stack):
         (lambda s: s.add_points(0, 1, np.zeros((0, 2)), []), "N >= 1"),
         (lambda s: s.add_box(0, 1, [[5, 5], [5, 20]]), "zero area"),
         (lambda s: s.add_box(0, 1, [[5, 5]]), "two corners"),
+        (lambda s: s.add_box(0, 1, [[500, 5], [600, 20]]), "lies outside frame 0"),
         (lambda s: s.add_mask(0, 1, np.ones((10, 10), bool)), "does not match"),
         (lambda s: s.clear_prompts(0, 7), "unknown object id 7"),
         (lambda s: list(s.propagate()), "nothing to propagate"),
