@@ -184,9 +184,7 @@ def _load_model(args, settings):
 
 
 def _segment(args) -> int:
-    import numpy as np
-
-    from napari_sam2.io.readers import open_stack, video_frames
+    from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
     from napari_sam2.io.session_file import (
         SessionSettings, check_session_fits, read_session, replay, session_from_engine, write_session,
     )
@@ -218,7 +216,9 @@ def _segment(args) -> int:
          f"{frame_shape[0]}x{frame_shape[1]} px from {input_path.name}")
     replay(session_file, session)
     if args.save_session:
-        run_settings = SessionSettings(**{**settings.__dict__, "model": model.name, "axis": axis,
+        used_axis = axis if axis is not None else default_video_axis(stack)
+        run_settings = SessionSettings(**{**settings.__dict__, "model": model.name,
+                                          "axis": used_axis if used_axis >= 0 else None,
                                           "channels": channels, "contrast": None})
         write_session(args.save_session, session_from_engine(session, run_settings, session_file.names,
                                                              {o.id: o.extra for o in session_file.objects}))
@@ -226,10 +226,11 @@ def _segment(args) -> int:
     # ---- propagation, streamed to the output
     plan = session.plan_propagation(args.direction, args.start, args.stop)
     stats = ObjectStats(geometry, session_file.names) if args.stats else None
+    written_frames = len(set(plan))
     writer = LabelsWriter(args.out, (n_frames, *frame_shape), max(session_file.ids), geometry)
     from tqdm import tqdm
 
-    done = 0
+    done, scores = 0, {}
     stop = _StopFlag()
     bar = tqdm(total=len(plan), desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True)
     try:
@@ -237,12 +238,13 @@ def _segment(args) -> int:
             frames_iter = session.propagate(args.direction, args.start, args.stop)
             try:
                 for frame, masks in frames_iter:
-                    labels = np.zeros(frame_shape, writer.dtype)
-                    for obj_id in sorted(masks):  # higher ids painted last: they win overlaps
-                        labels[masks[obj_id]] = obj_id
+                    # a frame can come twice (forward for one object, backward for another):
+                    # add to what it holds. Higher ids win overlaps whatever the order.
+                    labels = writer.read_frame(frame)
+                    for obj_id in sorted(masks):
+                        labels[masks[obj_id] & (labels <= obj_id)] = obj_id
                     writer.write_frame(frame, labels)
-                    if stats is not None:
-                        stats.add_frame(frame, labels, masks.keys(), masks.scores)
+                    scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
                     done += 1
                     bar.update(1)
                     if stop.stopped:
@@ -252,20 +254,22 @@ def _segment(args) -> int:
     except KeyboardInterrupt:
         stop.stopped = True
     except Exception:
-        _say(f"napari-sam2: stopped by an error after {done} of {len(plan)} frames; they are "
-             f"written to {args.out} (unfinished frames are 0)")
+        _say(f"napari-sam2: stopped by an error after {done} of {len(plan)} steps; the "
+             f"{writer.n_written} frames reached are written to {args.out}")
         raise
     finally:
         bar.close()
-        writer.close()
-        if stats is not None:
+        if stats is not None:  # measured on the final labels, after all visits of each frame
+            for frame in sorted(scores):
+                stats.add_frame(frame, writer.read_frame(frame), scores[frame], scores[frame])
             stats.write_csv(args.stats)
+        writer.close()
         stack.close()
     if stop.stopped:
-        _say(f"napari-sam2: interrupted: wrote {done} of {len(plan)} frames to {args.out} "
-             "(unfinished frames are 0)" + (f" and their statistics to {args.stats}" if stats else ""))
+        _say(f"napari-sam2: interrupted after {done} of {len(plan)} steps: wrote {writer.n_written} "
+             f"frames to {args.out} (frames not reached are 0)" + (f" and their statistics to {args.stats}" if stats else ""))
         return EXIT_INTERRUPTED
-    _say(f"napari-sam2: wrote {args.out} ({done} frames segmented)"
+    _say(f"napari-sam2: wrote {args.out} ({written_frames} of {n_frames} frames segmented)"
          + (f" and {args.stats}" if stats else ""))
     return EXIT_OK
 

@@ -342,6 +342,7 @@ class ImageFolderFrames(LazyFrames):
         super().__init__()
         self.files = list(files)
         first = _read_image_file(self.files[0])
+        self.decoded += 1
         self.shape = (len(self.files), *first.shape)
         self.dtype = first.dtype
         self._check_sizes()

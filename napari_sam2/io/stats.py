@@ -125,6 +125,8 @@ class ObjectStats:
 
 
 def _fmt(value):
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        # six decimals: enough for sub-pixel centroids without losing map coordinates' digits
+        return "" if math.isnan(value) else repr(round(value, 6))
     return value

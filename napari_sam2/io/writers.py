@@ -170,6 +170,12 @@ class LabelsWriter:
         self._array[int(t)] = labels.astype(self.dtype, copy=False)
         self.written[int(t)] = True
 
+    def read_frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as written so far (zeros if it was not written yet)."""
+        if not self.written[int(t)]:
+            return np.zeros(self.shape[1:], self.dtype)
+        return np.array(self._array[int(t)], dtype=self.dtype)
+
     def close(self) -> Path:
         """Finish the file (write the TIFF) and release buffers; returns the output path."""
         if self._closed:
@@ -203,7 +209,7 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
     t_unit, unit = geometry.units
     dy, dx = abs(dy), abs(dx)
     axis = "Z" if geometry.axis_name == "Z" else "T"
-    kwargs = dict(compression="zlib", extratags=list(geometry.geotiff_tags) or None)
+    kwargs = dict(compression="zlib", photometric="minisblack", extratags=list(geometry.geotiff_tags) or None)
     if unit is not None and dx > 0 and dy > 0:
         kwargs["resolution"] = (1.0 / dx, 1.0 / dy)
     if dtype == np.uint16:

@@ -1,0 +1,71 @@
+"""The npe2 reader and writer contributions, through npe2's own read/write machinery."""
+
+from __future__ import annotations
+
+import imageio.v2 as iio2
+import numpy as np
+import pytest
+import tifffile
+
+npe2 = pytest.importorskip("npe2")
+
+from napari_sam2._npe2_io import get_video_reader, stack_layer_data  # noqa: E402
+from napari_sam2.io.readers import open_stack  # noqa: E402
+
+
+@pytest.fixture
+def movie(tmp_path):
+    yy, xx = np.mgrid[:32, :48]
+    frames = np.stack([((np.sin(xx / 4 + t) + 1) * 100 + yy).astype(np.uint8)[..., None].repeat(3, -1)
+                       for t in range(30)])
+    path = tmp_path / "movie.mp4"
+    iio2.mimwrite(path, frames, fps=10, codec="libx264", output_params=["-g", "5"], macro_block_size=16)
+    return path
+
+
+def test_manifest_is_valid():
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest("napari-sam2")
+    readers = [r for r in manifest.contributions.readers if r.command == "napari-sam2.get_video_reader"]
+    assert readers and "*.mp4" in readers[0].filename_patterns
+    writers = [w for w in manifest.contributions.writers if w.command == "napari-sam2.write_labels"]
+    assert writers and set(writers[0].filename_extensions) == {".tif", ".tiff", ".zarr"}
+
+
+def test_video_reader_gives_a_lazy_rgb_layer(movie):
+    assert get_video_reader(str(movie.with_suffix(".tif"))) is None
+    layers = npe2.read([str(movie)], stack=False, plugin_name="napari-sam2")
+    (data, meta, kind), = layers
+    assert kind == "image" and meta["rgb"] is True and meta["name"] == "movie"
+    assert data.shape == (30, 32, 48, 3) and data.dtype == np.uint8
+    assert data.chunksize[0] == 1  # one frame per chunk: napari decodes only the frames it shows
+    assert np.asarray(data[22]).shape == (32, 48, 3)
+    assert meta["metadata"]["napari_sam2"]["source_path"] == str(movie)
+
+
+def test_video_decoding_count_through_dask(movie):
+    stack = open_stack(movie)
+    (data, _, _), = stack_layer_data(stack)
+    np.asarray(data[22])
+    assert 1 <= stack.data.decoded <= 5
+
+
+def test_labels_writer_uses_layer_scale_and_geotiff_metadata(tmp_path):
+    labels = np.zeros((3, 16, 20), np.uint16)
+    labels[:, 4:9, 5:12] = 7
+    geo = [(33550, 12, 3, (20.0, 20.0, 0.0), False),
+           (33922, 12, 6, (0.0, 0.0, 0.0, 300000.0, 5000000.0, 0.0), False)]
+    meta = {"name": "cells", "scale": (4.0, 0.5, 0.5), "units": ("second", "micrometer", "micrometer"),
+            "axis_labels": ("t", "y", "x"), "metadata": {"napari_sam2": {"geotiff_tags": geo}}}
+    out = tmp_path / "labels.tif"
+    written = npe2.write(str(out), [(labels, meta, "labels")], plugin_name="napari-sam2")
+    assert written == [str(out)]
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TYX"
+        assert tif.imagej_metadata["finterval"] == 4.0 and tif.imagej_metadata["unit"] == "\\u00B5m"
+        assert tuple(tif.pages[0].tags[33922].value) == geo[1][3]
+        np.testing.assert_array_equal(tif.asarray(), labels)
+    zarr_out = tmp_path / "labels.zarr"
+    npe2.write(str(zarr_out), [(labels[0], {"scale": (0.5, 0.5)}, "labels")], plugin_name="napari-sam2")
+    assert open_stack(zarr_out).shape == (1, 16, 20)

@@ -1,0 +1,61 @@
+"""Per-object statistics: areas, centroids and boxes measured on labels, in pixels and physical units."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_sam2.io.readers import FrameGeometry
+from napari_sam2.io.stats import STATS_COLUMNS, ObjectStats
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_measurements_in_pixels_and_microns(tmp_path):
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:6, 10:20] = 1  # 4 x 10 = 40 px, centre (3.5, 14.5)
+    labels[10:13, 0:3] = 3  # 9 px
+    stats = ObjectStats(FrameGeometry("Z", (2.0, 0.5, 0.25), ("µm", "µm")), names={1: "nucleus"})
+    stats.add_frame(7, labels, [3, 1, 2], {1: (0.9, 0.8), 2: (0.1, 0.3)})
+    stats.add_frame(2, labels, [1])
+    path = stats.write_csv(tmp_path / "s.csv")
+    rows = read_rows(path)
+    assert tuple(rows[0]) == STATS_COLUMNS
+    assert [(r["frame"], r["object_id"]) for r in rows] == [("2", "1"), ("7", "1"), ("7", "2"), ("7", "3")]
+    one = rows[1]
+    assert one["object_name"] == "nucleus"
+    assert int(one["area_px"]) == 40 and float(one["area"]) == pytest.approx(40 * 0.125)
+    assert one["area_unit"] == "µm^2"
+    assert float(one["centroid_row"]) == pytest.approx(3.5) and float(one["centroid_col"]) == pytest.approx(14.5)
+    assert float(one["centroid_y"]) == pytest.approx(3.5 * 0.5) and float(one["centroid_x"]) == pytest.approx(14.5 * 0.25)
+    assert [one[k] for k in ("bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")] == ["2", "10", "6", "20"]
+    assert float(one["presence"]) == pytest.approx(0.9) and float(one["iou"]) == pytest.approx(0.8)
+    absent = rows[2]  # tracked but not in the labels: area 0, no centroid
+    assert absent["area_px"] == "0" and absent["centroid_row"] == "" and absent["bbox_row0"] == ""
+    assert float(absent["presence"]) == pytest.approx(0.1)
+    assert rows[3]["presence"] == "" and rows[3]["area_px"] == "9"  # no score given
+    assert rows[0]["presence"] == ""
+
+
+def test_geotiff_centroids_are_map_coordinates(tmp_path):
+    labels = np.zeros((10, 10), np.uint8)
+    labels[4, 6] = 1
+    geometry = FrameGeometry("T", (1.0, -30.0, 30.0), (None, "m"), origin=(3751305.0, 440735.0))
+    stats = ObjectStats(geometry)
+    stats.add_frame(0, labels, [1])
+    row = read_rows(stats.write_csv(tmp_path / "g.csv"))[0]
+    assert float(row["area"]) == pytest.approx(900.0) and row["area_unit"] == "m^2"
+    assert float(row["centroid_y"]) == pytest.approx(3751305.0 - 4 * 30.0)
+    assert float(row["centroid_x"]) == pytest.approx(440735.0 + 6 * 30.0)
+
+
+def test_uncalibrated_area_unit(tmp_path):
+    stats = ObjectStats()
+    stats.add_frame(0, np.ones((3, 3), np.uint16), [1])
+    row = read_rows(stats.write_csv(tmp_path / "u.csv"))[0]
+    assert row["area_unit"] == "px^2" and float(row["area"]) == 9.0
