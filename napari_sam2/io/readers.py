@@ -550,7 +550,7 @@ def _read_zarr(path: Path) -> ImageStack:
                 if tr.get("type") == "scale" and len(tr.get("scale", [])) == data.ndim:
                     scale = tuple(float(s) for s in tr["scale"])
         else:
-            arrays = [name for name, _ in node.arrays()]
+            arrays = sorted(name for name, _ in node.arrays())
             if len(arrays) != 1:
                 listing = ", ".join(arrays) or "none"
                 raise ImageReadError(
@@ -715,11 +715,13 @@ def video_frames(stack: ImageStack, axis: int | None = None):
                 f"(shape {shape}), numbered 0..{nd - 1}"
             )
         v = axis % nd
-        if v in (y, x) or v == c:
+        if v in (y, x):
             raise ImageReadError(
                 f"axis {axis} of '{stack.path.name}' is the {axes[v]} axis (axes {axes}, shape "
                 f"{shape}): choose a time or depth axis to track through"
             )
+        if v == c:  # asked for explicitly: a file that calls its frames channels (ImageJ's default)
+            c = None
     fixed = {}
     for a in range(nd):
         if a in (y, x, c, v if v >= 0 else None):

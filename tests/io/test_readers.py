@@ -79,8 +79,8 @@ def test_hyperstack_axes_and_axis_choice(tmp_path):
     assert stack.axes == "TZCYX"
     with pytest.raises(ImageReadError, match=r"axis 1 \(Z, length 4\) is not the video axis"):
         video_frames(stack)
-    with pytest.raises(ImageReadError, match="is the C axis"):
-        video_frames(stack, axis=2)
+    with pytest.raises(ImageReadError, match="is the Y axis"):
+        video_frames(stack, axis=3)
     with pytest.raises(ImageReadError, match="does not exist"):
         video_frames(stack, axis=7)
     # one time point: z becomes the video axis, channels go last
@@ -90,6 +90,15 @@ def test_hyperstack_axes_and_axis_choice(tmp_path):
     assert frames.shape == (4, 16, 20, 2)
     np.testing.assert_array_equal(frames[3], np.moveaxis(data[0, 3], 0, -1))
     assert geometry.axis_name == "Z"
+    # ImageJ's default for a plain 3-D stack is channels: --axis can still track through them
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, data[0, :, 0], imagej=True)
+    stack = open_stack(plain)
+    assert stack.axes == "CYX"
+    assert video_frames(stack)[0].shape == (1, 16, 20, 4)
+    frames, _ = video_frames(stack, axis=0)
+    assert frames.shape == (4, 16, 20)
+    np.testing.assert_array_equal(frames[2], data[0, 2, 0])
 
 
 def test_geotiff_tags_scale_and_origin(tmp_path):

@@ -1,0 +1,345 @@
+"""The ``napari-sam2`` command end to end, on real files, with a real (random) SAM 2 network.
+
+The successful runs go through the installed console script (or ``python -m napari_sam2.cli``)
+in parallel subprocesses, since each pays a few seconds of imports; bad-input cases run
+in-process through :func:`napari_sam2.cli.main` except two that check the real script's output.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import imageio.v2 as iio2
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_sam2.cli import build_parser, main
+from napari_sam2.samples import make_cells_timelapse
+
+GEO_TAGS = [
+    (33550, "d", 3, (10.0, 10.0, 0.0), False),
+    (33922, "d", 6, (0.0, 0.0, 0.0, 600000.0, 5100000.0, 0.0), False),
+    (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32632), False),
+]
+MASK_FRAME = 2
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def command():
+    script = shutil.which("napari-sam2")
+    return [script] if script else [sys.executable, "-m", "napari_sam2.cli"]
+
+
+def object5_mask():
+    mask = np.zeros((64, 64), bool)
+    mask[30:44, 20:40] = True
+    return mask
+
+
+def write_session_json(folder, prompts_1=None, version=1, extra_objects=()):
+    (folder / "masks").mkdir(exist_ok=True)
+    tifffile.imwrite(folder / "masks" / "obj5_f2.tif", object5_mask().astype(np.uint8))
+    data = {"format": "napari-sam2-session", "version": version, "objects": [
+        {"id": 1, "name": "cell one",
+         "prompts": prompts_1 or [{"frame": 0, "points": [[20.0, 20.0], [50, 50]], "labels": [1, 0]}]},
+        {"id": 5, "name": "cell five", "prompts": [{"frame": MASK_FRAME, "mask": "masks/obj5_f2.tif"}]},
+        *extra_objects]}
+    path = folder / f"session_v{version}_{len(extra_objects)}_{abs(hash(json.dumps(prompts_1)))}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-inputs")
+    cells = make_cells_timelapse(n_frames=8, shape=(64, 64), n_cells=3, seed=0)
+    tifffile.imwrite(d / "cells.tif", cells.image, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TYX", "unit": "\\u00B5m", "finterval": 2.0})
+    tifffile.imwrite(d / "scene.tif", cells.image[:6], extratags=GEO_TAGS, photometric="minisblack")
+    rgb = np.repeat((cells.image[:8] // 16).astype(np.uint8)[..., None], 3, axis=-1)
+    iio2.mimwrite(d / "movie.mp4", rgb, fps=5, codec="libx264", macro_block_size=16)
+    iio.imwrite(d / "anim.gif", rgb[:6], duration=200, loop=0)
+    (d / "pngs").mkdir()
+    for i in range(6):
+        iio.imwrite(d / "pngs" / f"frame{i}.png", rgb[i, ..., 0])
+    return {"dir": d, "session": write_session_json(d), "cells": cells}
+
+
+class Run:
+    def __init__(self, args, out_dir):
+        self.args = args
+        self.proc = subprocess.Popen(args, cwd=out_dir, env=ENV, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+
+    def wait(self):
+        if not hasattr(self, "stderr"):
+            self.stdout, self.stderr = self.proc.communicate(timeout=600)
+            self.returncode = self.proc.returncode
+        return self
+
+
+@pytest.fixture(scope="module")
+def runs(inputs, tiny_model_dir, tmp_path_factory):
+    """Start every end-to-end run at once (they mostly wait on imports), then collect them."""
+    d, session = inputs["dir"], str(inputs["session"])
+    out = tmp_path_factory.mktemp("cli-out")
+    model = ["--model", str(tiny_model_dir)]
+    cmd, mod = command(), [sys.executable, "-m", "napari_sam2.cli"]
+    specs = {
+        "tiff": cmd + ["segment", str(d / "cells.tif"), "--prompts", session, "--out", "cells_labels.tif",
+                       "--stats", "cells.csv", "--save-session", "run.json", *model],
+        "geotiff": mod + ["segment", str(d / "scene.tif"), "--prompts", session, "--out", "scene_labels.tif",
+                          *model],
+        "mp4": mod + ["segment", str(d / "movie.mp4"), "--prompts", session, "--out", "movie.ome.zarr",
+                      "--device", "cpu", *model],
+        "gif": mod + ["segment", str(d / "anim.gif"), "--prompts", session, "--out", "anim_labels.tif",
+                      "--direction", "forward", "--stop", "4", *model],
+        "pngs": mod + ["segment", str(d / "pngs"), "--prompts", session, "--out", "pngs_labels.tif",
+                       "--contrast", "0", "255", *model],
+        "missing": cmd + ["segment", str(d / "nope.tif"), "--prompts", session, "--out", "x.tif"],
+        "bad_model": cmd + ["segment", str(d / "cells.tif"), "--prompts", session, "--out", "x.tif",
+                            "--model", "sam3-gigantic"],
+    }
+    started = {name: Run(args, out) for name, args in specs.items()}
+    return {name: run.wait() for name, run in started.items()}, out
+
+
+def ok(run):
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    return run
+
+
+def check_ids(labels):
+    ids = set(np.unique(labels).tolist())
+    assert ids <= {0, 1, 5}
+    assert {1, 5} <= ids
+    # object 5's mask prompt is returned unchanged on its frame and has the higher id
+    assert (labels[MASK_FRAME][object5_mask()] == 5).all()
+
+
+# --------------------------------------------------------------------------- successful runs
+def test_tiff_with_voxel_size_stats_and_session(runs):
+    results, out = runs
+    run = ok(results["tiff"])
+    assert "wrote cells_labels.tif (8 of 8 frames segmented)" in run.stderr
+    assert "segmenting" in run.stderr  # the progress bar
+    with tifffile.TiffFile(out / "cells_labels.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TYX"
+        labels = tif.asarray()
+        assert labels.shape == (8, 64, 64) and labels.dtype == np.uint16
+        ij = tif.imagej_metadata
+        assert ij["finterval"] == 2.0 and ij["unit"] == "\\u00B5m"
+        np.testing.assert_allclose(tif.pages[0].get_resolution(), (2.0, 2.0))
+    check_ids(labels)
+    with open(out / "cells.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 16  # two objects on each of 8 frames
+    for row in rows:
+        frame, obj = int(row["frame"]), int(row["object_id"])
+        assert int(row["area_px"]) == int((labels[frame] == obj).sum())
+        assert float(row["area"]) == pytest.approx(int(row["area_px"]) * 0.25)
+        assert row["area_unit"] == "µm^2"
+    five = next(r for r in rows if r["frame"] == str(MASK_FRAME) and r["object_id"] == "5")
+    assert five["object_name"] == "cell five" and int(five["area_px"]) == object5_mask().sum()
+    assert float(five["presence"]) > 0.5
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["settings"]["axis"] == 0 and len(saved["settings"]["contrast"]) == 2
+    assert saved["settings"]["frame_shape"] == [64, 64]
+    assert saved["objects"][1]["prompts"][0]["mask"] == "run_masks/obj5_f2.tif"
+
+
+def test_geotiff_keeps_georeferencing(runs):
+    results, out = runs
+    ok(results["geotiff"])
+    with tifffile.TiffFile(out / "scene_labels.tif") as tif:
+        tif.pages.useframes = False
+        assert len(tif.pages) == 6
+        for i in range(6):
+            for code, _, _, value, _ in GEO_TAGS:
+                assert tuple(tif.pages[i].tags[code].value) == value
+        assert tif.geotiff_metadata["ProjectedCSTypeGeoKey"] == 32632
+        labels = tif.asarray()
+    assert labels.shape == (6, 64, 64)
+    check_ids(labels)
+
+
+def test_mp4_to_ome_zarr(runs):
+    results, out = runs
+    ok(results["mp4"])
+    group = zarr.open_group(str(out / "movie.ome.zarr"), mode="r")
+    labels = group["0"][:]
+    assert labels.shape == (8, 64, 64) and labels.dtype == np.uint16
+    check_ids(labels)
+    assert group.attrs["multiscales"][0]["axes"][0]["name"] == "t"
+
+
+def test_gif_forward_with_stop(runs):
+    results, out = runs
+    ok(results["gif"])
+    labels = tifffile.imread(out / "anim_labels.tif")
+    assert labels.shape == (6, 64, 64)
+    check_ids(labels[:4])
+    assert labels[4:].max() == 0  # not segmented: --stop 4
+
+
+def test_png_folder(runs):
+    results, out = runs
+    ok(results["pngs"])
+    labels = tifffile.imread(out / "pngs_labels.tif")
+    assert labels.shape == (6, 64, 64)
+    check_ids(labels)
+
+
+def test_real_script_reports_bad_input_in_one_line(runs):
+    results, _ = runs
+    for name, expected in (("missing", r"input '.*nope\.tif' does not exist"),
+                           ("bad_model", r"unknown model 'sam3-gigantic'")):
+        run = results[name]
+        assert run.returncode == 2, run.stderr
+        assert "Traceback" not in run.stderr
+        errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and re.search(expected, errors[0]), run.stderr
+
+
+# --------------------------------------------------------------------------- bad input, in-process
+@pytest.fixture
+def bad_inputs(inputs, tmp_path):
+    d = inputs["dir"]
+    (tmp_path / "data.xyz").write_bytes(b"12345")
+    newer = json.loads(inputs["session"].read_text())
+    newer["version"] = 7
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    return {
+        "dir": d, "tmp": tmp_path,
+        "far": write_session_json(tmp_path, [{"frame": 20, "points": [[5, 5]], "labels": [1]}]),
+        "empty": write_session_json(tmp_path, extra_objects=[{"id": 9, "name": "ghost", "prompts": []}]),
+        "newer": tmp_path / "newer.json",
+    }
+
+
+CASES = [
+    (["{dir}/nope.tif"], r"input '.*nope\.tif' does not exist"),
+    (["{tmp}/data.xyz"], r"unknown input format '\.xyz'"),
+    (["{dir}/cells.tif", "--prompts", "{far}"], r"prompts\[0\]\.frame: frame 20 is out of range: the input has 8 frames"),
+    (["{dir}/cells.tif", "--prompts", "{empty}"], r"object 9 \('ghost'\) has no prompts"),
+    (["{dir}/cells.tif", "--prompts", "{newer}"], r"format version 7, written by a newer napari-sam2"),
+    (["{dir}/cells.tif", "--prompts", "{tmp}/none.json"], r"session file '.*none\.json' does not exist"),
+    (["{dir}/cells.tif", "--contrast", "5", "1"], r"--contrast 5 1: LO must be below HI"),
+    (["{dir}/cells.tif", "--out", "{tmp}/labels.png"], r"unknown output format for '.*labels\.png'"),
+    (["{dir}/cells.tif", "--out", "{tmp}/no/labels.tif"], r"--out: the folder '.*no' does not exist"),
+    (["{dir}/cells.tif", "--out", "{dir}/cells.tif"], r"is the input"),
+    (["{dir}/cells.tif", "--stop", "9"], r"--stop 9 is out of range: the input has 8 frames"),
+    (["{dir}/cells.tif", "--start", "5", "--stop", "5"], r"--stop 5 must be greater than --start 5"),
+    (["{dir}/cells.tif", "--axis", "3"], r"--axis 3 does not exist: 'cells.tif' has 3 axes TYX"),
+    (["{dir}/cells.tif", "--axis", "1"], r"axis 1 of 'cells.tif' is the Y axis"),
+    (["{dir}/cells.tif", "--stats", "{tmp}/stats.txt"], r"use a \.csv name"),
+    (["{dir}/cells.tif", "--model", "{tmp}/no-such-model"], r"no such file or folder"),
+    (["{dir}/cells.tif", "--device", "tpu"], r"tpu"),
+    (["{dir}/cells.tif", "--channels", "1"], r"channels were given but the stack has no channel axis"),
+]
+
+
+@pytest.mark.parametrize("args, message", CASES, ids=[m for _, m in CASES])
+def test_bad_input_exits_2_with_one_line(bad_inputs, inputs, tiny_model_dir, capsys, args, message):
+    fill = {"dir": bad_inputs["dir"], "tmp": bad_inputs["tmp"], "far": bad_inputs["far"],
+            "empty": bad_inputs["empty"], "newer": bad_inputs["newer"]}
+    argv = ["segment"] + [a.format(**fill) for a in args]
+    if "--prompts" not in argv:
+        argv += ["--prompts", str(inputs["session"])]
+    if "--out" not in argv:
+        argv += ["--out", str(bad_inputs["tmp"] / "labels.tif")]
+    if "--model" not in argv:
+        argv += ["--model", str(tiny_model_dir)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("napari-sam2: error:")]
+    assert len(errors) == 1, err
+    assert re.search(message, errors[0]), errors[0]
+    assert "Traceback" not in err
+    assert not (bad_inputs["tmp"] / "labels.tif").exists()  # nothing written on bad input
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "x.tif", "--out", "y.tif"])
+    assert info.value.code == 2
+    assert "the following arguments are required: --prompts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["segment", "x.tif", "--prompts", "s.json", "--out", "y.tif", "--direction", "sideways"])
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def test_help_documents_the_overlap_rule():
+    parser = build_parser()
+    segment = parser._subparsers._group_actions[0].choices["segment"]
+    assert "the object with the higher id wins" in segment.format_help()
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+def test_sigint_writes_a_valid_partial_file(tmp_path, tiny_model_dir):
+    n = 150
+    stack = np.random.default_rng(0).integers(0, 255, (n, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "long.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    session = write_session_json(tmp_path, prompts_1=[{"frame": 0, "mask": "masks/obj5_f2.tif"}])
+    args = [sys.executable, "-m", "napari_sam2.cli", "segment", str(tmp_path / "long.tif"),
+            "--prompts", str(session), "--out", "partial.tif", "--stats", "partial.csv",
+            "--direction", "forward", "--model", str(tiny_model_dir)]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        m = re.findall(r"(\d+)/%d" % n, "".join(seen))
+        if m and int(m[-1]) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    reader.join(timeout=10)
+    err = "".join(seen)
+    assert "Traceback" not in err
+    m = re.search(r"interrupted after (\d+) of %d steps: wrote (\d+) frames to partial\.tif" % n, err)
+    assert m, err
+    done = int(m.group(2))
+    assert 3 <= done < n
+    labels = tifffile.imread(tmp_path / "partial.tif")
+    assert labels.shape == (n, 64, 64) and labels.dtype == np.uint16
+    assert labels[done:].max() == 0  # frames not reached stay 0
+    assert (labels[0][object5_mask()] >= 1).all()  # the prompted frame is there
+    with open(tmp_path / "partial.csv", newline="") as fh:
+        frames = {int(r["frame"]) for r in csv.DictReader(fh)}
+    assert frames == set(range(done))
+
+
+# --------------------------------------------------------------------------- view
+@pytest.mark.gui
+def test_view_opens_the_stack_in_napari(inputs, make_napari_viewer, capsys):
+    from napari_sam2.cli import open_in_viewer
+    from napari_sam2.io.readers import open_stack
+    from napari_sam2.io.session_file import read_session
+
+    viewer = make_napari_viewer()
+    stack = open_stack(inputs["dir"] / "movie.mp4")
+    layers, widget = open_in_viewer(viewer, stack, read_session(inputs["session"]))
+    (layer,) = layers
+    assert layer.rgb and layer.data.shape == (8, 64, 64, 3)
+    tif_layers, _ = open_in_viewer(viewer, open_stack(inputs["dir"] / "cells.tif"))
+    assert tuple(tif_layers[0].scale) == pytest.approx((2.0, 0.5, 0.5))
+    assert len(viewer.layers) == 2
+    if widget is None:  # the widget is not installed in this environment: said on stderr
+        assert "could not dock the SAM 2 widget" in capsys.readouterr().err
