@@ -155,6 +155,7 @@ def test_tiff_with_voxel_size_stats_and_session(runs):
     assert float(five["presence"]) > 0.5
     saved = json.loads((out / "run.json").read_text())
     assert saved["settings"]["axis"] == 0 and len(saved["settings"]["contrast"]) == 2
+    assert os.path.isabs(saved["settings"]["model"]) and os.path.isdir(saved["settings"]["model"])
     assert saved["settings"]["frame_shape"] == [64, 64]
     assert saved["objects"][1]["prompts"][0]["mask"] == "run_masks/obj5_f2.tif"
 

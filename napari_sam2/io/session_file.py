@@ -521,6 +521,9 @@ def session_from_engine(sam2_session, settings: SessionSettings | None = None,
     s = SessionSettings(**{**s.__dict__, "extra": dict(s.extra)})
     if s.model is None:
         s.model = getattr(sam2_session.model, "name", None)
+    if s.model is not None and Path(s.model).expanduser().exists():
+        # a local folder or checkpoint: absolute, so the file works from any working folder
+        s.model = str(Path(s.model).expanduser().resolve())
     if s.contrast is None or isinstance(s.contrast, str):
         s.contrast = np.asarray(sam2_session.contrast, dtype=float).tolist()
     s.frame_shape = tuple(int(v) for v in sam2_session.frame_shape)

@@ -13,6 +13,12 @@ from napari_sam2._npe2_io import get_video_reader, stack_layer_data  # noqa: E40
 from napari_sam2.io.readers import open_stack  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _discovered():
+    """napari discovers plugins at start-up; do the same for npe2's read and write."""
+    npe2.PluginManager.instance().discover()
+
+
 @pytest.fixture
 def movie(tmp_path):
     yy, xx = np.mgrid[:32, :48]
@@ -24,9 +30,7 @@ def movie(tmp_path):
 
 
 def test_manifest_is_valid():
-    pm = npe2.PluginManager.instance()
-    pm.discover()
-    manifest = pm.get_manifest("napari-sam2")
+    manifest = npe2.PluginManager.instance().get_manifest("napari-sam2")
     readers = [r for r in manifest.contributions.readers if r.command == "napari-sam2.get_video_reader"]
     assert readers and "*.mp4" in readers[0].filename_patterns
     writers = [w for w in manifest.contributions.writers if w.command == "napari-sam2.write_labels"]
@@ -69,3 +73,18 @@ def test_labels_writer_uses_layer_scale_and_geotiff_metadata(tmp_path):
     zarr_out = tmp_path / "labels.zarr"
     npe2.write(str(zarr_out), [(labels[0], {"scale": (0.5, 0.5)}, "labels")], plugin_name="napari-sam2")
     assert open_stack(zarr_out).shape == (1, 16, 20)
+
+
+def test_labels_writer_with_a_napari_layer_state(tmp_path):
+    from napari.layers import Labels
+
+    layer = Labels(np.zeros((3, 8, 8), np.uint16), scale=(2.0, 0.5, 0.5), units=("s", "um", "um"),
+                   axis_labels=("t", "y", "x"))
+    layer.data[1, 2:4, 2:4] = 3
+    out = tmp_path / "layer.tif"
+    npe2.write(str(out), [layer.as_layer_data_tuple()], plugin_name="napari-sam2")
+    with tifffile.TiffFile(out) as tif:
+        assert tif.imagej_metadata["finterval"] == 2.0 and tif.imagej_metadata["tunit"] == "s"
+        assert tif.imagej_metadata["unit"] == "\\u00B5m"
+        np.testing.assert_allclose(tif.pages[0].get_resolution(), (2.0, 2.0))
+        np.testing.assert_array_equal(tif.asarray(), layer.data)
