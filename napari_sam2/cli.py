@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser(
         "segment", help="segment a stack from the prompts of a session file",
-        description="Replay the prompts of a session file on INPUT, propagate them through the "
+        description="Replay the prompts of a session file on INPUT, propagate them through the\n"
                     "stack with SAM 2 and write a label image.",
         epilog=_SEGMENT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
