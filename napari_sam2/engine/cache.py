@@ -1,39 +1,88 @@
-"""A bounded cache of image features, shared by all objects of a session.
+"""Image features computed once: a bounded in-memory cache and an optional on-disk store.
 
 SAM 2's image encoder is the expensive part of every frame and does not depend on prompts or on
 the memory bank, so its output is computed once per frame and reused by every object, every click
-and every re-propagation while it stays in the cache. The cache holds at most ``max_frames``
-frames and drops the least recently used one (transformers' own cache keeps one frame and drops
-the lowest frame index, which is the wrong one when tracking backwards).
-
-It implements the three methods transformers' ``Sam2VideoModel`` calls on
+and every re-propagation while it stays in the cache. :class:`FeatureCache` holds at most
+``max_frames`` frames and drops the least recently used one (transformers' own cache keeps one
+frame and drops the lowest frame index, which is the wrong one when tracking backwards). It
+implements the three methods transformers' ``Sam2VideoModel`` calls on
 ``inference_session.cache``.
+
+The position encodings that come with every frame's features depend only on the feature sizes,
+not on the image, yet transformers computes a new copy per frame (88 MB at 1024 px, five times
+the features themselves). The cache keeps one shared copy, so a frame costs ~16 MB at 1024 px.
+
+:class:`DiskFeatureStore` keeps features on disk (zarr) so that a stack opened again, or a long
+stack that does not fit in memory, never runs the encoder twice. A stale entry is never used:
+
+* the store's *key* hashes everything that changes the model input or the network: the frame
+  source's signature (shape, dtype, channels, contrast, model size), the weights, the versions of
+  torch and transformers, the device and precision, and the source code of the preprocessing;
+* every frame's entry carries a hash of that frame's raw pixels, checked before use, so an edited
+  file or another stack of the same shape is recomputed, frame by frame.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import hashlib
+import json
+import logging
+import queue
+import threading
+import weakref
 from collections import OrderedDict
+from pathlib import Path
 
-__all__ = ["FeatureCache"]
+import numpy as np
+
+__all__ = ["FeatureCache", "DiskFeatureStore", "store_key"]
+
+log = logging.getLogger(__name__)
+
+#: Feature entries that are the same for every frame (stored once, shared in memory).
+_SHARED_KEYS = ("vision_pos_embeds",)
+#: Raw-frame hashes remembered from reads (enough for a prefetch window and a batch).
+_DIGEST_MEMORY = 64
+#: Frames waiting to be written before the tracking thread waits for the writer.
+_WRITE_QUEUE = 8
+_DIGEST_BYTES = 16
 
 
 class FeatureCache:
-    """Least-recently-used store of per-frame vision features.
+    """Least-recently-used store of per-frame vision features, optionally backed by disk.
 
     Parameters
     ----------
     max_frames : int
-        How many frames' features to keep (about 32 MB per frame for 1024 px models, 2 MB at
-        256 px).
+        How many frames' features to keep in memory (about 16 MB per frame for 1024 px models,
+        1 MB at 256 px, plus one shared copy of the position encodings).
+    store : DiskFeatureStore, optional
+        Looked up on a memory miss; features computed by the model are written to it.
+
+    Attributes
+    ----------
+    hits, misses : int
+        Lookups answered from memory, and lookups that found nothing (the encoder runs).
+    disk_hits : int
+        Lookups answered from the disk store.
     """
 
-    def __init__(self, max_frames: int = 8):
+    def __init__(self, max_frames: int = 8, store: DiskFeatureStore | None = None):
         if max_frames < 1:
             raise ValueError("the feature cache must hold at least one frame")
         self.max_frames = int(max_frames)
+        self.store = store
         self._features: OrderedDict[int, dict] = OrderedDict()
+        self._shared: dict[str, list] = {}
+        # a prefetching thread may fill the cache while the tracking thread reads it
+        self._lock = threading.RLock()
+        #: set by a Prefetcher: told before every lookup, holds the lock for reads of the stack
+        self.prefetcher = None
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0
 
     def __len__(self) -> int:
         return len(self._features)
@@ -41,20 +90,441 @@ class FeatureCache:
     def __contains__(self, frame_idx: int) -> bool:
         return frame_idx in self._features
 
+    def has(self, frame_idx: int) -> bool:
+        """Whether the frame's features are in memory or (probably) on disk; counts nothing."""
+        with self._lock:
+            if frame_idx in self._features:
+                return True
+        return self.store is not None and self.store.has_entry(frame_idx)
+
     def get_vision_features(self, frame_idx: int) -> dict | None:
-        feats = self._features.get(frame_idx)
-        if feats is None:
+        if self.prefetcher is not None:
+            # wait for a frame being prepared ahead instead of reading it a second time
+            self.prefetcher.before_lookup(frame_idx)
+        with self._lock:
+            feats = self._features.get(frame_idx)
+            if feats is not None:
+                self.hits += 1
+                self._features.move_to_end(frame_idx)
+                return feats
+        feats = self._load(frame_idx)
+        if feats is not None:
+            return feats
+        with self._lock:
             self.misses += 1
+        return None
+
+    def preload(self, frame_idx: int) -> bool:
+        """Bring a frame's features from the disk store into memory; whether they are there now."""
+        with self._lock:
+            if frame_idx in self._features:
+                return True
+        return self._load(frame_idx) is not None
+
+    def _load(self, frame_idx: int) -> dict | None:
+        if self.store is None:
             return None
-        self.hits += 1
-        self._features.move_to_end(frame_idx)
-        return feats
+        reading = self.prefetcher.reading() if self.prefetcher is not None else contextlib.nullcontext()
+        with reading:  # checking an entry reads the frame
+            feats = self.store.load(frame_idx)
+        if feats is None:
+            return None
+        with self._lock:
+            self.disk_hits += 1
+            return self._put(frame_idx, feats)
 
     def cache_vision_features(self, frame_idx: int, features: dict) -> None:
+        with self._lock:
+            features = self._put(frame_idx, features)
+        if self.store is not None:
+            self.store.save(frame_idx, features)
+
+    def clear_all(self) -> None:
+        """Forget the features held in memory (the disk store keeps its entries)."""
+        with self._lock:
+            self._features.clear()
+            self._shared.clear()
+
+    def _put(self, frame_idx: int, features: dict) -> dict:
+        features = dict(features)
+        for key in _SHARED_KEYS:
+            if key in features:
+                features[key] = self._share(key, features[key])
         self._features[frame_idx] = features
         self._features.move_to_end(frame_idx)
         while len(self._features) > self.max_frames:
             self._features.popitem(last=False)
+        return features
 
-    def clear_all(self) -> None:
-        self._features.clear()
+    def _share(self, key: str, tensors):
+        """Replace frame-independent tensors by the copy already held, if they are equal."""
+        import torch
+
+        held = self._shared.get(key)
+        if held is not None and len(held) == len(tensors) and all(
+            a is b or a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+            for a, b in zip(held, tensors)
+        ):
+            return held
+        # a slice of a batch would keep the whole batch alive: keep a compact copy
+        held = [t if t.is_contiguous() else t.contiguous() for t in tensors]
+        self._shared[key] = held
+        return held
+
+
+# --------------------------------------------------------------------------- the disk store
+
+def _frame_digest(frame) -> bytes:
+    """Hash of a raw frame's pixels, shape and dtype."""
+    a = np.ascontiguousarray(frame)
+    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    h.update(repr((a.shape, a.dtype.str)).encode())
+    h.update(memoryview(a).cast("B"))
+    digest = h.digest()
+    # an all-zero digest marks an empty entry in the store
+    return digest if any(digest) else b"\x01" + digest[1:]
+
+
+_MODEL_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_hash(network) -> str:
+    """Hash of a network's configuration, parameters and buffers.
+
+    Remembered per network and recomputed when a tensor was modified in place (torch counts
+    in-place changes in ``Tensor._version``).
+    """
+    import torch
+
+    tensors = list(network.state_dict().values())
+    versions = sum(int(t._version) for t in tensors)
+    memo = _MODEL_HASHES.get(network)
+    if memo is not None and memo[0] == versions:
+        return memo[1]
+    h = hashlib.blake2b(digest_size=20)
+    h.update(network.config.to_json_string(use_diff=False).encode())
+    for name, t in network.state_dict().items():
+        h.update(name.encode())
+        t = t.detach().to("cpu").contiguous()
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        h.update(memoryview(t.numpy()).cast("B"))
+    digest = h.hexdigest()
+    _MODEL_HASHES[network] = (versions, digest)
+    return digest
+
+
+def _code_hash() -> str:
+    """Hash of the preprocessing code, so that a change to it invalidates stored features."""
+    from napari_sam2 import conversions
+    from napari_sam2.engine import frames
+
+    h = hashlib.blake2b(digest_size=12)
+    for module in (frames, conversions):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def store_key(source, model) -> dict:
+    """Everything that decides a frame's features, except its pixels.
+
+    Parameters
+    ----------
+    source : FrameSource
+        The session's frame source.
+    model : Sam2Model
+        The session's model.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable description; its hash names the store.
+    """
+    import torch
+    import transformers
+
+    sha = model.info.get("sha256") if isinstance(getattr(model, "info", None), dict) else None
+    return {
+        "source": source.signature,
+        "frames": int(source.n_frames),
+        "model": model.signature,
+        "weights": sha or _weights_hash(model.network),
+        "device": model.device.type,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "preprocessing": _code_hash(),
+    }
+
+
+class DiskFeatureStore:
+    """Image features of one stack for one model, on disk (zarr), checked frame by frame.
+
+    Use :meth:`for_session` (or ``Sam2Session(..., disk_cache=folder)``). One folder can hold
+    the stores of many stacks and models: each lives in ``<folder>/<key hash>.zarr``, and any of
+    them may be deleted at any time.
+
+    Writes happen on a background thread (the tracking thread only hands the tensors over);
+    :meth:`flush` waits for them. A write that fails (disk full, read-only folder) is logged once
+    and switches the store off; tracking goes on.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where the stores live (created if missing).
+    key : dict
+        From :func:`store_key`.
+    read_frame : callable
+        ``read_frame(t)`` returns the raw frame ``t`` (to check a stored entry).
+    device : torch.device or str
+        Where loaded features are put.
+    """
+
+    def __init__(self, folder, key: dict, read_frame, device="cpu"):
+        import zarr
+
+        self.key = dict(key)
+        text = json.dumps(self.key, sort_keys=True)
+        self.name = hashlib.sha256(text.encode()).hexdigest()[:24]
+        self.folder = Path(folder).expanduser()
+        self.path = self.folder / f"{self.name}.zarr"
+        self.n_frames = int(self.key["frames"])
+        self.device = device
+        # every frame read through it is hashed once (see for_session)
+        self._reads = read_frame if isinstance(read_frame, _DigestingReads) else _DigestingReads(read_frame)
+        self._shared_checked = False
+        self._shared_loaded: dict[str, object] = {}
+        self._arrays: dict[str, object] = {}
+        self.enabled = True
+        self.writes = 0
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._group = zarr.open_group(str(self.path), mode="a")
+            if self._group.attrs.get("key") != self.key:
+                self._group.attrs.update({"key": self.key, "format": 1})
+        except Exception as err:  # noqa: BLE001 - a cache must never stop the work
+            self._disable(f"cannot open the feature store {self.path}: {err}")
+        self._queue: queue.Queue = queue.Queue(maxsize=_WRITE_QUEUE)
+        self._writer_lock = threading.Lock()
+        self._writing = False
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    @classmethod
+    def for_session(cls, folder, source, model) -> DiskFeatureStore:
+        """The store for a session's frames and model; hashes raw frames as they are read."""
+        reads = source._read
+        if not isinstance(reads, _DigestingReads):
+            # every frame the source reads (for preprocessing or a check) is hashed once, so a
+            # frame encoded for the first time is not read again to record its hash
+            reads = source._read = _DigestingReads(source._read)
+        return cls(folder, store_key(source, model), reads, device=model.device)
+
+    # ------------------------------------------------------------------ lookups
+    def _digest(self, t: int) -> bytes:
+        d = self._reads.recall(t)
+        if d is None:
+            self._reads(t)
+            d = self._reads.recall(t)
+        return d
+
+    def _array(self, name: str):
+        """A zarr array of the store (opened once: opening reads its metadata from disk)."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = self._arrays[name] = self._group[name]
+        return arr
+
+    def _layout(self) -> dict | None:
+        layout = self._arrays.get("layout")
+        if layout is None:
+            layout = self._group.attrs.get("layout")
+            if layout is not None:
+                self._arrays["layout"] = layout
+        return layout
+
+    def _stored_digest(self, t: int) -> bytes | None:
+        if not self.enabled:
+            return None
+        try:
+            d = bytes(np.asarray(self._array("digest")[t]).astype(np.uint8))
+        except Exception:  # noqa: BLE001 - no store yet, or an unreadable entry: recompute
+            return None
+        return d if any(d) else None
+
+    def has_entry(self, t: int) -> bool:
+        """Whether frame ``t`` has an entry (its pixels are not checked)."""
+        return self._stored_digest(t) is not None
+
+    def load(self, t: int) -> dict | None:
+        """Frame ``t``'s features, or None if absent or stale."""
+        stored = self._stored_digest(t)
+        if stored is None or stored != self._digest(t):
+            return None
+        import torch
+
+        try:
+            out = {}
+            for key, levels in self._layout().items():
+                if key in _SHARED_KEYS:
+                    # read once, then the same tensors every time (the memory cache shares them)
+                    if key not in self._shared_loaded:
+                        self._shared_loaded[key] = [
+                            _to_tensor(np.asarray(self._array(f"{key}_{i}")[...]), info, self.device)
+                            for i, info in enumerate(levels)
+                        ]
+                    out[key] = self._shared_loaded[key]
+                    continue
+                out[key] = [_to_tensor(np.asarray(self._array(f"{key}_{i}")[t]), info, self.device)
+                            for i, info in enumerate(levels)]
+        except Exception as err:  # noqa: BLE001 - half-written or damaged entry: recompute
+            log.debug("feature store entry %s of %s unreadable: %s", t, self.path, err)
+            return None
+        return out
+
+    # ------------------------------------------------------------------ writes
+    def save(self, t: int, features: dict) -> None:
+        """Queue frame ``t``'s features for writing (returns at once unless writes lag)."""
+        if not self.enabled:
+            return
+        digest = self._digest(t)
+        with self._writer_lock:
+            self._queue.put((t, digest, features))
+            if not self._writing:
+                # the writer ends when the queue runs dry, so an idle store holds no thread
+                self._writing = True
+                threading.Thread(target=self._write_loop, name="sam2-feature-store", daemon=True).start()
+
+    def flush(self) -> None:
+        """Wait until every queued frame is written."""
+        self._queue.join()
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                t, digest, features = self._queue.get_nowait()
+            except queue.Empty:
+                with self._writer_lock:
+                    if self._queue.empty():
+                        self._writing = False
+                        return
+                continue
+            try:
+                if self.enabled:
+                    self._write(t, digest, features)
+                    self.writes += 1
+            except Exception as err:  # noqa: BLE001 - a cache must never stop the work
+                self._disable(f"cannot write to the feature store {self.path}: {err}")
+            finally:
+                self._queue.task_done()
+
+    def _write(self, t: int, digest: bytes, features: dict) -> None:
+        import torch
+
+        layout = self._ensure_layout(features)
+        digests = self._array("digest")
+        # the digest goes last: an entry is valid only once all of it is written
+        digests[t] = np.zeros(_DIGEST_BYTES, np.uint8)
+        for key in layout:
+            if key in _SHARED_KEYS:
+                continue
+            for i, tensor in enumerate(features[key]):
+                self._array(f"{key}_{i}")[t] = _to_numpy(tensor, torch)
+        digests[t] = np.frombuffer(digest, np.uint8)
+
+    def _ensure_layout(self, features: dict) -> dict:
+        import torch
+
+        g = self._group
+        layout = self._layout()
+        if layout is None:
+            layout = {}
+            for key, tensors in features.items():
+                levels = []
+                for i, tensor in enumerate(tensors):
+                    arr = _to_numpy(tensor, torch)
+                    shared = key in _SHARED_KEYS
+                    info = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).replace("torch.", ""),
+                            "shared": shared}
+                    name = f"{key}_{i}"
+                    if shared:
+                        _create(g, name, arr.shape, arr.shape, arr.dtype)[...] = arr
+                    else:
+                        _create(g, name, (self.n_frames, *arr.shape), (1, *arr.shape), arr.dtype)
+                    levels.append(info)
+                layout[key] = levels
+            _create(g, "digest", (self.n_frames, _DIGEST_BYTES), (1, _DIGEST_BYTES), np.uint8)
+            g.attrs["layout"] = layout
+            self._arrays.clear()
+            self._arrays["layout"] = layout
+            self._shared_checked = True
+        elif not self._shared_checked:
+            # the frame-independent tensors are stored once: make sure they still are
+            for key in _SHARED_KEYS:
+                for i, tensor in enumerate(features.get(key, ())):
+                    if not np.array_equal(np.asarray(self._array(f"{key}_{i}")[...]), _to_numpy(tensor, torch)):
+                        raise ValueError(f"{key} differ from the stored ones")
+            self._shared_checked = True
+        return layout
+
+    def _disable(self, why: str) -> None:
+        if self.enabled:
+            log.warning("%s; features are no longer stored on disk", why)
+        self.enabled = False
+
+
+class _DigestingReads:
+    """Wraps a frame reader so that every frame read is hashed once."""
+
+    def __init__(self, read):
+        self._read = read
+        self.digests: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def recall(self, t: int) -> bytes | None:
+        with self._lock:
+            return self.digests.get(int(t))
+
+    def __call__(self, t):
+        frame = self._read(t)
+        digest = _frame_digest(frame)
+        with self._lock:
+            self.digests[int(t)] = digest
+            self.digests.move_to_end(int(t))
+            while len(self.digests) > _DIGEST_MEMORY:
+                self.digests.popitem(last=False)
+        return frame
+
+
+def _flush_at_exit(ref) -> None:
+    store = ref()
+    if store is not None:
+        store.flush()
+
+
+def _to_numpy(tensor, torch):
+    t = tensor.detach()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: store the bits
+        t = t.view(torch.int16)
+    t = t.to("cpu")
+    # (HW, 1, C) per frame: drop the batch axis of one
+    return t.reshape(t.shape[0], -1).numpy() if t.ndim == 3 and t.shape[1] == 1 else t.numpy()
+
+
+def _to_tensor(arr, info, device):
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    if info["dtype"] == "bfloat16":
+        t = t.view(torch.bfloat16)
+    t = t.reshape(info["shape"])
+    if str(device) != "cpu":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def _create(group, name, shape, chunks, dtype):
+    """A new zarr array in a group, under zarr 3 or zarr 2."""
+    if hasattr(group, "create_array"):  # zarr 3
+        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                                  overwrite=True)
+    return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                                overwrite=True)

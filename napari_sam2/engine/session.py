@@ -140,6 +140,17 @@ class Sam2Session:
         any prompt at the cost of memory that grows with the stack.
     cache_frames : int
         Frames whose image features stay cached (clicks on them skip the image encoder).
+    disk_cache : str or Path, optional
+        A folder where image features are also stored (zarr), so that the image encoder never
+        runs twice on a frame, across sessions too. Entries are keyed by the frames' pixels, the
+        preprocessing and the model, so a stale entry is never used
+        (see :class:`~napari_sam2.engine.cache.DiskFeatureStore`).
+    prefetch : int
+        Frames read and preprocessed ahead of the one being tracked, on a background thread
+        (0: none). Helps with slow readers (video, compressed or remote files).
+    encode_batch : int
+        Frames the image encoder runs on at once during propagation (1: one at a time). Worth
+        trying on a GPU; float results differ from one at a time in the last bits.
 
     Examples
     --------
@@ -150,15 +161,30 @@ class Sam2Session:
     """
 
     def __init__(self, model, frames, *, channels=None, contrast="auto", rgb=None,
-                 keep_frames: int | None = 16, cache_frames: int = 8):
+                 keep_frames: int | None = 16, cache_frames: int = 8, disk_cache=None,
+                 prefetch: int = 0, encode_batch: int = 1):
         self.model = as_sam2_model(model)
         self.source = FrameSource(frames, self.model.image_size, channels=channels,
                                   contrast=contrast, rgb=rgb)
         if keep_frames is not None and keep_frames < 1:
             raise Sam2InputError("keep_frames must be at least 1, or None to keep every frame")
         self.keep_frames = keep_frames
-        self.cache = FeatureCache(cache_frames)
+        store = None
+        if disk_cache is not None:
+            from napari_sam2.engine.cache import DiskFeatureStore
+
+            store = DiskFeatureStore.for_session(disk_cache, self.source, self.model)
+        self.cache = FeatureCache(cache_frames, store=store)
         self._frames = LazyModelFrames(self.source, self.model.device)
+        self._prefetch = None
+        if prefetch or encode_batch > 1:
+            from napari_sam2.engine.prefetch import Prefetcher
+
+            try:
+                self._prefetch = self._frames = Prefetcher(self.source, self.model, self.cache,
+                                                           depth=prefetch, encode_batch=encode_batch)
+            except ValueError as err:
+                raise Sam2InputError(str(err)) from None
         self._tracks: dict[int, _Track] = {}
         self._undo: list[tuple] = []
         self._lock = threading.RLock()
@@ -431,10 +457,18 @@ class Sam2Session:
         return self._run_plan(plan)
 
     def _run_plan(self, plan):
-        for reverse, frame, obj_ids in plan:
-            with self._lock, self.model.inference():
-                result = self._track_frame(frame, obj_ids, reverse)
-            yield frame, result
+        if self._prefetch is not None:
+            # the frames whose image features will be looked up, in order (not prompted ones)
+            self._prefetch.start([f for _, f, ids in plan
+                                  if any(i in self._tracks and f not in self._tracks[i].cond for i in ids)])
+        try:
+            for reverse, frame, obj_ids in plan:
+                with self._lock, self.model.inference():
+                    result = self._track_frame(frame, obj_ids, reverse)
+                yield frame, result
+        finally:
+            if self._prefetch is not None:
+                self._prefetch.stop()
 
     def _plan(self, direction, start, stop, obj_ids):
         if direction not in ("both", "forward", "backward"):
