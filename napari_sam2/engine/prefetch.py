@@ -153,11 +153,11 @@ class Prefetcher(Sequence):
 
         with self._cond:
             pos = self._position(t)
-            upcoming = self._plan[pos + 1:pos + 1 + 4 * self.encode_batch] if pos is not None else []
+            # only the frames needed next: encoding further ahead could push out of the cache
+            # frames that are needed before them
+            upcoming = self._plan[pos + 1:pos + self.encode_batch] if pos is not None else []
         frames = [t]
         for f in upcoming:
-            if len(frames) == self.encode_batch:
-                break
             if f not in frames and not self._cache.has(f):
                 frames.append(f)
         inputs = []
