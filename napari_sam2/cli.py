@@ -38,6 +38,10 @@ on the command line. Ctrl-C stops after the current frame and writes what finish
 """
 
 
+#: ``--sample`` names -> napari sample functions in napari_sam2.samples
+_SAMPLES = {"cells": "cells_timelapse_sample", "volume": "organ_volume_sample"}
+
+
 class CliError(ValueError):
     """A problem with the command line itself (output path, bounds...)."""
 
@@ -88,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the session as run (resolved model and contrast) for reproducing it")
 
     view = sub.add_parser("view", help="open a stack in napari with the SAM 2 widget",
-                          description="Open INPUT in napari with the SAM 2 widget docked.")
-    view.add_argument("input", metavar="INPUT", help="image stack to open")
+                          description="Open INPUT (or a sample) in napari with the SAM 2 widget docked.")
+    view.add_argument("input", metavar="INPUT", nargs="?", help="image stack to open")
+    view.add_argument("--sample", choices=sorted(_SAMPLES),
+                      help="open a synthetic sample instead: 'cells' (12-bit time-lapse of moving, "
+                           "dividing, blinking cells) or 'volume' (CT-like 3D volume)")
     view.add_argument("--prompts", metavar="SESSION.json", help="session file to load in the widget")
     return parser
 
@@ -276,18 +283,30 @@ def _segment(args) -> int:
 
 # --------------------------------------------------------------------------- view
 def _view(args) -> int:
-    from napari_sam2.io.readers import open_stack
     from napari_sam2.io.session_file import read_session
 
-    input_path = Path(args.input)
-    if not input_path.exists():
-        raise CliError(f"input '{input_path}' does not exist")
-    stack = open_stack(input_path)
+    if (args.input is None) == (args.sample is None):
+        raise CliError("give either INPUT or --sample (cells or volume) to open")
+    stack = None
+    if args.input is not None:
+        from napari_sam2.io.readers import open_stack
+
+        input_path = Path(args.input)
+        if not input_path.exists():
+            raise CliError(f"input '{input_path}' does not exist")
+        stack = open_stack(input_path)
     session_file = read_session(args.prompts) if args.prompts else None
     import napari
 
     viewer = napari.Viewer()
-    open_in_viewer(viewer, stack, session_file)
+    if stack is None:
+        from napari_sam2 import samples
+
+        for data, meta, kind in getattr(samples, _SAMPLES[args.sample])():
+            getattr(viewer, f"add_{kind}")(data, **meta)
+        _dock_widget(viewer, session_file)
+    else:
+        open_in_viewer(viewer, stack, session_file)
     napari.run()
     return EXIT_OK
 
@@ -306,6 +325,12 @@ def open_in_viewer(viewer, stack, session_file=None):
     for data, meta, kind in stack_layer_data(stack):
         added = getattr(viewer, f"add_{kind}")(data, **meta)
         layers.extend(added if isinstance(added, list) else [added])
+    widget = _dock_widget(viewer, session_file)
+    return layers, widget
+
+
+def _dock_widget(viewer, session_file=None):
+    """Dock the SAM 2 widget and load a session file into it; returns the widget or None."""
     widget = None
     try:
         _, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
@@ -318,7 +343,7 @@ def open_in_viewer(viewer, stack, session_file=None):
         else:
             _say("napari-sam2: warning: the SAM 2 widget cannot load a session file here; "
                  "load it with the widget's 'Load session' button")
-    return layers, widget
+    return widget
 
 
 # --------------------------------------------------------------------------- entry point

@@ -338,3 +338,11 @@ def test_view_opens_the_stack_in_napari(inputs, make_napari_viewer, capsys):
     assert len(viewer.layers) == 2
     if widget is None:  # the widget is not installed in this environment: said on stderr
         assert "could not dock the SAM 2 widget" in capsys.readouterr().err
+
+
+def test_view_needs_an_input_or_a_sample(capsys):
+    from napari_sam2.cli import main
+
+    assert main(["view"]) == 2
+    assert "give either INPUT or --sample" in capsys.readouterr().err
+    assert main(["view", "missing.tif", "--sample", "cells"]) == 2
