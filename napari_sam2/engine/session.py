@@ -613,7 +613,10 @@ class Sam2Session:
         try:
             with self.model.inference():
                 out, iou = self._infer(track, frame, is_init, pi, mi, reverse, prev_logits)
-                self._encode_memories(frame, [(track, out)], from_prompt=True)
+                # the frame's memory is read only when another frame is tracked: it is encoded
+                # then (_encode_pending), so that a click answers sooner and the clicks that
+                # follow on the same frame do not run the memory encoder for nothing
+                out["pending_vision"] = self.network._prepare_vision_features(st, frame, 1)[0][-1]
                 mask = self._upsample(out["pred_masks"])
         except BaseException:
             self._undo.pop()  # nothing changed
@@ -652,6 +655,8 @@ class Sam2Session:
         """One object on one frame: transformers' ``_run_single_frame_inference``, plus the IoU."""
         net = self.network
         st = track.state
+        if not is_init:
+            self._encode_pending(track)
         feats, pos = net._prepare_vision_features(st, frame, 1)
         high_res = [
             x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
@@ -685,13 +690,21 @@ class Sam2Session:
         iou = float(sam.iou_scores.float().max())
         return out, iou
 
-    def _encode_memories(self, frame, items, from_prompt):
+    def _encode_pending(self, track: _Track) -> None:
+        """Encode the memories of the object's prompted frames that were put off (see _prompt)."""
+        for frame, out in track.cond.items():
+            if "pending_vision" in out:
+                self._encode_memories(frame, [(track, out)], from_prompt=True, vision=out["pending_vision"])
+                del out["pending_vision"]
+
+    def _encode_memories(self, frame, items, from_prompt, vision=None):
         """Encode the new masks of several objects on one frame into memory, in one batch."""
         if not items or self.network.num_maskmem == 0:
             return
         net = self.network
-        feats, _ = net._prepare_vision_features(items[0][0].state, frame, 1)
-        vis = feats[-1].expand(-1, len(items), -1)
+        if vision is None:
+            vision = net._prepare_vision_features(items[0][0].state, frame, 1)[0][-1]
+        vis = vision.expand(-1, len(items), -1)
         high_res = torch.cat([out["high_res_masks"] for _, out in items], dim=0)
         scores = torch.cat([out["object_score_logits"] for _, out in items], dim=0)
         mem, pos = net._encode_new_memory(vis, high_res, scores, is_mask_from_pts=from_prompt)
