@@ -261,7 +261,14 @@ class DiskFeatureStore:
 
     Use :meth:`for_session` (or ``Sam2Session(..., disk_cache=folder)``). One folder can hold
     the stores of many stacks and models: each lives in ``<folder>/<key hash>.zarr``, and any of
-    them may be deleted at any time.
+    them may be deleted at any time. A frame takes the size of its features (uncompressed: they
+    do not compress): ~16 MB at 1024 px, ~1 MB at 256 px.
+
+    Layout: ``frames`` is a ``(n_frames, bytes)`` uint8 array with one chunk per frame that
+    holds all of the frame's feature tensors followed by the hash of its raw pixels, written in
+    one piece, so a torn or stale chunk is detected when read; ``index`` holds the same hashes
+    in a small array, to tell which frames have an entry without reading them; the
+    frame-independent position encodings are stored once.
 
     Writes happen on a background thread (the tracking thread only hands the tensors over);
     :meth:`flush` waits for them. A write that fails (disk full, read-only folder) is logged once
@@ -291,16 +298,17 @@ class DiskFeatureStore:
         self.device = device
         # every frame read through it is hashed once (see for_session)
         self._reads = read_frame if isinstance(read_frame, _DigestingReads) else _DigestingReads(read_frame)
-        self._shared_checked = False
-        self._shared_loaded: dict[str, object] = {}
+        self._shared_loaded: dict[str, list] = {}
         self._arrays: dict[str, object] = {}
+        self._layout_memo: list | None = None
+        self._shared_checked = False
         self.enabled = True
         self.writes = 0
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._group = zarr.open_group(str(self.path), mode="a")
             if self._group.attrs.get("key") != self.key:
-                self._group.attrs.update({"key": self.key, "format": 1})
+                self._group.attrs.update({"key": self.key, "format": 2})
         except Exception as err:  # noqa: BLE001 - a cache must never stop the work
             self._disable(f"cannot open the feature store {self.path}: {err}")
         self._queue: queue.Queue = queue.Queue(maxsize=_WRITE_QUEUE)
@@ -333,19 +341,17 @@ class DiskFeatureStore:
             arr = self._arrays[name] = self._group[name]
         return arr
 
-    def _layout(self) -> dict | None:
-        layout = self._arrays.get("layout")
-        if layout is None:
-            layout = self._group.attrs.get("layout")
-            if layout is not None:
-                self._arrays["layout"] = layout
-        return layout
+    def _layout(self) -> list | None:
+        """Where each tensor lies in a frame's chunk: [{key, level, shape, dtype, offset, nbytes}]."""
+        if self._layout_memo is None:
+            self._layout_memo = self._group.attrs.get("layout")
+        return self._layout_memo
 
     def _stored_digest(self, t: int) -> bytes | None:
         if not self.enabled:
             return None
         try:
-            d = bytes(np.asarray(self._array("digest")[t]).astype(np.uint8))
+            d = bytes(np.asarray(self._array("index")[t]).astype(np.uint8))
         except Exception:  # noqa: BLE001 - no store yet, or an unreadable entry: recompute
             return None
         return d if any(d) else None
@@ -357,28 +363,36 @@ class DiskFeatureStore:
     def load(self, t: int) -> dict | None:
         """Frame ``t``'s features, or None if absent or stale."""
         stored = self._stored_digest(t)
-        if stored is None or stored != self._digest(t):
+        if stored is None:
             return None
-        import torch
-
+        digest = self._digest(t)
+        if stored != digest:
+            return None
         try:
-            out = {}
-            for key, levels in self._layout().items():
-                if key in _SHARED_KEYS:
-                    # read once, then the same tensors every time (the memory cache shares them)
-                    if key not in self._shared_loaded:
-                        self._shared_loaded[key] = [
-                            _to_tensor(np.asarray(self._array(f"{key}_{i}")[...]), info, self.device)
-                            for i, info in enumerate(levels)
-                        ]
-                    out[key] = self._shared_loaded[key]
+            chunk = np.asarray(self._array("frames")[t])
+            if chunk[-_DIGEST_BYTES:].tobytes() != digest:  # overwritten since the index was
+                return None
+            out: dict[str, list] = {}
+            for info in self._layout():
+                if info["shared"]:
+                    out[info["key"]] = self._shared(info["key"])
                     continue
-                out[key] = [_to_tensor(np.asarray(self._array(f"{key}_{i}")[t]), info, self.device)
-                            for i, info in enumerate(levels)]
+                raw = chunk[info["offset"]:info["offset"] + info["nbytes"]]
+                out.setdefault(info["key"], []).append(_to_tensor(raw, info, self.device))
         except Exception as err:  # noqa: BLE001 - half-written or damaged entry: recompute
             log.debug("feature store entry %s of %s unreadable: %s", t, self.path, err)
             return None
         return out
+
+    def _shared(self, key: str) -> list:
+        """The frame-independent tensors: read once, then the same objects every time (the
+        memory cache keeps one copy of them for all frames)."""
+        if key not in self._shared_loaded:
+            self._shared_loaded[key] = [
+                _to_tensor(np.asarray(self._array(f"{key}_{info['level']}")[...]), info, self.device)
+                for info in self._layout() if info["key"] == key
+            ]
+        return self._shared_loaded[key]
 
     # ------------------------------------------------------------------ writes
     def save(self, t: int, features: dict) -> None:
@@ -398,6 +412,9 @@ class DiskFeatureStore:
         self._queue.join()
 
     def _write_loop(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # per thread: no second team of threads next to the network's
         while True:
             try:
                 t, digest, features = self._queue.get_nowait()
@@ -409,60 +426,53 @@ class DiskFeatureStore:
                 continue
             try:
                 if self.enabled:
-                    self._write(t, digest, features)
+                    self._write(t, digest, features, torch)
                     self.writes += 1
             except Exception as err:  # noqa: BLE001 - a cache must never stop the work
                 self._disable(f"cannot write to the feature store {self.path}: {err}")
             finally:
                 self._queue.task_done()
 
-    def _write(self, t: int, digest: bytes, features: dict) -> None:
-        import torch
+    def _write(self, t: int, digest: bytes, features: dict, torch) -> None:
+        layout = self._ensure_layout(features, torch)
+        parts = [_to_bytes(features[info["key"]][info["level"]], torch)
+                 for info in layout if not info["shared"]]
+        parts.append(np.frombuffer(digest, np.uint8))
+        # one chunk with the hash at its end, then the index: a reader trusts neither alone
+        self._array("frames")[t] = np.concatenate(parts)
+        self._array("index")[t] = np.frombuffer(digest, np.uint8)
 
-        layout = self._ensure_layout(features)
-        digests = self._array("digest")
-        # the digest goes last: an entry is valid only once all of it is written
-        digests[t] = np.zeros(_DIGEST_BYTES, np.uint8)
-        for key in layout:
-            if key in _SHARED_KEYS:
-                continue
-            for i, tensor in enumerate(features[key]):
-                self._array(f"{key}_{i}")[t] = _to_numpy(tensor, torch)
-        digests[t] = np.frombuffer(digest, np.uint8)
-
-    def _ensure_layout(self, features: dict) -> dict:
-        import torch
-
-        g = self._group
+    def _ensure_layout(self, features: dict, torch) -> list:
         layout = self._layout()
-        if layout is None:
-            layout = {}
-            for key, tensors in features.items():
-                levels = []
-                for i, tensor in enumerate(tensors):
-                    arr = _to_numpy(tensor, torch)
-                    shared = key in _SHARED_KEYS
-                    info = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).replace("torch.", ""),
-                            "shared": shared}
-                    name = f"{key}_{i}"
-                    if shared:
-                        _create(g, name, arr.shape, arr.shape, arr.dtype)[...] = arr
-                    else:
-                        _create(g, name, (self.n_frames, *arr.shape), (1, *arr.shape), arr.dtype)
-                    levels.append(info)
-                layout[key] = levels
-            _create(g, "digest", (self.n_frames, _DIGEST_BYTES), (1, _DIGEST_BYTES), np.uint8)
-            g.attrs["layout"] = layout
-            self._arrays.clear()
-            self._arrays["layout"] = layout
-            self._shared_checked = True
-        elif not self._shared_checked:
-            # the frame-independent tensors are stored once: make sure they still are
-            for key in _SHARED_KEYS:
-                for i, tensor in enumerate(features.get(key, ())):
-                    if not np.array_equal(np.asarray(self._array(f"{key}_{i}")[...]), _to_numpy(tensor, torch)):
-                        raise ValueError(f"{key} differ from the stored ones")
-            self._shared_checked = True
+        if layout is not None:
+            if not self._shared_checked:
+                # frame-independent tensors are stored once: make sure they are still the same
+                for info in layout:
+                    if info["shared"]:
+                        ours = _to_bytes(features[info["key"]][info["level"]], torch)
+                        if not np.array_equal(np.asarray(self._array(f"{info['key']}_{info['level']}")[...]), ours):
+                            raise ValueError(f"{info['key']} differ from the stored ones")
+                self._shared_checked = True
+            return layout
+        g = self._group
+        layout, offset = [], 0
+        for key, tensors in features.items():
+            for level, tensor in enumerate(tensors):
+                raw = _to_bytes(tensor, torch)
+                info = {"key": key, "level": level, "shape": list(tensor.shape),
+                        "dtype": str(tensor.dtype).replace("torch.", ""), "shared": key in _SHARED_KEYS,
+                        "offset": offset, "nbytes": int(raw.size)}
+                if info["shared"]:
+                    _create(g, f"{key}_{level}", raw.shape, raw.shape)[...] = raw
+                else:
+                    offset += raw.size
+                layout.append(info)
+        _create(g, "frames", (self.n_frames, offset + _DIGEST_BYTES), (1, offset + _DIGEST_BYTES))
+        _create(g, "index", (self.n_frames, _DIGEST_BYTES), (1, _DIGEST_BYTES))
+        g.attrs["layout"] = layout
+        self._arrays.clear()
+        self._layout_memo = layout
+        self._shared_checked = True
         return layout
 
     def _disable(self, why: str) -> None:
@@ -500,31 +510,27 @@ def _flush_at_exit(ref) -> None:
         store.flush()
 
 
-def _to_numpy(tensor, torch):
-    t = tensor.detach()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: store the bits
-        t = t.view(torch.int16)
-    t = t.to("cpu")
-    # (HW, 1, C) per frame: drop the batch axis of one
-    return t.reshape(t.shape[0], -1).numpy() if t.ndim == 3 and t.shape[1] == 1 else t.numpy()
+def _to_bytes(tensor, torch) -> np.ndarray:
+    """A tensor's bytes (uint8, on the CPU), whatever its dtype (bfloat16 included)."""
+    t = tensor.detach().contiguous().to("cpu")
+    return t.reshape(-1).view(torch.uint8).numpy()
 
 
-def _to_tensor(arr, info, device):
+def _to_tensor(raw: np.ndarray, info: dict, device):
+    """Inverse of :func:`_to_bytes`."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    if info["dtype"] == "bfloat16":
-        t = t.view(torch.bfloat16)
-    t = t.reshape(info["shape"])
+    dtype = getattr(torch, info["dtype"])
+    t = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.uint8)).view(dtype).reshape(info["shape"])
     if str(device) != "cpu":
         t = t.pin_memory().to(device, non_blocking=True)
     return t
 
 
-def _create(group, name, shape, chunks, dtype):
-    """A new zarr array in a group, under zarr 3 or zarr 2."""
+def _create(group, name, shape, chunks):
+    """A new uncompressed uint8 zarr array in a group, under zarr 3 or zarr 2."""
     if hasattr(group, "create_array"):  # zarr 3
-        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-                                  overwrite=True)
-    return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-                                overwrite=True)
+        return group.create_array(name, shape=shape, chunks=chunks, dtype=np.uint8, fill_value=0,
+                                  compressors=None, overwrite=True)
+    return group.create_dataset(name, shape=shape, chunks=chunks, dtype=np.uint8, fill_value=0,
+                                compressor=None, overwrite=True)

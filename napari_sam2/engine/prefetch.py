@@ -184,6 +184,10 @@ class Prefetcher(Sequence):
         stream = None
         if self._model.device.type == "cuda":  # not measured: no GPU where this was written
             stream = torch.cuda.Stream(device=self._model.device)
+        else:
+            # one thread for this thread's own torch work (the setting is per thread): a second
+            # team of OpenMP threads would spin on the cores the network is using
+            torch.set_num_threads(1)
         while True:
             with self._cond:
                 while generation == self._generation and self._next < len(self._plan) and (
