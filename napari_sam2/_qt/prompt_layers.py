@@ -1,0 +1,257 @@
+"""The widget's prompt layers: a Points layer for clicks and a Shapes layer for boxes.
+
+Points carry two features: ``obj_id`` (the object the click belongs to) and ``positive``
+(green: on the object, red: background). Whenever the Points layer changes, its points are
+grouped by (frame, object) and compared with what the engine was last given for that group:
+
+* points only added → the new clicks are sent as refinement clicks (``add_points``);
+* points deleted or moved → the frame's clicks are sent again as one prompt (``replace=True``);
+* all points of a group deleted → ``clear_prompts``.
+
+Coordinates go world → image data through napari (``data_to_world`` / ``world_to_data``), so
+scale, translate and anisotropic voxels are respected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_sam2.conversions import points_in_frame
+
+__all__ = ["PromptLayers"]
+
+POSITIVE, NEGATIVE = "lime", "red"
+
+
+class PromptLayers:
+    """Keeps the prompt layers and the engine's prompts in step."""
+
+    def __init__(self, widget):
+        self.w = widget
+        self.points = None
+        self.shapes = None
+        self.positive = True
+        self._sent: dict[tuple[int, int], list] = {}
+        self._history: list[tuple] = []  # ("points", key, sent_before) | ("box", key) | ("mask", key)
+        self._suspend = False
+
+    # ------------------------------------------------------------------ layers
+    def ensure_layers(self):
+        viewer = self.w.viewer
+        img = self.w.image_layer
+        nd = self.w.layout_.ndim
+        geo = {"scale": img.scale[:nd], "translate": img.translate[:nd]}
+        if self.points is None or self.points not in viewer.layers:
+            self.points = viewer.add_points(
+                np.empty((0, nd)), ndim=nd, name="SAM 2 points", size=max(3, min(img.data.shape[-2:]) // 40),
+                features={"obj_id": np.zeros(0, int), "positive": np.zeros(0, bool)},
+                face_color=POSITIVE, border_color="white", **geo,
+            )
+            self.points.events.data.connect(self._points_changed)
+        if self.shapes is None or self.shapes not in viewer.layers:
+            self.shapes = viewer.add_shapes(
+                ndim=nd, name="SAM 2 boxes", edge_color="yellow", face_color="transparent",
+                edge_width=max(1, min(img.data.shape[-2:]) // 100), **geo,
+            )
+            self.shapes.events.data.connect(self._shapes_changed)
+        self._set_defaults()
+        viewer.layers.selection.active = self.points
+        self.points.mode = "add"
+
+    def _set_defaults(self):
+        if self.points is None:
+            return
+        self.points.feature_defaults = {"obj_id": self.w.active_id or 0, "positive": self.positive}
+        # napari also recolours the selected points with the current colour: select none first
+        self.points.selected_data = set()
+        self.points.current_face_color = POSITIVE if self.positive else NEGATIVE
+
+    def set_active(self, obj_id):
+        self._set_defaults()
+
+    def set_polarity(self, positive: bool):
+        self.positive = bool(positive)
+        self._set_defaults()
+
+    def disconnect(self):
+        for layer, slot in ((self.points, self._points_changed), (self.shapes, self._shapes_changed)):
+            if layer is not None:
+                layer.events.data.disconnect(slot)
+
+    # ------------------------------------------------------------------ coordinates
+    def _to_image(self, layer, coords):
+        """Layer data coordinates -> (on this stack, frame, row, col) of the image data."""
+        img = self.w.image_layer
+        data = np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)
+        lay = self.w.layout_
+        return lay.on_this_stack(data), *lay.split(data)
+
+    def _from_image(self, frame, row, col):
+        lay = self.w.layout_
+        c = np.zeros(lay.ndim)
+        for a, i in enumerate(lay.index(frame)):
+            if not isinstance(i, slice):
+                c[a] = i
+        c[-2:] = row, col
+        return c
+
+    # ------------------------------------------------------------------ points
+    def _points_changed(self, event=None):
+        action = str(getattr(event, "action", "added")).lower()
+        if self._suspend or not any(a in action for a in ("added", "removed", "changed")):
+            return
+        try:
+            self.w.ensure_session()
+        except ValueError as err:
+            return self.w._error(err)
+        self.sync_points()
+
+    def _groups(self):
+        feats = self.points.features
+        if len(self.points.data) and (feats["obj_id"] == 0).any():
+            # clicks made before any object existed start one
+            obj_id = self.w.ensure_active()
+            ids = feats["obj_id"].to_numpy().copy()
+            ids[ids == 0] = obj_id
+            self.points.features["obj_id"] = ids
+        groups: dict[tuple[int, int], list] = {}
+        for p, obj_id, pos in zip(self.points.data, self.points.features["obj_id"],
+                                  self.points.features["positive"]):
+            on_stack, frame, row, col = self._to_image(self.points, p)
+            if on_stack:
+                groups.setdefault((frame, int(obj_id)), []).append((row, col, int(bool(pos))))
+        return groups
+
+    def sync_points(self):
+        """Send the engine what changed in the Points layer since the last call."""
+        session = self.w.session
+        groups = self._groups()
+        for key in sorted(set(groups) | set(self._sent)):
+            cur, old = groups.get(key, []), self._sent.get(key, [])
+            if cur == old:
+                continue
+            frame, obj_id = key
+            if not 0 <= frame < session.n_frames:
+                continue
+            inside = points_in_frame([c[:2] for c in cur], session.frame_shape) if cur else np.zeros(0, bool)
+            if not inside.all():
+                self.w._error(ValueError(f"a click on frame {frame} lies outside the image: it is ignored"))
+                cur = [c for c, ok in zip(cur, inside) if ok]
+                if cur == old:
+                    continue
+            self._history.append(("points", key, list(old)))
+            self._sent[key] = cur
+            if old and cur[: len(old)] == old:
+                call = self._add(frame, obj_id, cur[len(old):], replace=False)
+            elif cur:
+                call = self._add(frame, obj_id, cur, replace=bool(old))
+            else:
+                def call(s, frame=frame, obj_id=obj_id):
+                    if obj_id in s.objects and frame in s.prompted_frames(obj_id):
+                        s.clear_prompts(frame, obj_id)
+            self.w.run_prompt(frame, obj_id, call, "click")
+
+    @staticmethod
+    def _add(frame, obj_id, clicks, replace):
+        pts = [c[:2] for c in clicks]
+        labels = [c[2] for c in clicks]
+        return lambda s: s.add_points(frame, obj_id, pts, labels, replace=replace)
+
+    def forget_sent(self):
+        """A new engine session: every point will be sent again on the next change."""
+        self._sent.clear()
+        self._history.clear()
+
+    def mark_all_sent(self):
+        """The engine already has every prompt in the layers (after a replay)."""
+        if self.points is not None:
+            self._sent = self._groups()
+
+    # ------------------------------------------------------------------ boxes
+    def _shapes_changed(self, event=None):
+        action = str(getattr(event, "action", "added")).lower()
+        if self._suspend or "added" not in action:
+            return
+        try:
+            self.w.ensure_session()
+        except ValueError as err:
+            return self.w._error(err)
+        corners = [self._to_image(self.shapes, v) for v in self.shapes.data[-1]]
+        frame = corners[0][1]
+        rc = np.array([c[2:] for c in corners])
+        box = [rc.min(axis=0).tolist(), rc.max(axis=0).tolist()]
+        obj_id = self.w.ensure_active()
+        self._history.append(("box", (frame, obj_id)))
+        self.w.run_prompt(frame, obj_id, lambda s: s.add_box(frame, obj_id, box), "box")
+
+    # ------------------------------------------------------------------ undo and sessions
+    def record_mask(self, frame, obj_id):
+        self._history.append(("mask", (frame, obj_id)))
+
+    def after_undo(self, frame, obj_id):
+        """Make the layers show what the engine has after ``Sam2Session.undo()``."""
+        if not self._history:
+            return
+        entry = self._history.pop()
+        self._suspend = True
+        try:
+            if entry[0] == "points":
+                key, before = entry[1], entry[2]
+                self._sent[key] = before
+                keep = [i for i, (p, o) in enumerate(zip(self.points.data, self.points.features["obj_id"]))
+                        if not (int(o) == key[1] and self._to_image(self.points, p)[1] == key[0])]
+                self._replace_points(keep, [(key[0], key[1], c) for c in before])
+            elif entry[0] == "box" and len(self.shapes.data):
+                self.shapes.selected_data = {len(self.shapes.data) - 1}
+                self.shapes.remove_selected()
+        finally:
+            self._suspend = False
+
+    def _replace_points(self, keep, extra):
+        data = [self.points.data[i] for i in keep]
+        ids = [int(self.points.features["obj_id"][i]) for i in keep]
+        pos = [bool(self.points.features["positive"][i]) for i in keep]
+        for frame, obj_id, (row, col, label) in extra:
+            data.append(self._from_image(frame, row, col))
+            ids.append(obj_id)
+            pos.append(bool(label))
+        nd = self.w.layout_.ndim
+        self.points.selected_data = set()
+        self.points.data = np.asarray(data, float).reshape(-1, nd)
+        self.points.features = {"obj_id": np.asarray(ids, int), "positive": np.asarray(pos, bool)}
+        self.points.face_color = [POSITIVE if p else NEGATIVE for p in pos] or POSITIVE
+        self._set_defaults()
+
+    def remove_object(self, obj_id):
+        if self.points is None:
+            return
+        self._suspend = True
+        try:
+            keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) != obj_id]
+            self._replace_points(keep, [])
+        finally:
+            self._suspend = False
+        self._sent = {k: v for k, v in self._sent.items() if k[1] != obj_id}
+
+    def show_session_prompts(self, sf):
+        """Draw a loaded session's clicks and boxes (the engine has them already)."""
+        self.ensure_layers()
+        self._suspend = True
+        try:
+            extra = []
+            for obj in sf.objects:
+                for p in obj.prompts:
+                    if p.kind == "points":
+                        if p.replace:
+                            extra = [e for e in extra if not (e[0] == p.frame and e[1] == obj.id)]
+                        extra += [(p.frame, obj.id, (float(r), float(c), int(l)))
+                                  for (r, c), l in zip(p.points, p.labels)]
+                    elif p.kind == "box":
+                        (r0, c0), (r1, c1) = p.box
+                        rect = [self._from_image(p.frame, r, c) for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))]
+                        self.shapes.add_rectangles(np.asarray(rect))
+            keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) not in sf.ids]
+            self._replace_points(keep, extra)
+        finally:
+            self._suspend = False
+        self.mark_all_sent()

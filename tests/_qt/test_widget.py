@@ -1,0 +1,166 @@
+"""The dock widget in a real napari viewer (under Xvfb), driving a small random SAM 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam2.samples import make_cells_timelapse
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return make_cells_timelapse(n_frames=8, shape=(64, 64), n_cells=3, seed=1)
+
+
+def _dock(viewer, image, tiny_model_dir, **layer_kwargs):
+    from napari_sam2._qt.widget import Sam2Widget
+
+    viewer.add_image(image, name="cells", **layer_kwargs)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
+    assert isinstance(widget, Sam2Widget)
+    widget.synchronous = True
+    widget.model_path.setText(str(tiny_model_dir))
+    widget.device_combo.setCurrentText("cpu")
+    widget.load_model()
+    assert widget.model is not None, getattr(widget, "last_error", None)
+    return widget
+
+
+def _click(widget, frame, row, col, world=False):
+    """A click as napari makes it: a point added to the Points layer (world or data coords)."""
+    widget.ensure_session()
+    pts = widget.prompts.points
+    coords = np.array([frame, row, col], float)
+    if world:
+        coords = pts.world_to_data(coords)
+    pts.add(coords)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, cells, tiny_model_dir):
+    return _dock(make_napari_viewer(), cells.image, tiny_model_dir)
+
+
+def test_click_shows_a_mask_on_that_frame(widget):
+    obj = widget.new_object()
+    _click(widget, 2, 30, 30)
+    labels = widget.labels_layer.data
+    expected = widget.session.mask(2, obj)
+    assert expected.any(), "the test model must see something"
+    np.testing.assert_array_equal(labels[2] == obj, expected)
+    assert not labels[[0, 1, 3]].any(), "only the clicked frame changes"
+    # a second, negative click refines the same object on the same frame
+    widget.toggle_polarity()
+    _click(widget, 2, 5, 5)
+    assert widget.session.prompts(obj)[-1].labels.tolist() == [0]
+    np.testing.assert_array_equal(labels[2] == obj, widget.session.mask(2, obj))
+
+
+def test_propagate_fills_every_frame_keeps_user_labels_and_reverts_exactly(widget):
+    obj = widget.new_object()
+    _click(widget, 0, 30, 30)
+    labels = widget.labels_layer.data
+    labels[5, :4, :4] = 99  # a label the user painted
+    before = labels.copy()
+    widget.propagate()
+    q = widget.session.quality(obj)
+    assert np.isfinite(q).all(), "every frame was tracked"
+    for f in range(8):
+        assert (labels[f] == obj).any(), f"frame {f} has no mask"
+    assert (labels[5, :4, :4] == 99).all(), "the user's label survives"
+    assert widget.revert_last_run() is not None
+    np.testing.assert_array_equal(labels, before)
+
+
+def test_cancel_keeps_finished_frames_with_the_real_worker(make_napari_viewer, tiny_model_dir, qtbot):
+    stack = make_cells_timelapse(n_frames=60, shape=(48, 48), n_cells=2, seed=2).image
+    widget = _dock(make_napari_viewer(), stack, tiny_model_dir)
+    obj = widget.new_object()
+    _click(widget, 0, 24, 24)
+    widget.synchronous = False  # from here on: napari's thread worker
+    def cancel_after_three(value):
+        if value >= 3:
+            widget.progress.valueChanged.disconnect(cancel_after_three)
+            widget.cancel()
+
+    widget.progress.valueChanged.connect(cancel_after_three)
+    widget.propagate()
+    qtbot.waitUntil(lambda: not widget._busy, timeout=60_000)
+    labels = widget.labels_layer.data
+    painted = {f for f in range(60) if (labels[f] == obj).any()}
+    tracked = set(np.flatnonzero(np.isfinite(widget.session.quality(obj)[:, 0])))
+    assert 3 <= len(tracked) < 60, "cancelled part-way"
+    assert painted <= tracked and len(painted) >= 3, "finished frames are kept"
+    # the widget is usable afterwards: a new run completes
+    widget.propagate()
+    qtbot.waitUntil(lambda: not widget._busy, timeout=120_000)
+    assert np.isfinite(widget.session.quality(obj)).all()
+
+
+def test_world_coordinates_respect_scale_and_translate(make_napari_viewer, cells, tiny_model_dir):
+    plain = _dock(make_napari_viewer(), cells.image, tiny_model_dir)
+    scaled = _dock(make_napari_viewer(), cells.image, tiny_model_dir,
+                   scale=(1.0, 2.0, 0.5), translate=(0.0, 10.0, -5.0))
+    for w in (plain, scaled):
+        w.new_object()
+    _click(plain, 3, 20, 40)
+    _click(scaled, 3, 10 + 2.0 * 20, -5 + 0.5 * 40, world=True)  # the same pixel, in world units
+    np.testing.assert_array_equal(plain.labels_layer.data, scaled.labels_layer.data)
+    assert plain.labels_layer.data[3].any()
+    np.testing.assert_allclose(scaled.labels_layer.scale, [1.0, 2.0, 0.5])
+
+
+def test_mask_prompt_from_a_labels_layer(widget, cells):
+    seed = (cells.labels == cells.labels[4][cells.labels[4] > 0][0]).astype(np.uint8) * 7
+    widget.viewer.add_labels(seed, name="seeds")
+    widget._refresh_layer_choices()
+    widget.mask_source.setCurrentText("seeds")
+    widget.mask_id.setValue(7)
+    obj = widget.new_object()
+    widget.go_to_frame(4)
+    widget.mask_from_labels()
+    np.testing.assert_array_equal(widget.labels_layer.data[4] == obj, seed[4] == 7)
+
+
+def test_undo_prompt_and_session_round_trip(widget, make_napari_viewer, cells, tiny_model_dir, tmp_path):
+    obj = widget.new_object()
+    _click(widget, 1, 30, 30)
+    first = widget.labels_layer.data[1].copy()
+    _click(widget, 1, 50, 50)
+    widget.undo_prompt()
+    np.testing.assert_array_equal(widget.labels_layer.data[1], first)
+    assert len(widget.prompts.points.data) == 1, "the undone click leaves the Points layer"
+    _click(widget, 4, 20, 20)
+    path = widget.save_session(tmp_path / "session.json")
+
+    other = _dock(make_napari_viewer(), cells.image, tiny_model_dir)
+    other.load_session(path)
+    assert other.objects == {obj: f"object {obj}"}
+    for f in (1, 4):
+        np.testing.assert_array_equal(other.labels_layer.data[f], widget.labels_layer.data[f])
+    assert len(other.prompts.points.data) == 2
+
+
+def test_quality_strip_flags_and_jumps(widget):
+    obj = widget.new_object()
+    _click(widget, 0, 30, 30)
+    widget.propagate()
+    widget.strip.iou_threshold = 1.01  # flag everything: jumping must visit flagged frames
+    widget.go_to_frame(0)
+    widget.next_flagged()
+    assert widget.current_frame() == 1
+    widget.strip.frame_clicked.emit(6)
+    assert widget.current_frame() == 6
+    widget.previous_flagged()
+    assert widget.current_frame() == 5
+    assert "8 frames tracked" in widget.quality_label.text()
+
+
+def test_shortcuts_are_unbound_when_the_widget_closes(widget):
+    keymap = widget.viewer.keymap
+    assert any("n" == str(k).lower() for k in keymap)
+    n_before = len(widget.objects)
+    widget.unbind_shortcuts()
+    assert not any(str(k) in ("n", "t", ".", ",", "Shift-P") for k in widget.viewer.keymap)
+    assert len(widget.objects) == n_before
