@@ -22,7 +22,8 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs a display: run the GUI tests under Xvfb (xvfb-run -a pytest)")
     for item in items:
-        if "_qt" in item.path.parts or item.get_closest_marker("gui"):
+        uses_viewer = "make_napari_viewer" in getattr(item, "fixturenames", ())
+        if "_qt" in item.path.parts or uses_viewer or item.get_closest_marker("gui"):
             item.add_marker(skip)
 
 
