@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -75,14 +76,19 @@ class Sam2Widget(QWidget):
         self._busy = False
         self._worker = None
         self._cancel = False
+        self._docked = False
         self._build()
         self.prompts = PromptLayers(self)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
         self.viewer.dims.events.current_step.connect(self._update_quality)
         self._refresh_layer_choices()
+        self._closed = False
+        # key -> (our handler, the handler it replaced): closing the widget puts the old ones back
+        self._bound: dict[str, tuple] = {}
         for key, (method, _) in SHORTCUTS.items():
-            self.viewer.bind_key(key, self._shortcut(method), overwrite=True)
+            handler = self._shortcut(method)
+            self._bound[key] = (handler, self.viewer.bind_key(key, handler, overwrite=True))
 
     # ------------------------------------------------------------------ UI
     def _build(self):
@@ -300,8 +306,11 @@ class Sam2Widget(QWidget):
         if path:
             self.model_path.setText(str(Path(path).parent if path.endswith(".json") else path))
 
-    def load_model(self):
-        """Load the chosen model in a worker; the session is (re)built when it arrives."""
+    def load_model(self, then=None):
+        """Load the chosen model in a worker; the session is (re)built when it arrives.
+
+        ``then`` is called on the GUI thread once the model is there (not after a failure).
+        """
         source = self.model_path.text().strip() or self.size_combo.currentText()
         device = self.device_combo.currentText()
         self.model_status.setText(f"loading {source}…")
@@ -316,6 +325,8 @@ class Sam2Widget(QWidget):
             self.model = model
             self.model_status.setText(f"{Path(str(source)).name} on {model.device}")
             self._reset_session()
+            if then is not None:
+                then()
 
         self._submit(work, done, progress="Loading SAM 2", on_finish=lambda: self.load_button.setEnabled(True))
 
@@ -357,9 +368,15 @@ class Sam2Widget(QWidget):
 
         saved = session_from_engine(old)
         saved.settings.contrast = None
+        # the new session (and any layer it needs) is made here, on the GUI thread; the worker
+        # only replays the prompts
+        try:
+            session = self.ensure_session()
+        except ValueError as err:
+            return self._error(err)
 
         def work():
-            replay(saved, self.ensure_session())
+            replay(saved, session)
             return None
 
         def done(_):
@@ -452,8 +469,10 @@ class Sam2Widget(QWidget):
 
     def run_prompt(self, frame: int, obj_id: int, call, label: str):
         """Run one engine prompt call in a worker and write the object's mask on that frame."""
+        session = self.ensure_session()  # here, on the GUI thread: it may add layers
+
         def work():
-            call(self.ensure_session())
+            call(session)
             return frame, obj_id
 
         self._submit(work, lambda res: self._paint_object_frame(*res, label=label), progress=None)
@@ -626,15 +645,6 @@ class Sam2Widget(QWidget):
         if sf.settings.axis is not None and self.axis_spin.isEnabled():
             self.axis_spin.setValue(int(sf.settings.axis))
 
-        def work():
-            if self.model is None:
-                from napari_sam2 import load_model
-
-                self.model = load_model(self.model_path.text().strip(),
-                                        device=self.device_combo.currentText())
-            replay(sf, self.ensure_session())
-            return sf
-
         def done(sf):
             for obj in sf.objects:
                 if obj.id not in self.objects:
@@ -642,7 +652,23 @@ class Sam2Widget(QWidget):
             self.prompts.show_session_prompts(sf)
             self._repaint_prompted_frames()
 
-        self._submit(work, done, progress="Loading session")
+        def start_replay():
+            # the session and its layers are made on the GUI thread; the worker only replays
+            try:
+                session = self.ensure_session()
+            except ValueError as err:
+                return self._error(err)
+
+            def work():
+                replay(sf, session)
+                return sf
+
+            self._submit(work, done, progress="Loading session")
+
+        if self.model is None:
+            self.load_model(then=start_replay)
+        else:
+            start_replay()
 
     def _repaint_prompted_frames(self):
         for obj_id in self.session.objects:
@@ -731,6 +757,8 @@ class Sam2Widget(QWidget):
     # ------------------------------------------------------------------ shortcuts
     def _shortcut(self, method):
         def handler(viewer):
+            if self._closed:
+                return
             try:
                 getattr(self, method)()
             except ValueError as err:
@@ -740,11 +768,39 @@ class Sam2Widget(QWidget):
         return handler
 
     def unbind_shortcuts(self):
-        for key in SHORTCUTS:
-            self.viewer.bind_key(key, None)
+        """Give the widget's keys back: unbind them, or restore what they did before."""
+        from napari.utils.key_bindings import coerce_keybinding
 
-    def closeEvent(self, event):  # noqa: N802 (Qt name)
+        for key, (handler, previous) in self._bound.items():
+            # leave the key alone if something else has been bound to it since
+            if self.viewer.keymap.get(coerce_keybinding(key)) is handler:
+                self.viewer.bind_key(key, previous, overwrite=True)
+        self._bound.clear()
+
+    def teardown(self):
+        """Stop work, unbind the shortcuts and stop listening to the viewer (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self.cancel()
+        self._queue.clear()
         self.unbind_shortcuts()
         self.prompts.disconnect()
+        for emitter, slot in ((self.viewer.layers.events.inserted, self._refresh_layer_choices),
+                              (self.viewer.layers.events.removed, self._refresh_layer_choices),
+                              (self.viewer.dims.events.current_step, self._update_quality)):
+            emitter.disconnect(slot)
+
+    def event(self, ev):
+        # napari closes a dock widget by taking the widget out of its dock (setParent(None)),
+        # without closing it: that is when the widget is gone for the user
+        if ev.type() == QEvent.Type.ParentChange and hasattr(self, "_bound"):
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.teardown()
+        return super().event(ev)
+
+    def closeEvent(self, event):  # noqa: N802 (Qt name)
+        self.teardown()
         super().closeEvent(event)

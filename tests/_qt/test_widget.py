@@ -157,10 +157,45 @@ def test_quality_strip_flags_and_jumps(widget):
     assert "8 frames tracked" in widget.quality_label.text()
 
 
-def test_shortcuts_are_unbound_when_the_widget_closes(widget):
-    keymap = widget.viewer.keymap
-    assert any("n" == str(k).lower() for k in keymap)
-    n_before = len(widget.objects)
-    widget.unbind_shortcuts()
-    assert not any(str(k) in ("n", "t", ".", ",", "Shift-P") for k in widget.viewer.keymap)
-    assert len(widget.objects) == n_before
+def test_shortcuts_are_unbound_when_the_dock_is_closed(make_napari_viewer):
+    from napari.utils.key_bindings import coerce_keybinding
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8))
+
+    def users_own(viewer):  # a binding of the user's that the widget takes over while open
+        pass
+
+    viewer.bind_key(",", users_own)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
+    assert viewer.keymap[coerce_keybinding("n")].__name__ == "sam2_new_object"
+    assert viewer.keymap[coerce_keybinding(",")] is not users_own
+    dock.destroyOnClose()  # what the dock's close button does
+    assert coerce_keybinding("n") not in viewer.keymap
+    assert coerce_keybinding("Shift-P") not in viewer.keymap
+    assert viewer.keymap[coerce_keybinding(",")] is users_own, "the user's binding is back"
+    # the closed widget no longer follows the viewer
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="later")
+    assert widget.image_combo.findText("later") == -1
+
+
+def test_loading_a_session_in_the_real_worker_adds_layers_on_the_gui_thread(
+    widget, make_napari_viewer, cells, tiny_model_dir, tmp_path, qtbot
+):
+    import threading
+
+    obj = widget.new_object()
+    _click(widget, 3, 30, 30)
+    path = widget.save_session(tmp_path / "session.json")
+
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    _, other = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
+    other.device_combo.setCurrentText("cpu")
+    threads = []
+    viewer.layers.events.inserted.connect(lambda e: threads.append(threading.current_thread()))
+    other.load_session(path)  # no model loaded yet: it loads the session's model first
+    qtbot.waitUntil(lambda: not other._busy and not other._queue, timeout=60_000)
+    assert other.model is not None and other.objects == {obj: f"object {obj}"}
+    assert len(threads) == 3 and all(t is threading.main_thread() for t in threads)
+    np.testing.assert_array_equal(other.labels_layer.data, widget.labels_layer.data)
