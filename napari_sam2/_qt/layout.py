@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_sam2.engine.frames import StackView
 
-__all__ = ["StackLayout"]
+__all__ = ["StackLayout", "LayerChannels", "parse_channels"]
 
 
 @dataclass
@@ -106,3 +106,70 @@ class StackLayout:
         """Whether a point lies on the frames this layout feeds to SAM 2 (fixed axes match)."""
         c = np.asarray(data_coords, dtype=float)[-self.ndim:]
         return all(int(np.floor(c[a] + 0.5)) == self.fixed.get(a, 0) for a in self.other_axes)
+
+
+class LayerChannels:
+    """Several same-shape arrays seen as one array with a trailing channel axis, lazily.
+
+    napari shows a multichannel stack as one image layer per channel; this lets up to three of
+    them feed SAM 2's red, green and blue inputs without stacking (copying) the data. Indexing
+    reads only the requested part of every layer.
+
+    Parameters
+    ----------
+    arrays : sequence of array-like
+        Arrays of one shape (numpy, dask, zarr...).
+    """
+
+    def __init__(self, arrays):
+        arrays = list(arrays)
+        if not arrays:
+            raise ValueError("LayerChannels needs at least one array")
+        shape = tuple(arrays[0].shape)
+        for a in arrays[1:]:
+            if tuple(a.shape) != shape:
+                raise ValueError(
+                    f"channel layers must have the same shape; got {shape} and {tuple(a.shape)}: "
+                    "choose layers of the same stack"
+                )
+        self._arrays = arrays
+        self.shape = (*shape, len(arrays))
+        self.ndim = len(self.shape)
+        self.dtype = np.result_type(*[np.dtype(a.dtype) for a in arrays])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        index = index if isinstance(index, tuple) else (index,)
+        if any(i is Ellipsis for i in index):
+            raise TypeError("LayerChannels does not support Ellipsis indexing")
+        index = index + (slice(None),) * (self.ndim - len(index))
+        spatial, channel = index[:-1], index[-1]
+        parts = [np.asarray(a[spatial]) for a in self._arrays]
+        return np.stack(parts, axis=-1)[..., channel]
+
+
+def parse_channels(text: str) -> list[int] | None:
+    """``"0, 2"`` -> ``[0, 2]``; an empty string -> None (use the layer as napari shows it).
+
+    Raises
+    ------
+    ValueError
+        If the text is not one to three comma-separated non-negative integers.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        chans = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"channels must be one to three channel numbers separated by commas (e.g. 0 or 0,2), "
+            f"got {text!r}"
+        ) from None
+    if not 1 <= len(chans) <= 3 or min(chans) < 0:
+        raise ValueError(
+            f"choose one to three channels (numbers from 0, e.g. 0 or 0,2), got {text!r}"
+        )
+    return chans

@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_sam2._qt.layout import StackLayout
+from napari_sam2._qt.layout import LayerChannels, StackLayout, parse_channels
 from napari_sam2._qt.prompt_layers import PromptLayers
 from napari_sam2._qt.quality_strip import QualityStrip, flagged_frames
 from napari_sam2.label_edits import EditRun, paint_masks
@@ -48,6 +48,7 @@ __all__ = ["Sam2Widget"]
 
 MODEL_SIZES = ["sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam2.1-large"]
 NEW_LABELS = "(new layer)"
+NO_LAYER = "(none)"
 #: key -> (method name, what it does), bound on the viewer while the widget is open
 SHORTCUTS = {
     "n": ("new_object", "new object"),
@@ -67,6 +68,7 @@ class Sam2Widget(QWidget):
         self.synchronous = False
         self.model = None
         self.session = None
+        self.session_channels = None  # channels the session reads (None: as shown)
         self.layout_ = None  # StackLayout of the session's image layer
         self.labels_layer = None
         self.objects: dict[int, str] = {}
@@ -108,6 +110,24 @@ class Sam2Widget(QWidget):
         form.addRow("image", self.image_combo)
         form.addRow("video axis", self.axis_spin)
         form.addRow("other axis index", self.fixed_spin)
+        # channels: some of an RGB(A)/multichannel layer's channels, or other (single-channel)
+        # image layers of the same stack as SAM 2's green and blue inputs
+        self.channels_edit = QLineEdit(
+            placeholderText="all, as shown (or e.g. 0 or 0,2)", enabled=False,
+            toolTip="Channels of an RGB/multichannel layer that feed SAM 2: one for gray, "
+                    "two or three for red, green(, blue)")
+        self.channels_edit.editingFinished.connect(self._channels_changed)
+        self.green_combo = QComboBox(toolTip="Another image layer of this stack fed as SAM 2's green input")
+        self.blue_combo = QComboBox(toolTip="Another image layer of this stack fed as SAM 2's blue input")
+        for combo in (self.green_combo, self.blue_combo):
+            combo.currentIndexChanged.connect(self._channels_changed)
+        form.addRow("channels", self.channels_edit)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("+ green"))
+        row.addWidget(self.green_combo, 1)
+        row.addWidget(QLabel("blue"))
+        row.addWidget(self.blue_combo, 1)
+        form.addRow("", row)
         row = QHBoxLayout()
         row.addWidget(self.contrast_label, 1)
         row.addWidget(reread)
@@ -247,6 +267,8 @@ class Sam2Widget(QWidget):
         refill(self.image_combo, images)
         refill(self.labels_combo, labels, [NEW_LABELS])
         refill(self.mask_source, labels)
+        refill(self.green_combo, images, [NO_LAYER])
+        refill(self.blue_combo, images, [NO_LAYER])
         if self.image_combo.currentText() != before:
             self._image_changed()
 
@@ -267,17 +289,55 @@ class Sam2Widget(QWidget):
         self.axis_spin.setEnabled(nd > 2)
         self.axis_spin.blockSignals(False)
         self.fixed_spin.setEnabled(nd > 3)
+        self.channels_edit.setEnabled(bool(layer.rgb))
         self._reset_session()
 
-    def _current_layout(self) -> StackLayout:
+    def _channels_changed(self, *_):
+        """New channel choice: rebuild the session and replay its prompts (labels stay)."""
+        if self.session is not None:
+            self.reread_contrast()
+
+    def _engine_input(self):
+        """What SAM 2 reads: ``(array-like, has channel axis, contrast limits, channels)``.
+
+        Contrast limits come from the layers (what you see is what SAM 2 gets): one pair for a
+        gray or RGB layer, one pair per layer when other layers feed green and blue.
+        """
         layer = self.image_layer
         if layer is None:
             raise ValueError("add an image layer first")
-        data = layer.data[0] if layer.multiscale else layer.data
-        lay = StackLayout(tuple(data.shape), rgb=bool(layer.rgb), video_axis=self.axis_spin.value())
+
+        def level0(lyr):
+            return lyr.data[0] if lyr.multiscale else lyr.data
+
+        def limits(lyr):
+            return tuple(float(c) for c in lyr.contrast_limits)
+
+        extra = [self.viewer.layers[c.currentText()] for c in (self.green_combo, self.blue_combo)
+                 if c.currentText() not in (NO_LAYER, layer.name) and c.currentText() in self.viewer.layers]
+        if extra:
+            if layer.rgb or any(lyr.rgb for lyr in extra):
+                raise ValueError(
+                    "green and blue layers combine single-channel image layers; this image is RGB "
+                    "already: pick its channels in 'channels' and set green and blue to (none)"
+                )
+            arrays = [level0(layer), *[level0(lyr) for lyr in extra]]
+            return (LayerChannels(arrays), True, [limits(lyr) for lyr in (layer, *extra)],
+                    list(range(len(arrays))))
+        channels = parse_channels(self.channels_edit.text()) if layer.rgb else None
+        return level0(layer), bool(layer.rgb), limits(layer), channels
+
+    def _current_layout(self, shape=None, has_channels=None) -> StackLayout:
+        layer = self.image_layer
+        if layer is None:
+            raise ValueError("add an image layer first")
+        if shape is None:
+            data = layer.data[0] if layer.multiscale else layer.data
+            shape, has_channels = tuple(data.shape), bool(layer.rgb)
+        lay = StackLayout(tuple(shape), rgb=has_channels, video_axis=self.axis_spin.value())
         others = lay.other_axes
         if others:
-            self.fixed_spin.setMaximum(max(0, data.shape[others[0]] - 1))
+            self.fixed_spin.setMaximum(max(0, shape[others[0]] - 1))
             lay.fixed = {a: (self.fixed_spin.value() if i == 0 else 0) for i, a in enumerate(others)}
         return lay
 
@@ -344,14 +404,14 @@ class Sam2Widget(QWidget):
             raise ValueError("load a model first (Model ▸ Load model)")
         from napari_sam2 import Sam2Session
 
-        lay = self._current_layout()
-        layer = self.image_layer
-        data = layer.data[0] if layer.multiscale else layer.data
-        contrast = tuple(float(c) for c in layer.contrast_limits)
-        self.session = Sam2Session(self.model, lay.frames(data), contrast=contrast,
-                                   rgb=layer.rgb if lay.is_single_image else None)
+        data, has_channels, contrast, channels = self._engine_input()
+        lay = self._current_layout(data.shape, has_channels)
+        self.session = Sam2Session(self.model, lay.frames(data), channels=channels, contrast=contrast,
+                                   rgb=has_channels if lay.is_single_image else None)
         self.layout_ = lay
-        self.contrast_label.setText(f"{contrast[0]:g} – {contrast[1]:g}")
+        self.session_channels = channels
+        pairs = [contrast] if isinstance(contrast, tuple) else contrast
+        self.contrast_label.setText(", ".join(f"{lo:g} – {hi:g}" for lo, hi in pairs))
         self.stop_spin.setMaximum(lay.n_frames)
         self.start_spin.setMaximum(max(0, lay.n_frames - 1))
         self._ensure_labels()
@@ -630,8 +690,12 @@ class Sam2Widget(QWidget):
         if self.session is None or not self.session.objects:
             raise ValueError("there is nothing to save yet: add a prompt first")
         model = self.model_path.text().strip() or self.size_combo.currentText()
+        layers = [c.currentText() for c in (self.green_combo, self.blue_combo)
+                  if c.currentText() not in (NO_LAYER, self.image_layer.name)]
         settings = SessionSettings(model=model, axis=self.layout_.video_axis,
-                                   image_layer=self.image_layer.name)
+                                   image_layer=self.image_layer.name,
+                                   channels=None if layers else self.session_channels,
+                                   extra={"channel_layers": layers} if layers else {})
         sf = session_from_engine(self.session, settings, names=self.objects)
         return write_session(path, sf)
 
@@ -644,6 +708,12 @@ class Sam2Widget(QWidget):
             self.model_path.setText(str(sf.settings.model))
         if sf.settings.axis is not None and self.axis_spin.isEnabled():
             self.axis_spin.setValue(int(sf.settings.axis))
+        if sf.settings.channels and self.channels_edit.isEnabled():
+            self.channels_edit.setText(",".join(str(c) for c in sf.settings.channels))
+        names = list(sf.settings.extra.get("channel_layers", []))[:2]
+        for combo, name in zip((self.green_combo, self.blue_combo), names):
+            if combo.findText(name) >= 0:
+                combo.setCurrentText(name)
 
         def done(sf):
             for obj in sf.objects:

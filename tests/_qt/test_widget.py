@@ -199,3 +199,37 @@ def test_loading_a_session_in_the_real_worker_adds_layers_on_the_gui_thread(
     assert other.model is not None and other.objects == {obj: f"object {obj}"}
     assert len(threads) == 3 and all(t is threading.main_thread() for t in threads)
     np.testing.assert_array_equal(other.labels_layer.data, widget.labels_layer.data)
+
+
+def test_channels_of_an_rgb_stack_equal_the_same_channels_as_separate_layers(
+    make_napari_viewer, cells, tiny_model_dir
+):
+    red = (cells.image // 16).astype(np.uint8)
+    green = np.roll(red, 5, axis=2)
+    blue = np.full_like(red, 200)
+    rgb = np.stack([red, green, blue], axis=-1)  # (T, Y, X, 3): napari shows it as RGB
+
+    as_rgb = _dock(make_napari_viewer(), rgb, tiny_model_dir)
+    assert as_rgb.channels_edit.isEnabled()
+    as_rgb.channels_edit.setText("0,1")  # red and green only: the blue plane is ignored
+    as_rgb.new_object()
+    _click(as_rgb, 2, 30, 30)
+    assert as_rgb.session_channels == [0, 1]
+
+    layers = _dock(make_napari_viewer(), red, tiny_model_dir, contrast_limits=(0, 255))
+    layers.viewer.add_image(green, name="green", contrast_limits=(0, 255))
+    layers.green_combo.setCurrentText("green")
+    layers.new_object()
+    _click(layers, 2, 30, 30)
+    assert layers.labels_layer.data.shape == red.shape
+    assert (layers.labels_layer.data[2] > 0).any()
+    np.testing.assert_array_equal(as_rgb.labels_layer.data, layers.labels_layer.data)
+
+    # a channel that does not exist is a clear message, and the widget keeps working
+    as_rgb.channels_edit.setText("5")
+    as_rgb.channels_edit.editingFinished.emit()
+    assert "channel 5" in str(as_rgb.last_error)
+    as_rgb.channels_edit.setText("0,1")
+    as_rgb.channels_edit.editingFinished.emit()
+    _click(as_rgb, 3, 30, 30)
+    assert (as_rgb.labels_layer.data[3] > 0).any()
