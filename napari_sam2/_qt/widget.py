@@ -369,26 +369,75 @@ class Sam2Widget(QWidget):
     def load_model(self, then=None):
         """Load the chosen model in a worker; the session is (re)built when it arrives.
 
-        ``then`` is called on the GUI thread once the model is there (not after a failure).
+        Download and loading progress goes to a bar in napari's activity dock (and the status
+        line); ``then`` is called on the GUI thread once the model is there (not after a failure).
         """
+        from napari.utils import progress as activity_progress
+
         source = self.model_path.text().strip() or self.size_combo.currentText()
         device = self.device_combo.currentText()
+        previous_status = self.model_status.text()
         self.model_status.setText(f"loading {source}…")
         self.load_button.setEnabled(False)
+        bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
+        self.model_progress = []  # (done, total, message) as reported, for the status line
 
         def work():
+            # load_model blocks; it runs in a helper thread and its progress callbacks come
+            # back through a queue, so that this generator can yield them to the GUI thread
+            import queue
+            import threading
+
             from napari_sam2 import load_model
 
-            return load_model(source, device=device)
+            reports: queue.Queue = queue.Queue()
+            out: dict = {}
+
+            def run():
+                try:
+                    out["model"] = load_model(source, device=device,
+                                              progress=lambda *r: reports.put(r))
+                except BaseException as err:  # noqa: BLE001 - re-raised in the worker below
+                    out["error"] = err
+                finally:
+                    reports.put(None)
+
+            threading.Thread(target=run, name="napari-sam2 model loading", daemon=True).start()
+            while (report := reports.get()) is not None:
+                yield report
+            if "error" in out:
+                raise out["error"]
+            return out["model"]
+
+        def on_progress(report):
+            done, total, message = report
+            self.model_progress.append(report)
+            if total > 0 and bar.total != total:
+                bar.total = total
+            bar.n = min(done, total) if total > 0 else done
+            bar.update(0)  # emits the new value to the activity dock
+            if message:
+                bar.set_description(message)
+            percent = f" {100 * done / total:.0f} %" if total > 0 else ""
+            self.model_status.setText(f"{message or 'loading'}{percent}")
+
+        loaded = []
 
         def done(model):
+            loaded.append(model)
             self.model = model
             self.model_status.setText(f"{Path(str(source)).name} on {model.device}")
             self._reset_session()
             if then is not None:
                 then()
 
-        self._submit(work, done, progress="Loading SAM 2", on_finish=lambda: self.load_button.setEnabled(True))
+        def finished():
+            bar.close()
+            self.load_button.setEnabled(True)
+            if not loaded:  # failed: the notification says why; the previous model stays
+                self.model_status.setText(previous_status if self.model is not None else "no model loaded")
+
+        self._submit(work, done, on_yield=on_progress, on_finish=finished)
 
     def _reset_session(self):
         """Forget the engine session (a new image, axis or model); labels and prompts stay."""
@@ -778,10 +827,15 @@ class Sam2Widget(QWidget):
         if self.synchronous:
             try:
                 result = fn()
-                if on_yield is not None:
-                    for item in result:
+                if on_yield is not None:  # a generator: yields, then maybe returns a value
+                    while True:
+                        try:
+                            item = next(result)
+                        except StopIteration as stop:
+                            result = stop.value
+                            break
                         on_yield(item)
-                elif on_result is not None:
+                if on_result is not None:
                     on_result(result)
             except Exception as err:  # noqa: BLE001 - shown to the user, the widget stays usable
                 self._error(err)

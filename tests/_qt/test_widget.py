@@ -233,3 +233,28 @@ def test_channels_of_an_rgb_stack_equal_the_same_channels_as_separate_layers(
     as_rgb.channels_edit.editingFinished.emit()
     _click(as_rgb, 3, 30, 30)
     assert (as_rgb.labels_layer.data[3] > 0).any()
+
+
+def test_model_loads_in_the_real_worker_with_progress_and_failures_are_notified(
+    make_napari_viewer, cells, tiny_model_dir, qtbot, tmp_path
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
+    widget.device_combo.setCurrentText("cpu")
+
+    widget.model_path.setText(str(tmp_path / "missing-model"))
+    widget.load_model()
+    qtbot.waitUntil(lambda: not widget._busy, timeout=30_000)
+    assert widget.model is None
+    assert "missing-model" in str(widget.last_error)
+    assert widget.model_status.text() == "no model loaded"
+    assert widget.load_button.isEnabled(), "a failed load leaves the widget usable"
+
+    widget.model_path.setText(str(tiny_model_dir))
+    widget.load_model()
+    assert not widget.load_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget._busy, timeout=60_000)
+    assert widget.model is not None and str(widget.model.device) == "cpu"
+    assert widget.model_progress, "the engine's progress reached the GUI thread"
+    assert widget.load_button.isEnabled() and "on cpu" in widget.model_status.text()
