@@ -7,18 +7,18 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-__all__ = ["QualityStrip", "flagged_frames"]
+__all__ = ["QualityStrip", "flagged_frames", "frame_states"]
 
 _COLORS = {
     "none": QColor(70, 70, 70),  # not computed
     "ok": QColor(60, 170, 90),
-    "low": QColor(230, 160, 40),  # predicted IoU below the threshold
+    "low": QColor(230, 160, 40),  # predicted IoU low, or far below its usual value
     "lost": QColor(210, 50, 50),  # SAM 2 says the object is absent
 }
 
 
-def flagged_frames(quality: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
-    """Frames where an object is lost (presence < 0.5) or its predicted IoU is low.
+def frame_states(quality: np.ndarray, iou_threshold: float = 0.5, drop: float = 0.2) -> list[str]:
+    """Classify every frame as ``"none"``, ``"ok"``, ``"low"`` or ``"lost"``.
 
     Parameters
     ----------
@@ -26,17 +26,39 @@ def flagged_frames(quality: np.ndarray, iou_threshold: float = 0.5) -> np.ndarra
         Presence and predicted IoU per frame, NaN where not computed
         (:meth:`Sam2Session.quality`).
     iou_threshold : float
-        Predicted IoU below which a frame is flagged.
+        Predicted IoU below which a frame is ``"low"``.
+    drop : float
+        A frame is also ``"low"`` when its predicted IoU is this much below the object's median
+        over the tracked frames: a sudden drop matters even when the values are high overall.
 
     Returns
     -------
-    numpy.ndarray of int
-        Sorted frame indices.
+    list of str
+        ``"none"`` not computed, ``"lost"`` presence < 0.5 (SAM 2 says the object is absent),
+        ``"low"`` low or dropped predicted IoU, ``"ok"`` otherwise.
     """
-    q = np.asarray(quality, dtype=float)
-    with np.errstate(invalid="ignore"):
-        bad = (q[:, 0] < 0.5) | (q[:, 1] < iou_threshold)
-    return np.flatnonzero(bad & ~np.isnan(q[:, 0]))
+    q = np.asarray(quality, dtype=float).reshape(-1, 2)
+    tracked = ~np.isnan(q[:, 0])
+    ious = q[tracked & ~np.isnan(q[:, 1]), 1]
+    floor = iou_threshold if ious.size == 0 else max(iou_threshold, float(np.median(ious)) - drop)
+    states = []
+    for (presence, iou), done in zip(q, tracked):
+        if not done:
+            states.append("none")
+        elif presence < 0.5:
+            states.append("lost")
+        elif iou < floor:
+            states.append("low")
+        else:
+            states.append("ok")
+    return states
+
+
+def flagged_frames(quality: np.ndarray, iou_threshold: float = 0.5, drop: float = 0.2) -> np.ndarray:
+    """Frames where an object is lost or its predicted IoU is low or drops (see
+    :func:`frame_states`), sorted."""
+    return np.array([f for f, st in enumerate(frame_states(quality, iou_threshold, drop))
+                     if st in ("lost", "low")], dtype=int)
 
 
 class QualityStrip(QWidget):
@@ -51,7 +73,7 @@ class QualityStrip(QWidget):
         self.current = -1
         self.setMinimumHeight(18)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("Tracking quality per frame: green ok, orange low predicted IoU, "
+        self.setToolTip("Tracking quality per frame: green ok, orange low or dropping predicted IoU, "
                         "red object lost, grey not computed. Click to go to a frame.")
 
     def set_quality(self, quality, current: int = -1) -> None:
@@ -60,12 +82,7 @@ class QualityStrip(QWidget):
         self.update()
 
     def state(self, frame: int) -> str:
-        p, iou = self.quality[frame]
-        if np.isnan(p):
-            return "none"
-        if p < 0.5:
-            return "lost"
-        return "low" if iou < self.iou_threshold else "ok"
+        return frame_states(self.quality, self.iou_threshold)[frame]
 
     def frame_at(self, x: float) -> int:
         n = len(self.quality)
@@ -80,9 +97,10 @@ class QualityStrip(QWidget):
         if n == 0:
             painter.fillRect(0, 0, w, h, _COLORS["none"])
             return
+        states = frame_states(self.quality, self.iou_threshold)
         for f in range(n):
             x0, x1 = int(f * w / n), int((f + 1) * w / n)
-            painter.fillRect(x0, 0, max(1, x1 - x0), h, _COLORS[self.state(f)])
+            painter.fillRect(x0, 0, max(1, x1 - x0), h, _COLORS[states[f]])
         if 0 <= self.current < n:
             x = int((self.current + 0.5) * w / n)
             painter.setPen(QColor(255, 255, 255))
