@@ -43,3 +43,21 @@ def test_volume_and_napari_sample_tuples():
     for sample in (cells_timelapse_sample(), organ_volume_sample()):
         kinds = [kind for _, _, kind in sample]
         assert kinds[0] == "image" and "labels" in kinds
+
+
+def test_volume_contrast_a_lesion_is_subtle_and_bone_bright():
+    vol = make_organ_volume(shape=(24, 64, 64), seed=1)
+    assert set(np.unique(vol.labels)) == {0, 1, 2, 3}
+    assert vol.image[0, 0, 0] == -1000, "air outside the body"
+    organ, lesion, bone = (vol.image[vol.labels == k].mean() for k in (1, 2, 3))
+    assert 20 < organ - lesion < 60, "a low-contrast lesion"
+    assert bone > 500
+
+
+def test_bad_sample_arguments_are_clear():
+    import pytest
+
+    with pytest.raises(ValueError, match="n_frames"):
+        make_cells_timelapse(n_frames=0)
+    with pytest.raises(ValueError, match="shape"):
+        make_organ_volume(shape=(4, 64, 64))
