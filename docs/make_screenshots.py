@@ -30,7 +30,7 @@ def main(model=None):
         model = str(save_tiny_model(Path(tempfile.mkdtemp()) / "tiny", image_size=256))
     cells = make_cells_timelapse(n_frames=24, shape=(256, 256), n_cells=8, seed=0)
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1600, 1000)
     viewer.add_image(cells.image, name="cells (12-bit)", colormap="gray",
                      contrast_limits=[float(cells.image.min()), float(np.percentile(cells.image, 99.8))])
     gt = viewer.add_labels(cells.labels, name="ground truth", visible=False)
@@ -46,19 +46,20 @@ def main(model=None):
         viewer.screenshot(str(HERE / name), canvas_only=False)
         print("wrote", HERE / name)
 
-    # 1. a click: the mask appears at once
+    # 1. a click on frame 0, and the cell's ground-truth label as a seed mask: the mask shows at
+    # once (a random model's click alone gives a random-looking mask)
     obj = widget.new_object("cell 1")
     widget.ensure_session()
+    widget.go_to_frame(0)
     cell_id = int(cells.labels[0][128, 128]) or int(np.unique(cells.labels[0])[1])
     rr, cc = np.argwhere(cells.labels[0] == cell_id).mean(axis=0)
     widget.prompts.points.add([0, rr, cc])
-    shot("01-click.png")
-    # 2. a seed mask from an existing label, then propagation through the stack
     widget._refresh_layer_choices()
     widget.mask_source.setCurrentText(gt.name)
     widget.mask_id.setValue(cell_id)
-    widget.go_to_frame(0)
     widget.mask_from_labels()
+    shot("01-click.png")
+    # 2. propagation through the stack
     widget.propagate()
     widget.go_to_frame(12)
     shot("02-propagated.png")

@@ -113,7 +113,7 @@ class Sam2Widget(QWidget):
         # channels: some of an RGB(A)/multichannel layer's channels, or other (single-channel)
         # image layers of the same stack as SAM 2's green and blue inputs
         self.channels_edit = QLineEdit(
-            placeholderText="all, as shown (or e.g. 0 or 0,2)", enabled=False,
+            placeholderText="all (or e.g. 0 or 0,2)", enabled=False,
             toolTip="Channels of an RGB/multichannel layer that feed SAM 2: one for gray, "
                     "two or three for red, green(, blue)")
         self.channels_edit.editingFinished.connect(self._channels_changed)
