@@ -450,16 +450,17 @@ def table(results: dict) -> str:
     rows = ["| configuration | figure | engine | transformers | ratio engine / transformers |",
             "|---|---|---|---|---|"]
 
-    def show(x, unit, fmt):
+    def show(x, unit, fmt, rate):
         if x != x:
             return "-"
         text = fmt.format(x) + unit
-        if fmt == FPS and x < 1:  # slow: seconds per frame read better
+        if rate and x < 1:  # a slow frame rate: seconds per frame read better
             text += f" ({1 / x:.2f} s/frame)"
         return text
 
     def row(cfg, what, e, b, unit, ratio=True, fmt="{:.3f}"):
-        es, bs = show(e, unit, fmt), show(b, unit, fmt)
+        rate = fmt == FPS and not unit
+        es, bs = show(e, unit, fmt, rate), show(b, unit, fmt, rate)
         rs = f"{e / b:.2f}x" if ratio and e == e and b == b and b else ""
         rows.append(f"| {cfg} | {what} | {es} | {bs} | {rs} |")
 
