@@ -238,14 +238,8 @@ class FrameSource:
         h.update(np.ascontiguousarray(self.contrast, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
-    def normalized(self, t: int) -> np.ndarray:
-        """Frame ``t`` as float32 ``(Y, X, 3)`` in [0, 1], after the stack's contrast mapping.
-
-        Raises
-        ------
-        Sam2InputError
-            If the frame holds no finite value (e.g. all NaN).
-        """
+    def _mapped(self, t: int) -> np.ndarray:
+        """Frame ``t`` after the contrast mapping: float32 ``(Y, X)`` gray or ``(Y, X, 3)``."""
         frame = self._select(self._read(t))
         if frame.dtype.kind == "f" and not np.isfinite(frame).any():
             raise Sam2InputError(
@@ -255,19 +249,31 @@ class FrameSource:
         mapped = normalize_intensity(frame, self.contrast)
         if mapped.ndim == 3 and mapped.shape[-1] == 1:  # one chosen channel: gray
             mapped = mapped[..., 0]
-        if mapped.ndim == 2:
-            return np.repeat(mapped[..., None], 3, axis=-1)
-        if mapped.shape[-1] < 3:  # two channels: red and green, blue stays dark
+        if mapped.ndim == 3 and mapped.shape[-1] < 3:  # two channels: red and green, blue dark
             pad = np.zeros(mapped.shape[:2] + (3 - mapped.shape[-1],), np.float32)
-            return np.concatenate([mapped, pad], axis=-1)
+            mapped = np.concatenate([mapped, pad], axis=-1)
         return mapped
+
+    def normalized(self, t: int) -> np.ndarray:
+        """Frame ``t`` as float32 ``(Y, X, 3)`` in [0, 1], after the stack's contrast mapping.
+
+        Raises
+        ------
+        Sam2InputError
+            If the frame holds no finite value (e.g. all NaN).
+        """
+        mapped = self._mapped(t)
+        return np.repeat(mapped[..., None], 3, axis=-1) if mapped.ndim == 2 else mapped
 
     def model_input(self, t: int, device="cpu"):
         """Frame ``t`` as SAM 2's input: float32 tensor ``(3, S, S)``, ImageNet-normalised."""
         import torch
         import torch.nn.functional as F
 
-        x = torch.from_numpy(self.normalized(t)).permute(2, 0, 1)[None].to(device)
+        mapped = self._mapped(t)
+        x = torch.from_numpy(mapped)
+        # gray: resize one channel and repeat it (the three would be resized identically)
+        x = (x[None, None] if mapped.ndim == 2 else x.permute(2, 0, 1)[None]).to(device)
         s = self.image_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
