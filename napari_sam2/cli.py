@@ -237,6 +237,8 @@ def _segment(args) -> int:
     writer = LabelsWriter(args.out, (n_frames, *frame_shape), max(session_file.ids), geometry)
     from tqdm import tqdm
 
+    from napari_sam2.label_edits import paint_masks
+
     done, scores = 0, {}
     stop = _StopFlag()
     bar = tqdm(total=len(plan), desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True)
@@ -246,10 +248,9 @@ def _segment(args) -> int:
             try:
                 for frame, masks in frames_iter:
                     # a frame can come twice (forward for one object, backward for another):
-                    # add to what it holds. Higher ids win overlaps whatever the order.
+                    # add to what it holds, with the widget's rules (higher ids win overlaps)
                     labels = writer.read_frame(frame)
-                    for obj_id in sorted(masks):
-                        labels[masks[obj_id] & (labels <= obj_id)] = obj_id
+                    paint_masks(labels, (Ellipsis,), masks, session_file.ids)
                     writer.write_frame(frame, labels)
                     scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
                     done += 1

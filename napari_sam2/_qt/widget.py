@@ -473,26 +473,35 @@ class Sam2Widget(QWidget):
         self._reset_session()
         if old is None or not old.objects:
             return
-        from napari_sam2.io.session_file import replay, session_from_engine
+        from napari_sam2.io.session_file import session_from_engine
 
         saved = session_from_engine(old)
         saved.settings.contrast = None
-        # the new session (and any layer it needs) is made here, on the GUI thread; the worker
-        # only replays the prompts
+
+        def done(_):
+            self.prompts.mark_all_sent()
+            self._repaint_prompted_frames()
+
+        self._replay(saved, done, progress="Re-reading contrast")
+
+    def _replay(self, session_file, done, progress):
+        """Replay a session file's prompts in a worker, then call ``done(session_file)``.
+
+        The engine session (and any layer it needs) is made here, on the GUI thread; the worker
+        only runs the prompts.
+        """
+        from napari_sam2.io.session_file import replay
+
         try:
             session = self.ensure_session()
         except ValueError as err:
             return self._error(err)
 
         def work():
-            replay(saved, session)
-            return None
+            replay(session_file, session)
+            return session_file
 
-        def done(_):
-            self.prompts.mark_all_sent()
-            self._repaint_prompted_frames()
-
-        self._submit(work, done, progress="Re-reading contrast")
+        self._submit(work, done, progress=progress)
 
     # ------------------------------------------------------------------ objects
     def next_free_id(self) -> int:
@@ -750,7 +759,7 @@ class Sam2Widget(QWidget):
 
     def load_session(self, path):
         """Read a session file, replay its prompts and show their masks."""
-        from napari_sam2.io.session_file import read_session, replay
+        from napari_sam2.io.session_file import read_session
 
         sf = read_session(path)
         if self.model is None and sf.settings.model:
@@ -772,17 +781,7 @@ class Sam2Widget(QWidget):
             self._repaint_prompted_frames()
 
         def start_replay():
-            # the session and its layers are made on the GUI thread; the worker only replays
-            try:
-                session = self.ensure_session()
-            except ValueError as err:
-                return self._error(err)
-
-            def work():
-                replay(sf, session)
-                return sf
-
-            self._submit(work, done, progress="Loading session")
+            self._replay(sf, done, progress="Loading session")
 
         if self.model is None:
             self.load_model(then=start_replay)
