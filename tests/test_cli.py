@@ -308,15 +308,17 @@ def test_sigint_writes_a_valid_partial_file(tmp_path, tiny_model_dir):
     reader.join(timeout=10)
     err = "".join(seen)
     assert "Traceback" not in err
-    m = re.search(r"interrupted after (\d+) of %d steps: wrote (\d+) frames to partial\.tif" % n, err)
+    m = re.search(r"interrupted \(Ctrl-C\) after (\d+) of %d steps: wrote the (\d+) frames reached "
+                  r"to partial\.partial\.tif" % n, err)
     assert m, err
     done = int(m.group(2))
     assert 3 <= done < n
-    labels = tifffile.imread(tmp_path / "partial.tif")
+    assert not (tmp_path / "partial.tif").exists()  # the output name only ever holds a complete run
+    labels = tifffile.imread(tmp_path / "partial.partial.tif")
     assert labels.shape == (n, 64, 64) and labels.dtype == np.uint16
     assert labels[done:].max() == 0  # frames not reached stay 0
     assert (labels[0][object5_mask()] >= 1).all()  # the prompted frame is there
-    with open(tmp_path / "partial.csv", newline="") as fh:
+    with open(tmp_path / "partial.partial.csv", newline="") as fh:
         frames = {int(r["frame"]) for r in csv.DictReader(fh)}
     assert frames == set(range(done))
 
