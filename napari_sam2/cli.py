@@ -179,6 +179,10 @@ class _StopFlag:
 def _inputs(args, input_path: Path, session_file) -> list:
     """Everything a run reads, for checking that no output replaces it."""
     inputs = [("input", input_path), ("session file", Path(args.prompts))]
+    # an array inside a zarr group (OME-Zarr image/0): the whole group is the user's data
+    for parent in input_path.resolve().parents:
+        if parent.suffix.lower() == ".zarr" or any((parent / n).is_file() for n in (".zgroup", "zarr.json")):
+            inputs.append(("input's zarr group", parent))
     for obj in session_file.objects:
         for p in obj.prompts:
             if p.kind == "mask" and p.mask_path:
