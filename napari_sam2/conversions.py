@@ -180,6 +180,12 @@ def robust_limits(samples, percentiles: tuple[float, float] = DEFAULT_PERCENTILE
     return lim[0] if axis is None else lim
 
 
+def _needs_float64(dtype) -> bool:
+    """Whether a dtype holds values float32 cannot represent exactly (32/64-bit ints, float64)."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind in "ui" and dtype.itemsize >= 4) or (dtype.kind == "f" and dtype.itemsize > 4)
+
+
 def normalize_intensity(frame, limits, out: np.ndarray | None = None) -> np.ndarray:
     """Map values linearly so that ``limits`` go to 0 and 1, clip, and set NaN to 0.
 
@@ -195,16 +201,28 @@ def normalize_intensity(frame, limits, out: np.ndarray | None = None) -> np.ndar
     Returns
     -------
     numpy.ndarray, float32, values in [0, 1]
+
+    Notes
+    -----
+    Values that float32 cannot hold exactly (32- and 64-bit integers, float64) are mapped in
+    float64 and rounded to float32 once, after the offset is removed, so a stack of
+    ``2**40 + (0..255)`` keeps its 256 grey levels.
     """
     lim = np.asarray(limits, dtype=np.float64)
     low, high = (lim[0], lim[1]) if lim.ndim == 1 else (lim[:, 0], lim[:, 1])
     scale = 1.0 / (high - low)
-    res = np.asarray(frame, dtype=np.float32)
+    frame = np.asarray(frame)
     if out is None:
-        out = np.empty(res.shape, np.float32)
-    # float64 constants, float32 arithmetic: the mapping is the same for every dtype up to rounding
-    np.subtract(res, np.float32(low) if np.ndim(low) == 0 else low.astype(np.float32), out=out)
-    np.multiply(out, np.float32(scale) if np.ndim(scale) == 0 else scale.astype(np.float32), out=out)
+        out = np.empty(frame.shape, np.float32)
+    if _needs_float64(frame.dtype):
+        # float32 has 24 bits of mantissa: 2**40 + (0..255) or 1e8 + x would collapse to one or a
+        # few grey levels before the offset is taken away; subtract in float64, then round once
+        np.multiply(frame.astype(np.float64) - low, scale, out=out, casting="same_kind")
+    else:
+        res = frame.astype(np.float32, copy=False)
+        # float64 constants, float32 arithmetic: exact for values of up to 24 bits
+        np.subtract(res, np.float32(low) if np.ndim(low) == 0 else low.astype(np.float32), out=out)
+        np.multiply(out, np.float32(scale) if np.ndim(scale) == 0 else scale.astype(np.float32), out=out)
     np.clip(out, 0.0, 1.0, out=out)
     np.nan_to_num(out, copy=False, nan=0.0)
     return out

@@ -68,3 +68,30 @@ def test_normalize_intensity_is_scale_invariant_and_clips():
     np.testing.assert_allclose(out, [0, 0, 0.5, 1])
     per = normalize_intensity(np.array([[[10, 10]]]), [(0, 20), (0, 40)])
     np.testing.assert_allclose(per, [[[0.5, 0.25]]])
+
+
+# --------------------------------------------------------------------------- wide dtypes
+@pytest.mark.parametrize("dtype, offset, n_levels", [
+    (np.int64, 2**40, 256),
+    (np.uint64, 2**52, 256),  # float64 holds 53 bits: offsets up to 2**52 keep unit steps
+    (np.int32, 2**30, 256),
+    (np.uint32, 2**31, 256),
+    (np.float64, 1e8, 52),
+])
+def test_large_offsets_keep_every_grey_level(dtype, offset, n_levels):
+    values = (np.arange(n_levels, dtype=np.float64) if dtype == np.float64 else np.arange(n_levels))
+    frame = (np.asarray(offset, dtype=dtype) + values.astype(dtype)).reshape(1, -1)
+    limits = robust_limits(frame, (0, 100))
+    mapped = normalize_intensity(frame, limits)
+    assert mapped.dtype == np.float32
+    assert len(np.unique(mapped)) == n_levels  # float32 arithmetic gave 1 (2**40) or 9 (1e8) levels
+    np.testing.assert_allclose(mapped[0], np.linspace(0, 1, n_levels), atol=1e-6)
+
+
+def test_wide_dtypes_through_the_frame_source():
+    from napari_sam2.engine.frames import FrameSource
+
+    stack = (2**40 + np.arange(64 * 64).reshape(1, 64, 64) % 256).astype(np.int64).repeat(2, axis=0)
+    source = FrameSource(stack, 256)
+    gray = source.normalized(0)[..., 0]
+    assert len(np.unique(gray)) > 200
