@@ -233,3 +233,13 @@ def test_replay_names_the_prompt_the_engine_refuses(tiny_model):
     session = Sam2Session(tiny_model, np.zeros((4, 64, 64), np.uint8))
     with pytest.raises(SessionFileError, match=r"objects\[0\]\.prompts\[0\]: point \[20\.0, 500\.0\].*outside"):
         replay(data, session)
+
+
+def test_settings_n_frames_is_checked(tmp_path):
+    data = valid_dict()
+    data.setdefault("settings", {})["n_frames"] = 40
+    sf = parse_session(data)
+    check_session_fits(sf, n_frames=40, frame_shape=(64, 64))
+    with pytest.raises(SessionFileError, match=r"settings\.n_frames: the prompts were made on a stack of 40 "
+                                               r"frames but the input has 12 along the video axis"):
+        check_session_fits(sf, n_frames=12, frame_shape=(64, 64))
