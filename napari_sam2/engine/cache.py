@@ -19,7 +19,10 @@ stack that does not fit in memory, never runs the encoder twice. A stale entry i
   source's signature (shape, dtype, channels, contrast, model size), the weights, the versions of
   torch and transformers, the device and precision, and the source code of the preprocessing;
 * every frame's entry carries a hash of that frame's raw pixels, checked before use, so an edited
-  file or another stack of the same shape is recomputed, frame by frame.
+  file or another stack of the same shape is recomputed, frame by frame;
+* every stored chunk (each frame's features, and the shared position encodings) carries a
+  checksum of its bytes, verified when read: flipped bits on disk are never used; the frame is
+  recomputed (and rewritten), and the damage is logged.
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ _DIGEST_MEMORY = 64
 #: Frames waiting to be written before the tracking thread waits for the writer.
 _WRITE_QUEUE = 8
 _DIGEST_BYTES = 16
+#: Layout version of the disk store: 3 adds a checksum to every chunk.
+_STORE_FORMAT = 3
+
+
+def _checksum(data) -> bytes:
+    """Checksum of a chunk's bytes (blake2b, 16 bytes)."""
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(data)).cast("B"), digest_size=_DIGEST_BYTES).digest()
+
+
+class _DamagedEntry(ValueError):
+    """A stored chunk whose bytes do not match its checksum."""
 
 
 class FeatureCache:
@@ -265,10 +279,12 @@ class DiskFeatureStore:
     do not compress): ~16 MB at 1024 px, ~1 MB at 256 px.
 
     Layout: ``frames`` is a ``(n_frames, bytes)`` uint8 array with one chunk per frame that
-    holds all of the frame's feature tensors followed by the hash of its raw pixels, written in
-    one piece, so a torn or stale chunk is detected when read; ``index`` holds the same hashes
-    in a small array, to tell which frames have an entry without reading them; the
-    frame-independent position encodings are stored once.
+    holds all of the frame's feature tensors, the hash of its raw pixels and a checksum of all
+    that, written in one piece, so a torn, stale or damaged chunk is detected when read;
+    ``index`` holds the pixel hashes in a small array, to tell which frames have an entry
+    without reading them; the frame-independent position encodings are stored once, with their
+    checksums in the layout. A damaged frame is recomputed and rewritten; damaged position
+    encodings make every frame recompute until the next computed frame rewrites them.
 
     Writes happen on a background thread (the tracking thread only hands the tensors over);
     :meth:`flush` waits for them. A write that fails (disk full, read-only folder) is logged once
@@ -302,13 +318,18 @@ class DiskFeatureStore:
         self._arrays: dict[str, object] = {}
         self._layout_memo: list | None = None
         self._shared_checked = False
+        self._shared_bad = False
         self.enabled = True
         self.writes = 0
+        #: frames whose stored chunk failed its checksum (recomputed)
+        self.damaged: list[int] = []
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._group = zarr.open_group(str(self.path), mode="a")
-            if self._group.attrs.get("key") != self.key:
-                self._group.attrs.update({"key": self.key, "format": 2})
+            attrs = self._group.attrs
+            if attrs.get("key") != self.key or attrs.get("format") != _STORE_FORMAT:
+                # another key or an older layout (no checksums): start afresh, never misread
+                attrs.update({"key": self.key, "format": _STORE_FORMAT, "layout": None})
         except Exception as err:  # noqa: BLE001 - a cache must never stop the work
             self._disable(f"cannot open the feature store {self.path}: {err}")
         self._queue: queue.Queue = queue.Queue(maxsize=_WRITE_QUEUE)
@@ -366,12 +387,14 @@ class DiskFeatureStore:
         if stored is None:
             return None
         digest = self._digest(t)
-        if stored != digest:
+        if stored != digest or self._shared_bad or self._layout() is None:
             return None
         try:
             chunk = np.asarray(self._array("frames")[t])
-            if chunk[-_DIGEST_BYTES:].tobytes() != digest:  # overwritten since the index was
+            if chunk[-2 * _DIGEST_BYTES:-_DIGEST_BYTES].tobytes() != digest:  # overwritten since
                 return None
+            if _checksum(chunk[:-_DIGEST_BYTES]) != chunk[-_DIGEST_BYTES:].tobytes():
+                raise _DamagedEntry(f"frame {t}'s stored features fail their checksum")
             out: dict[str, list] = {}
             for info in self._layout():
                 if info["shared"]:
@@ -379,6 +402,10 @@ class DiskFeatureStore:
                     continue
                 raw = chunk[info["offset"]:info["offset"] + info["nbytes"]]
                 out.setdefault(info["key"], []).append(_to_tensor(raw, info, self.device))
+        except _DamagedEntry as err:
+            self.damaged.append(int(t))
+            log.warning("feature store %s: %s (damaged on disk): recomputing frame %s", self.path, err, t)
+            return None
         except Exception as err:  # noqa: BLE001 - half-written or damaged entry: recompute
             log.debug("feature store entry %s of %s unreadable: %s", t, self.path, err)
             return None
@@ -388,10 +415,17 @@ class DiskFeatureStore:
         """The frame-independent tensors: read once, then the same objects every time (the
         memory cache keeps one copy of them for all frames)."""
         if key not in self._shared_loaded:
-            self._shared_loaded[key] = [
-                _to_tensor(np.asarray(self._array(f"{key}_{info['level']}")[...]), info, self.device)
-                for info in self._layout() if info["key"] == key
-            ]
+            tensors = []
+            for info in self._layout():
+                if info["key"] != key:
+                    continue
+                raw = np.asarray(self._array(f"{key}_{info['level']}")[...])
+                if _checksum(raw) != bytes.fromhex(info.get("checksum", "")):
+                    # every frame uses them: recompute until a computed frame rewrites them
+                    self._shared_bad = True
+                    raise _DamagedEntry(f"the shared {key} (level {info['level']}) fail their checksum")
+                tensors.append(_to_tensor(raw, info, self.device))
+            self._shared_loaded[key] = tensors
         return self._shared_loaded[key]
 
     # ------------------------------------------------------------------ writes
@@ -438,20 +472,37 @@ class DiskFeatureStore:
         parts = [_to_bytes(features[info["key"]][info["level"]], torch)
                  for info in layout if not info["shared"]]
         parts.append(np.frombuffer(digest, np.uint8))
-        # one chunk with the hash at its end, then the index: a reader trusts neither alone
-        self._array("frames")[t] = np.concatenate(parts)
+        body = np.concatenate(parts)
+        # one chunk with the pixel hash and a checksum at its end, then the index: a reader
+        # trusts neither alone, and no flipped bit goes unnoticed
+        self._array("frames")[t] = np.concatenate([body, np.frombuffer(_checksum(body), np.uint8)])
         self._array("index")[t] = np.frombuffer(digest, np.uint8)
 
     def _ensure_layout(self, features: dict, torch) -> list:
         layout = self._layout()
         if layout is not None:
-            if not self._shared_checked:
+            if not self._shared_checked or self._shared_bad:
                 # frame-independent tensors are stored once: make sure they are still the same
+                repaired = False
                 for info in layout:
                     if info["shared"]:
                         ours = _to_bytes(features[info["key"]][info["level"]], torch)
-                        if not np.array_equal(np.asarray(self._array(f"{info['key']}_{info['level']}")[...]), ours):
+                        name = f"{info['key']}_{info['level']}"
+                        stored = np.asarray(self._array(name)[...])
+                        if np.array_equal(stored, ours):
+                            continue
+                        if _checksum(stored) == bytes.fromhex(info.get("checksum", "")):
                             raise ValueError(f"{info['key']} differ from the stored ones")
+                        # damaged on disk: the freshly computed ones replace them
+                        self._array(name)[...] = ours
+                        info["checksum"] = _checksum(ours).hex()
+                        repaired = True
+                        log.warning("feature store %s: rewrote the damaged shared %s (level %s)",
+                                    self.path, info["key"], info["level"])
+                if repaired:
+                    self._group.attrs["layout"] = layout
+                    self._shared_loaded.clear()
+                self._shared_bad = False
                 self._shared_checked = True
             return layout
         g = self._group
@@ -464,10 +515,12 @@ class DiskFeatureStore:
                         "offset": offset, "nbytes": int(raw.size)}
                 if info["shared"]:
                     _create(g, f"{key}_{level}", raw.shape, raw.shape)[...] = raw
+                    info["checksum"] = _checksum(raw).hex()
                 else:
                     offset += raw.size
                 layout.append(info)
-        _create(g, "frames", (self.n_frames, offset + _DIGEST_BYTES), (1, offset + _DIGEST_BYTES))
+        chunk = offset + 2 * _DIGEST_BYTES  # features, pixel hash, checksum
+        _create(g, "frames", (self.n_frames, chunk), (1, chunk))
         _create(g, "index", (self.n_frames, _DIGEST_BYTES), (1, _DIGEST_BYTES))
         g.attrs["layout"] = layout
         self._arrays.clear()

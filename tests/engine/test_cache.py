@@ -148,3 +148,73 @@ def test_broken_disk_cache_does_not_stop_tracking(tiny_model, tmp_path, caplog):
 def test_cache_needs_room_for_one_frame():
     with pytest.raises(ValueError, match="at least one frame"):
         FeatureCache(0)
+
+
+def _flip_bits(path):
+    """Flip one byte in the middle of a stored chunk file (a bad sector, a bit rot)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _chunk_files(store_path, array):
+    files = sorted(p for p in (store_path / array).rglob("*") if p.is_file() and not p.name.startswith((".", "zarr")))
+    assert files, f"no chunk file for {array} in {store_path}"
+    return files
+
+
+def test_damaged_frame_chunk_is_recomputed_and_logged(tiny_model, tmp_path, monkeypatch, caplog):
+    stack = _stack()
+    plain = _track(Sam2Session(tiny_model, stack))
+    first = Sam2Session(tiny_model, stack, disk_cache=tmp_path, cache_frames=len(stack))
+    _track(first)
+    first.cache.store.flush()
+    store_path = first.cache.store.path
+    frame_chunks = _chunk_files(store_path, "frames")
+    assert len(frame_chunks) == len(stack)
+    _flip_bits(frame_chunks[3])  # frames/c/3/0: frame 3's features
+
+    enc = CountingEncoder(tiny_model, monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="napari_sam2.engine.cache"):
+        second = Sam2Session(tiny_model, stack, disk_cache=tmp_path)
+        masks = _track(second)
+    assert enc.calls == 1, "only the damaged frame is encoded again"
+    assert second.cache.store.damaged == [3]
+    assert "frame 3's stored features fail their checksum" in caplog.text and "recomputing frame 3" in caplog.text
+    for a, b in zip(masks, plain):
+        np.testing.assert_array_equal(a, b)
+    second.cache.store.flush()  # the recomputed frame was written back: the store is whole again
+    third = Sam2Session(tiny_model, stack, disk_cache=tmp_path)
+    _track(third)
+    assert enc.calls == 1 and third.cache.store.damaged == []
+
+
+def test_damaged_position_encodings_are_recomputed_and_rewritten(tiny_model, tmp_path, monkeypatch, caplog):
+    stack = _stack()
+    plain = _track(Sam2Session(tiny_model, stack))
+    first = Sam2Session(tiny_model, stack, disk_cache=tmp_path, cache_frames=len(stack))
+    _track(first)
+    first.cache.store.flush()
+    shared = sorted(p.name for p in first.cache.store.path.iterdir() if p.name.startswith("vision_pos_embeds_"))
+    assert shared
+    _flip_bits(_chunk_files(first.cache.store.path, shared[-1])[0])
+
+    enc = CountingEncoder(tiny_model, monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="napari_sam2.engine.cache"):
+        second = Sam2Session(tiny_model, stack, disk_cache=tmp_path)
+        masks = _track(second)
+        second.cache.store.flush()
+    assert "fail their checksum" in caplog.text and "rewrote the damaged shared vision_pos_embeds" in caplog.text
+    assert enc.calls >= 1 and second.cache.store.enabled
+    for a, b in zip(masks, plain):
+        np.testing.assert_array_equal(a, b)  # never the damaged encodings: masks are exact
+    caplog.clear()
+    calls = enc.calls
+    with caplog.at_level(logging.WARNING, logger="napari_sam2.engine.cache"):
+        third = Sam2Session(tiny_model, stack, disk_cache=tmp_path)
+        again = _track(third)
+    assert "checksum" not in caplog.text
+    for a, b in zip(again, plain):
+        np.testing.assert_array_equal(a, b)
+    # frames loaded from disk with the repaired encodings
+    assert third.cache.disk_hits >= 1 and enc.calls - calls < len(stack)
