@@ -238,3 +238,30 @@ def test_large_tiff_buffer_is_removed_on_failure(tmp_path, monkeypatch):
             assert len(list(tmp_path.glob(".m.tif.*.buffer"))) == 1
             raise KeyboardInterrupt
     assert listing(tmp_path) == ["m.partial.tif"]
+
+
+def test_two_writers_finishing_into_one_output_leave_a_readable_file(tmp_path):
+    import threading
+
+    path = tmp_path / "same.tif"
+    a, b = labels(n=6, h=200, w=200, value=1), labels(n=6, h=200, w=200, value=2)
+    start = threading.Barrier(2)
+    errors = []
+
+    def write(data):
+        try:
+            start.wait()
+            for _ in range(5):
+                write_labels(path, data)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(d,)) for d in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    got = tifffile.imread(path)  # one complete run or the other, never a mix or a torn file
+    assert any(np.array_equal(got, d) for d in (a, b))
+    assert listing(tmp_path) == ["same.tif"]
