@@ -640,9 +640,11 @@ def _check_tiff_complete(tif, series, path: Path) -> None:
             f"'{path}' is truncated: its {n_read} images need {offset + series.nbytes} bytes but the "
             f"file has {size} (image {first_missing} is the first incomplete one): copy or download it again"
         )
+    if offset is not None:
+        return  # contiguous data, checked as a whole (listing its pages would read every IFD)
     for k, page in enumerate(series.pages):
-        if page is None:
-            continue
+        if page is None or getattr(page, "parent", tif) is not tif:
+            continue  # a page of another file of a multi-file OME-TIFF: its size is not ours
         ends = [o + c for o, c in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))]
         if any(e > size for e in ends) or (ends and not any(getattr(page, "databytecounts", ()))):
             raise ImageReadError(
