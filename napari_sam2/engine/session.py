@@ -17,10 +17,8 @@ transformers session gets wrong for interactive work:
   frames' memories and object pointers, and the frames next to each prompt (where a later
   propagation starts). Memory therefore does not grow with the length of the stack.
 
-The network is driven through a handful of transformers' private methods
-(``_prepare_vision_features``, ``_prepare_memory_conditioned_features``,
-``_single_frame_forward``, ``_use_mask_as_output``, ``_use_multimask``, ``_encode_new_memory``);
-``tests/engine/test_transformers_api.py`` fails loudly if a transformers release moves them.
+The network is driven step by step through :mod:`napari_sam2.engine.adapter`, the one module
+that calls transformers' private methods; the session never touches them itself.
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_sam2.conversions import box_to_model_corners, points_in_frame, rowcol_to_model_xy
+from napari_sam2.engine.adapter import adapter_for
 from napari_sam2.engine.cache import FeatureCache
 from napari_sam2.engine.errors import Sam2InputError
 from napari_sam2.engine.frames import FrameSource, LazyModelFrames
@@ -98,6 +97,13 @@ class _Track:
 
     obj_id: int
     state: Any  # transformers Sam2VideoInferenceSession, with this object at index 0
+    # the state's per-frame stores (see Sam2Adapter): conditioning and tracked outputs, the
+    # frames tracked (with their direction), click/box and mask prompts
+    cond: dict
+    non_cond: dict
+    tracked: dict
+    points: dict
+    masks: dict
     prompts: list[Prompt] = field(default_factory=list)
     # frame -> the user's mask, returned unchanged on mask-prompted frames
     exact_masks: dict[int, np.ndarray] = field(default_factory=dict)
@@ -105,18 +111,6 @@ class _Track:
     # model output pixel, so that a correction click on any tracked frame can refine it
     binary: dict[int, np.ndarray] = field(default_factory=dict)
     quality: np.ndarray | None = None  # (n_frames, 2) presence, iou; NaN where not computed
-
-    @property
-    def cond(self) -> dict:
-        return self.state.output_dict_per_obj[0]["cond_frame_outputs"]
-
-    @property
-    def non_cond(self) -> dict:
-        return self.state.output_dict_per_obj[0]["non_cond_frame_outputs"]
-
-    @property
-    def tracked(self) -> dict:
-        return self.state.frames_tracked_per_obj[0]
 
 
 class Sam2Session:
@@ -164,6 +158,7 @@ class Sam2Session:
                  keep_frames: int | None = 16, cache_frames: int = 8, disk_cache=None,
                  prefetch: int = 0, encode_batch: int = 1):
         self.model = as_sam2_model(model)
+        self._adapter = adapter_for(self.model.network)
         self.source = FrameSource(frames, self.model.image_size, channels=channels,
                                   contrast=contrast, rgb=rgb)
         if keep_frames is not None and keep_frames < 1:
@@ -281,7 +276,7 @@ class Sam2Session:
         lab_t = torch.from_numpy(lab.astype(np.int32)).view(1, 1, -1)
         with self._lock:
             track = self._tracks.get(obj_id)
-            existing = None if track is None else track.state.point_inputs_per_obj[0].get(frame)
+            existing = None if track is None else track.points.get(frame)
             if existing is not None and not replace:
                 coords = torch.cat([existing["point_coords"].cpu(), coords], dim=2)
                 lab_t = torch.cat([existing["point_labels"].cpu(), lab_t], dim=2)
@@ -366,13 +361,11 @@ class Sam2Session:
         frame = self._check_frame(frame)
         with self._lock:
             track = self._track(obj_id)
-            if frame not in track.cond and frame not in track.state.point_inputs_per_obj[0] \
-                    and frame not in track.state.mask_inputs_per_obj[0]:
+            if frame not in track.cond and frame not in track.points and frame not in track.masks:
                 raise Sam2InputError(f"object {obj_id} has no prompt on frame {frame}")
             self._push_undo(track, frame)
-            st = track.state
-            st.point_inputs_per_obj[0].pop(frame, None)
-            st.mask_inputs_per_obj[0].pop(frame, None)
+            track.points.pop(frame, None)
+            track.masks.pop(frame, None)
             track.cond.pop(frame, None)
             track.exact_masks.pop(frame, None)
             track.binary.pop(frame, None)
@@ -410,8 +403,7 @@ class Sam2Session:
                 return frame, obj_id
             track = self._tracks.get(obj_id) or saved["track"]
             self._tracks[obj_id] = track
-            st = track.state
-            for store, key in ((st.point_inputs_per_obj[0], "points"), (st.mask_inputs_per_obj[0], "masks"),
+            for store, key in ((track.points, "points"), (track.masks, "masks"),
                                (track.cond, "cond"), (track.non_cond, "non_cond"),
                                (track.tracked, "tracked"), (track.exact_masks, "exact"),
                                (track.binary, "binary")):
@@ -554,29 +546,22 @@ class Sam2Session:
         return pts, lab.astype(np.int64)
 
     def _new_track(self, obj_id: int) -> _Track:
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
-
-        dev = self.model.device
-        state = Sam2VideoInferenceSession(
-            video_height=self.frame_shape[0], video_width=self.frame_shape[1],
-            inference_device=dev, inference_state_device=dev, video_storage_device=dev,
-            dtype=torch.float32,
-        )
-        state.processed_frames = self._frames
-        state.cache = self.cache
-        state.obj_id_to_idx(obj_id)
+        ad = self._adapter
+        state = ad.new_state(frames=self._frames, cache=self.cache, frame_shape=self.frame_shape,
+                             device=self.model.device, obj_id=obj_id)
         quality = np.full((self.n_frames, 2), np.nan, np.float32)
-        return _Track(obj_id, state, quality=quality)
+        return _Track(obj_id, state, cond=ad.cond_outputs(state), non_cond=ad.non_cond_outputs(state),
+                      tracked=ad.tracked_frames(state), points=ad.point_inputs(state),
+                      masks=ad.mask_inputs(state), quality=quality)
 
     def _push_undo(self, track: _Track | None, frame: int, obj_id: int | None = None) -> None:
         if track is None:
             self._undo.append(("frame", obj_id, frame, None))
         else:
-            st = track.state
             saved = {
                 "track": track,
-                "points": st.point_inputs_per_obj[0].get(frame),
-                "masks": st.mask_inputs_per_obj[0].get(frame),
+                "points": track.points.get(frame),
+                "masks": track.masks.get(frame),
                 "cond": track.cond.get(frame),
                 "non_cond": track.non_cond.get(frame),
                 "tracked": track.tracked.get(frame),
@@ -616,19 +601,19 @@ class Sam2Session:
                 # the frame's memory is read only when another frame is tracked: it is encoded
                 # then (_encode_pending), so that a click answers sooner and the clicks that
                 # follow on the same frame do not run the memory encoder for nothing
-                out["pending_vision"] = self.network._prepare_vision_features(st, frame, 1)[0][-1]
+                out["pending_vision"] = self._adapter.vision_features(st, frame)[0][-1]
                 mask = self._upsample(out["pred_masks"])
         except BaseException:
             self._undo.pop()  # nothing changed
             raise
         # commit: inputs, conditioning output, records
         if pi is not None:
-            st.point_inputs_per_obj[0][frame] = pi
-            st.mask_inputs_per_obj[0].pop(frame, None)
+            track.points[frame] = pi
+            track.masks.pop(frame, None)
             track.exact_masks.pop(frame, None)
         else:
-            st.mask_inputs_per_obj[0][frame] = mi
-            st.point_inputs_per_obj[0].pop(frame, None)
+            track.masks[frame] = mi
+            track.points.pop(frame, None)
             track.exact_masks[frame] = exact
             mask = exact.copy()
         track.cond[frame] = out
@@ -653,42 +638,21 @@ class Sam2Session:
 
     def _infer(self, track, frame, is_init, point_inputs, mask_inputs, reverse, prev_logits):
         """One object on one frame: transformers' ``_run_single_frame_inference``, plus the IoU."""
-        net = self.network
+        ad = self._adapter
         st = track.state
         if not is_init:
             self._encode_pending(track)
-        feats, pos = net._prepare_vision_features(st, frame, 1)
-        high_res = [
-            x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
-            for x, s in zip(feats[:-1], net.backbone_feature_sizes[:-1])
-        ]
+        feats, pos = ad.vision_features(st, frame)
+        high_res = ad.high_res_features(feats)
         if mask_inputs is not None:
-            pix = feats[-1].permute(1, 2, 0).view(-1, net.hidden_dim, *net.backbone_feature_sizes[-1])
-            sam = net._use_mask_as_output(pix, high_res, mask_inputs)
+            out, iou = ad.mask_as_output(feats, high_res, mask_inputs)
         else:
-            pix = net._prepare_memory_conditioned_features(
-                inference_session=st, frame_idx=frame, obj_idx=0,
-                is_initial_conditioning_frame=is_init,
-                current_vision_features=feats[-1], current_vision_positional_embeddings=pos[-1],
-                num_total_frames=self.n_frames, track_in_reverse_time=reverse, streaming=False,
-            )
-            sam = net._single_frame_forward(
-                pixel_values=None,
-                input_points=None if point_inputs is None else point_inputs["point_coords"],
-                input_labels=None if point_inputs is None else point_inputs["point_labels"],
-                input_masks=prev_logits,
-                image_embeddings=high_res + [pix],
-                multimask_output=net._use_multimask(is_init, point_inputs),
-            )
-        out = {
-            "pred_masks": sam.pred_masks,
-            "object_pointer": sam.object_pointer,
-            "high_res_masks": sam.high_res_masks,
-            "object_score_logits": sam.object_score_logits,
-        }
+            pix = ad.condition_on_memory([st], frame, feats, pos, is_init=is_init,
+                                         n_frames=self.n_frames, reverse=reverse)
+            out, iou = ad.decode(pix, high_res, point_inputs=point_inputs, mask_logits=prev_logits,
+                                 is_init=is_init)
         # with several candidate masks SAM 2 returns the one with the best predicted IoU
-        iou = float(sam.iou_scores.float().max())
-        return out, iou
+        return out, float(iou[0])
 
     def _encode_pending(self, track: _Track) -> None:
         """Encode the memories of the object's prompted frames that were put off (see _prompt)."""
@@ -699,15 +663,14 @@ class Sam2Session:
 
     def _encode_memories(self, frame, items, from_prompt, vision=None):
         """Encode the new masks of several objects on one frame into memory, in one batch."""
-        if not items or self.network.num_maskmem == 0:
+        ad = self._adapter
+        if not items or ad.num_maskmem == 0:
             return
-        net = self.network
         if vision is None:
-            vision = net._prepare_vision_features(items[0][0].state, frame, 1)[0][-1]
-        vis = vision.expand(-1, len(items), -1)
+            vision = ad.vision_features(items[0][0].state, frame)[0][-1]
         high_res = torch.cat([out["high_res_masks"] for _, out in items], dim=0)
         scores = torch.cat([out["object_score_logits"] for _, out in items], dim=0)
-        mem, pos = net._encode_new_memory(vis, high_res, scores, is_mask_from_pts=from_prompt)
+        mem, pos = ad.encode_memory(vision, high_res, scores, from_prompt=from_prompt)
         for i, (_, out) in enumerate(items):
             out["maskmem_features"] = mem[:, i:i + 1]
             p = pos[:, i:i + 1]
