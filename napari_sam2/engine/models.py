@@ -140,7 +140,10 @@ def as_sam2_model(model) -> Sam2Model:
     if isinstance(model, Sam2Model):
         return model
     if family_of(model) is not None:
+        from napari_sam2.engine import speed
+
         device = next(model.parameters()).device
+        speed.cache_position_encodings(model)  # same results, built once
         return Sam2Model(network=model.eval(), device=device, name="custom")
     raise TypeError(
         f"expected a model from napari_sam2.load_model() or a transformers Sam2VideoModel, "
@@ -686,6 +689,13 @@ def _load_checkpoint(path: Path, report: _Reporter, *, config=None, image_size=N
 
     report(0, 0, f"Reading checkpoint {path}")
     state_dict = read_state_dict(path)
+    if any(k.startswith("spatial_perceiver.") for k in state_dict):
+        # Meta's EdgeTAM: its RepViT and perceiver names are not in the SAM 2 renaming table
+        raise ModelLoadError(
+            f"{path} is a Meta EdgeTAM checkpoint (edgetam.pt), which napari-sam2 does not read; "
+            "load EdgeTAM in transformers' format instead: load_model('edgetam') (hub "
+            f"{MODEL_IDS['edgetam']}) or a folder saved with EdgeTamVideoModel.save_pretrained"
+        )
     report(0, 0, "Converting the checkpoint")
     network, description = build_network(state_dict, config=config, image_size=image_size)
     info = {

@@ -334,3 +334,72 @@ def test_sam3_hub_layout_loads_the_tracker(tmp_path):
     ours = model.network.state_dict()
     for key, value in net.state_dict().items():
         torch.testing.assert_close(ours[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_metas_edgetam_checkpoint_says_what_to_load_instead(tmp_path):
+    net = make_tiny_model(family="edgetam", seed=0)
+    path = tmp_path / "edgetam.pt"
+    # Meta's names for the parts EdgeTAM adds to SAM 2 (enough to recognise the file)
+    torch.save({"model": {"spatial_perceiver.latents": torch.zeros(4, 64),
+                          "image_encoder.trunk.body.stem.0.weight": torch.zeros(1)}}, path)
+    with pytest.raises(ModelLoadError, match=r"Meta EdgeTAM checkpoint.*load_model\('edgetam'\)"):
+        load_model(path)
+    assert net is not None
+
+
+@pytest.mark.parametrize("cls_name", ["Sam3TrackerVideoModel", "EdgeTamVideoModel"])
+def test_family_classes_keep_the_private_methods_the_adapter_calls(cls_name):
+    """The adapter drives every family through the same private methods (see test_transformers_api)."""
+    import transformers
+
+    cls = getattr(transformers, cls_name)
+    required = {
+        "_prepare_vision_features": ["inference_session", "frame_idx", "batch_size"],
+        "_prepare_memory_conditioned_features": [
+            "inference_session", "frame_idx", "obj_idx", "is_initial_conditioning_frame",
+            "current_vision_features", "current_vision_positional_embeddings", "num_total_frames",
+            "track_in_reverse_time", "streaming"],
+        "_single_frame_forward": ["pixel_values", "input_points", "input_labels", "input_masks",
+                                  "image_embeddings", "multimask_output"],
+        "_use_mask_as_output": ["backbone_features", "high_res_features", "mask_inputs"],
+        "_use_multimask": ["is_init_cond_frame", "point_inputs"],
+        "_encode_new_memory": ["current_vision_feats", "pred_masks_high_res", "object_score_logits",
+                               "is_mask_from_pts"],
+    }
+    for name, params in required.items():
+        method = getattr(cls, name, None)
+        assert method is not None, f"{cls_name}.{name} is gone: adapt napari_sam2/engine/adapter.py"
+        missing = [p for p in params if p not in inspect.signature(method).parameters]
+        assert not missing, f"{cls_name}.{name} lost parameters {missing}: adapt the adapter"
+
+
+def _repvit_unavailable():
+    from transformers import EdgeTamVideoConfig
+
+    from napari_sam2.engine.families import missing_dependencies
+
+    released = EdgeTamVideoConfig(vision_config={"model_type": "edgetam_vision_model"}).to_dict()
+    return missing_dependencies(FAMILIES["edgetam"], released)
+
+
+@pytest.mark.skipif(bool(_repvit_unavailable()), reason="EdgeTAM's RepViT encoder needs timm and torchvision")
+def test_released_edgetam_architecture_matches_its_session():
+    """Where timm and torchvision import: the released EdgeTAM (RepViT encoder), random weights."""
+    from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
+
+    torch.manual_seed(0)
+    config = EdgeTamVideoConfig(vision_config={"model_type": "edgetam_vision_model"},
+                                enable_temporal_pos_encoding_for_object_pointers=False,
+                                enable_occlusion_spatial_embedding=False)
+    net = EdgeTamVideoModel(config).eval()
+    with torch.no_grad():
+        net.mask_decoder.pred_obj_score_head.proj_out.bias += 3.0
+    stack = _stack(n=3)
+    session = Sam2Session(net, stack)
+    ref = Reference(net, session)
+    mask = session.add_points(0, 1, [[30, 30]], [1])
+    ref.points(0, 1, [[30, 30]], [1])
+    np.testing.assert_array_equal(mask, ref.run_frame(0)[1])
+    ours = dict(session.propagate("forward"))
+    for frame, masks in ref.propagate():
+        _assert_same(ours[frame], masks, f"frame {frame}")
