@@ -36,7 +36,7 @@ MODEL_IDS = {
     "sam2.1-large": "facebook/sam2.1-hiera-large",
     # SAM 3 (gated: request access on the model page); transformers loads its tracker from it
     "sam3": "facebook/sam3",
-    # EdgeTAM in transformers' format (Meta's edgetam.pt loads as a file)
+    # EdgeTAM in transformers' format (Meta's own edgetam.pt is not read: see _load_checkpoint)
     "edgetam": "yonigozlan/EdgeTAM-hf",
 }
 #: The short name of each family's default checkpoint.
