@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from setups import (  # noqa: E402
-    CPU_CONFIGS, CUDA_CONFIGS, Baseline, GeneratedStack, available_memory, build_model, load_average,
+    CPU_CONFIGS, CUDA_CONFIGS, FAMILY_CONFIGS, Baseline, GeneratedStack, available_memory, build_model, load_average,
     machine_info,
 )
 
@@ -379,7 +379,7 @@ def compile_network(model, clock) -> None:
 
 
 def build_size(config: str) -> int:
-    return 256 if config == "small" else 1024
+    return {"small": 256, "sam3-small": 224, "edgetam-small": 256, "sam3-1008": 1008}.get(config, 1024)
 
 
 # --------------------------------------------------------------------------- plan and table
@@ -416,7 +416,12 @@ def run(args) -> dict:
     results = {"machine": machine_info(device), "quick": args.quick, "configs": {}}
     todo = plan(args.quick, device)
     if args.configs:
-        todo = {k: v for k, v in todo.items() if k in args.configs.split(",")}
+        wanted = args.configs.split(",")
+        # SAM 3 tracker and EdgeTAM run only when named (--configs sam3-small,edgetam-small)
+        families = {c: dict(clicks=3, objects=(1, 10), frames=60 if device == "cuda" else 8, repeats=1,
+                            repro=8, disk=0, prefetch=0, batches=()) for c in wanted if c in FAMILY_CONFIGS}
+        todo = {k: v for k, v in todo.items() if k in wanted}
+        todo.update(families)
     for config, p in todo.items():
         log(f"== {config}")
         model = build_model(config, device)
@@ -529,7 +534,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer and shorter runs (a few minutes on CPU)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--configs", default="", help="comma-separated subset, e.g. small")
+    ap.add_argument("--configs", default="", help="comma-separated subset, e.g. small; also "
+                    "sam3-small, edgetam-small, sam3-1008, edgetam-1024 (the other families)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS subprocess runs")
     ap.add_argument("--compile", action="store_true",

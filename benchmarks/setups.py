@@ -15,7 +15,11 @@ import numpy as np
 #: Benchmark configurations. "small" is the test config (napari_sam2.testing.tiny_config(256));
 #: "tiny-1024" is SAM 2.1 hiera-tiny at 1024 px (transformers.Sam2VideoConfig() as it comes).
 #: On CUDA the four released sizes run at 1024 px (napari_sam2.engine.checkpoints.variant_config).
+#: The other families: "sam3-small" / "edgetam-small" are their test configs
+#: (napari_sam2.testing), "sam3-1008" SAM 3's tracker as released (ViT-L, 1008 px) and
+#: "edgetam-1024" EdgeTAM as released (RepViT through timm: needs timm and torchvision).
 CPU_CONFIGS = ("small", "tiny-1024")
+FAMILY_CONFIGS = ("sam3-small", "edgetam-small", "sam3-1008", "edgetam-1024")
 CUDA_CONFIGS = ("tiny-1024", "small-1024", "base-plus-1024", "large-1024")
 
 
@@ -96,14 +100,24 @@ def build_model(config: str, device: str = "cpu", seed: int = 0):
     "sees" the objects: empty masks would skip work and flatter both sides.
     """
     import torch
-    from transformers import Sam2VideoConfig, Sam2VideoModel
+    import transformers
+    from transformers import Sam2VideoConfig
 
+    from napari_sam2 import testing
+    from napari_sam2.engine.families import FAMILIES
     from napari_sam2.engine.models import Sam2Model
 
+    family = config.split("-")[0] if config.startswith(("sam3-", "edgetam-")) else "sam2"
     if config == "small":
-        from napari_sam2.testing import tiny_config
-
-        cfg = tiny_config(256)
+        cfg = testing.tiny_config(256)
+    elif config == "sam3-small":
+        cfg = testing.tiny_sam3_config(224)
+    elif config == "edgetam-small":
+        cfg = testing.tiny_edgetam_config(256)
+    elif config == "sam3-1008":
+        cfg = transformers.Sam3TrackerVideoConfig()
+    elif config == "edgetam-1024":
+        cfg = transformers.EdgeTamVideoConfig(vision_config={"model_type": "edgetam_vision_model"})
     elif config == "tiny-1024":
         cfg = Sam2VideoConfig()  # SAM 2.1 hiera-tiny at 1024 px
     elif config.endswith("-1024"):
@@ -113,7 +127,7 @@ def build_model(config: str, device: str = "cpu", seed: int = 0):
     else:
         raise ValueError(f"unknown benchmark configuration {config!r}")
     torch.manual_seed(seed)
-    net = Sam2VideoModel(cfg)
+    net = getattr(transformers, FAMILIES[family].model_class)(cfg)
     with torch.no_grad():
         net.mask_decoder.pred_obj_score_head.proj_out.bias += 3.0
     net = net.eval().to(device)
@@ -191,13 +205,12 @@ class Baseline:
 
     def __init__(self, model, stack, image_size: int):
         import torch
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
-
         from napari_sam2.engine.frames import FrameSource
 
         self.model = model
         self.net = model.network
-        self.source = FrameSource(stack, image_size)
+        self.source = FrameSource(stack, image_size, mean=model.image_mean, std=model.image_std)
+        Sam2VideoInferenceSession = model.family.inference_session_class()
         t0 = time.perf_counter()
         dev = model.device
         video = torch.stack([self.source.model_input(t, dev) for t in range(self.source.n_frames)])

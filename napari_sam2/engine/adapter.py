@@ -11,7 +11,9 @@ when one changes.
 :class:`Sam2Adapter` drives SAM 2 / 2.1 (``Sam2VideoModel``). A model family whose tracker
 differs (another memory-encoder or memory-attention signature) subclasses it, overrides the
 steps that differ and registers itself with :func:`register_adapter`; :func:`adapter_for`
-picks the most specific registered adapter for a network.
+picks the most specific registered adapter for a network. :class:`Sam3TrackerAdapter` (SAM 3's
+tracker: SAM 2's steps, its own session class) and :class:`EdgeTamAdapter` (memories compressed
+by a perceiver that takes one object at a time) are the built-in variants.
 
 Batches: :meth:`Sam2Adapter.condition_on_memory`, :meth:`Sam2Adapter.decode` and
 :meth:`Sam2Adapter.encode_memory` take several objects at once (the batch dimension) when
@@ -50,9 +52,12 @@ def adapter_for(network) -> Sam2Adapter:
 
 def _register_builtin() -> None:
     if not any(a is Sam2Adapter for _, a in _ADAPTERS):
-        from transformers import Sam2VideoModel
+        from transformers import EdgeTamVideoModel, Sam2VideoModel, Sam3TrackerVideoModel
 
+        # transformers' SAM 3 tracker and EdgeTAM classes copy SAM 2's code, not subclass it
         _ADAPTERS.append((Sam2VideoModel, Sam2Adapter))
+        _ADAPTERS.append((Sam3TrackerVideoModel, Sam3TrackerAdapter))
+        _ADAPTERS.append((EdgeTamVideoModel, EdgeTamAdapter))
 
 
 class Sam2Adapter:
@@ -72,6 +77,11 @@ class Sam2Adapter:
     ``_run_single_frame_inference`` returns.
     """
 
+    #: transformers' inference-session class for this family's networks.
+    session_class = "Sam2VideoInferenceSession"
+    #: The object (batch) axis of stored memories: ``(H*W, batch, 64)``.
+    memory_batch_dim = 1
+
     def __init__(self, network):
         self.network = network
         cfg = network.config
@@ -88,9 +98,9 @@ class Sam2Adapter:
         With ``obj_id`` the session holds that one object, at index 0 (the engine gives every
         object its own session so that objects stay independent).
         """
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+        import transformers
 
-        state = Sam2VideoInferenceSession(
+        state = getattr(transformers, self.session_class)(
             video_height=frame_shape[0], video_width=frame_shape[1],
             inference_device=device, inference_state_device=device, video_storage_device=device,
             dtype=torch.float32,
@@ -237,8 +247,10 @@ class Sam2Adapter:
         def merge(outs: list, pointer_only: bool) -> dict:
             merged = {"object_pointer": torch.cat([o["object_pointer"] for o in outs], dim=0)}
             if not pointer_only:
-                merged["maskmem_features"] = torch.cat([o["maskmem_features"] for o in outs], dim=1)
-                merged["maskmem_pos_enc"] = outs[0]["maskmem_pos_enc"].expand(-1, n, -1)
+                dim = self.memory_batch_dim
+                merged["maskmem_features"] = torch.cat([o["maskmem_features"] for o in outs], dim=dim)
+                pos = outs[0]["maskmem_pos_enc"]
+                merged["maskmem_pos_enc"] = pos.expand(*[n if d == dim else -1 for d in range(pos.ndim)])
             return merged
 
         conds = [self.cond_outputs(s) for s in states]
@@ -345,3 +357,38 @@ class Sam2Adapter:
             "high_res_masks": sam.high_res_masks,
             "object_score_logits": sam.object_score_logits,
         }
+
+
+class Sam3TrackerAdapter(Sam2Adapter):
+    """SAM 3's tracker (``Sam3TrackerVideoModel``): SAM 2's tracker on a ViT image encoder.
+
+    transformers' class is a copy of SAM 2's with the same private methods; only the inference
+    session class differs. Its mask decoder returns masks at 4 x the image-feature side (288 at
+    1008 px), a mask prompt a quarter of the input (252): the session compares at the former.
+    """
+
+    session_class = "Sam3TrackerVideoInferenceSession"
+
+
+class EdgeTamAdapter(Sam2Adapter):
+    """EdgeTAM (``EdgeTamVideoModel``): SAM 2's tracker with memories compressed by a perceiver.
+
+    Its ``_encode_new_memory`` returns ``(batch, latents, 64)`` memories (the perceiver's
+    latents, not a feature map) and runs the perceiver for one object at a time (transformers'
+    2-D latents are ``view``-ed in a way that fails for a batch), so several objects' memories
+    are encoded one after the other and stacked on axis 0.
+    """
+
+    session_class = "EdgeTamVideoInferenceSession"
+    memory_batch_dim = 0
+
+    def encode_memory(self, vision, high_res_masks, score_logits, *, from_prompt: bool):
+        feats, poss = [], []
+        for i in range(high_res_masks.shape[0]):
+            mem, pos = super().encode_memory(vision, high_res_masks[i:i + 1], score_logits[i:i + 1],
+                                             from_prompt=from_prompt)
+            feats.append(mem)
+            poss.append(pos)
+        if len(feats) == 1:
+            return feats[0], poss[0]
+        return torch.cat(feats, dim=0), torch.cat(poss, dim=0)

@@ -9,12 +9,19 @@ memmap, a lazy video reader) and turns frame ``t`` into SAM 2's input on demand:
    multichannel stack chosen by the caller);
 3. map intensities with *one* contrast mapping for the whole stack (see
    :mod:`napari_sam2.conversions`);
-4. resize to the model's square input and normalise with ImageNet statistics, as SAM 2 expects.
+4. resize to the model's square input and normalise with the model family's mean and standard
+   deviation (ImageNet statistics for SAM 2 and EdgeTAM, 0.5 / 0.5 for SAM 3).
+
+On a GPU, integer frames (8- and 16-bit) are uploaded as they are, through a pinned host
+buffer, and mapped, resized and normalised on the device: a quarter (uint8) or half of the bytes
+of a float32 frame cross the bus and the CPU does no per-pixel work. Float frames are mapped on
+the host (their NaN check and float64 values need it) and uploaded as float32.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,8 +31,11 @@ from napari_sam2.engine.errors import Sam2InputError
 
 __all__ = ["FrameSource", "StackView"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from napari_sam2.engine.families import IMAGENET_MEAN, IMAGENET_STD
+
+#: Integer dtypes uploaded to a GPU as they are (and the signed type of the same width that
+#: carries the bits of an unsigned one torch cannot compute with on every device).
+_DEVICE_DTYPES = {"uint8": None, "int8": None, "int16": None, "bool": None, "uint16": np.int16}
 
 #: Frames and pixels sampled to estimate the automatic contrast limits.
 _CONTRAST_SAMPLE_FRAMES = 16
@@ -125,9 +135,12 @@ class FrameSource:
     rgb : bool, optional
         Whether a 3-D array is one RGB(A) image ``(Y, X, C)`` rather than a ``(T, Y, X)``
         stack. By default a last axis of 3 or 4 means RGB(A), as in napari.
+    mean, std : sequence of 3 floats
+        The network's input normalisation (``Sam2Model.image_mean`` / ``image_std``).
     """
 
-    def __init__(self, frames, image_size: int, *, channels=None, contrast="auto", rgb=None):
+    def __init__(self, frames, image_size: int, *, channels=None, contrast="auto", rgb=None,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
         _check_array_like(frames)
         self._array, has_channels = self._as_stack(frames, rgb)
         shape = tuple(int(s) for s in self._array.shape)
@@ -141,6 +154,11 @@ class FrameSource:
             shape[3] if has_channels else None, channels
         )
         self.contrast = self._resolve_contrast(contrast)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise Sam2InputError(f"mean and std must be three numbers (std > 0), got {mean!r}, {std!r}")
+        self._staging = threading.local()  # per-thread pinned upload buffer (CUDA)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -234,7 +252,8 @@ class FrameSource:
     def signature(self) -> str:
         """Changes when anything that changes the model input changes (for feature caches)."""
         h = hashlib.sha256()
-        h.update(repr((self._array.shape, str(self.dtype), self.channels, self.image_size)).encode())
+        h.update(repr((self._array.shape, str(self.dtype), self.channels, self.image_size,
+                       self.mean, self.std)).encode())
         h.update(np.ascontiguousarray(self.contrast, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
@@ -266,20 +285,69 @@ class FrameSource:
         return np.repeat(mapped[..., None], 3, axis=-1) if mapped.ndim == 2 else mapped
 
     def model_input(self, t: int, device="cpu"):
-        """Frame ``t`` as SAM 2's input: float32 tensor ``(3, S, S)``, ImageNet-normalised."""
+        """Frame ``t`` exactly as the network sees it: float32 tensor ``(3, S, S)``, normalised
+        with the model's mean and standard deviation, on ``device``."""
         import torch
         import torch.nn.functional as F
 
-        mapped = self._mapped(t)
-        x = torch.from_numpy(mapped)
+        device = torch.device(device)
+        if device.type != "cpu" and self.dtype.name in _DEVICE_DTYPES:
+            x = self._mapped_on_device(t, device)
+        else:
+            x = torch.from_numpy(self._mapped(t))
+            if device.type != "cpu":
+                x = self._upload(x, device)
         # gray: resize one channel and repeat it (the three would be resized identically)
-        x = (x[None, None] if mapped.ndim == 2 else x.permute(2, 0, 1)[None]).to(device)
+        x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
         s = self.image_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std)[0]
+
+    def _mapped_on_device(self, t: int, device):
+        """:meth:`_mapped` for an integer frame, computed on ``device`` from the raw pixels.
+
+        The same float32 arithmetic as :func:`napari_sam2.conversions.normalize_intensity`
+        (float32 value minus float32 low, times float32 scale, clipped to [0, 1]).
+        """
+        import torch
+
+        frame = np.ascontiguousarray(self._select(self._read(t)))
+        carrier = _DEVICE_DTYPES[self.dtype.name]
+        raw = self._upload(torch.from_numpy(frame.view(carrier) if carrier is not None else frame), device)
+        if carrier is not None:  # unsigned bits in a signed tensor: undo the wrap-around
+            raw = raw.to(torch.int32) & 0xFFFF
+        lim = np.asarray(self.contrast, dtype=np.float64)
+        low, high = (lim[0], lim[1]) if lim.ndim == 1 else (lim[:, 0], lim[:, 1])
+        low32 = torch.as_tensor(np.asarray(low).astype(np.float32), device=device)
+        scale32 = torch.as_tensor(np.asarray(1.0 / (high - low)).astype(np.float32), device=device)
+        mapped = ((raw.to(torch.float32) - low32) * scale32).clamp_(0.0, 1.0)
+        if mapped.ndim == 3 and mapped.shape[-1] == 1:  # one chosen channel: gray
+            mapped = mapped[..., 0]
+        if mapped.ndim == 3 and mapped.shape[-1] < 3:  # two channels: red and green, blue dark
+            pad = mapped.new_zeros(mapped.shape[:2] + (3 - mapped.shape[-1],))
+            mapped = torch.cat([mapped, pad], dim=-1)
+        return mapped
+
+    def _upload(self, x, device):
+        """Copy a host tensor to ``device``; on CUDA through a reused pinned buffer, asynchronously."""
+        import torch
+
+        if device.type != "cuda":
+            return x.to(device)
+        staging = self._staging  # one buffer per thread: the prefetch thread has its own
+        buf = getattr(staging, "buffer", None)
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+            buf = staging.buffer = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+        elif staging.event is not None:
+            staging.event.synchronize()  # the last copy out of the buffer has finished
+        buf.copy_(x)
+        out = buf.to(device, non_blocking=True)
+        staging.event = torch.cuda.Event()
+        staging.event.record(torch.cuda.current_stream(device))
+        return out
 
 
 class _AddAxis:

@@ -1,7 +1,9 @@
-"""Loading SAM 2 models: short names, hub ids, local folders, Meta ``.pt`` checkpoints.
+"""Loading video models: short names, hub ids, local folders, Meta ``.pt`` checkpoints.
 
 :class:`Sam2Model` is what a :class:`~napari_sam2.engine.session.Sam2Session` runs: the
-transformers network, the device it lives on and how to enter inference mode on it.
+transformers network (SAM 2 / 2.1, SAM 3's tracker or EdgeTAM, see
+:mod:`napari_sam2.engine.families`), the device it lives on, its preprocessing and how to enter
+inference mode (and mixed precision) on it.
 :func:`load_model` builds one from any of the places SAM 2 weights come from; hub downloads go
 through ``huggingface_hub`` into the normal Hugging Face cache, Meta checkpoints are converted
 by :mod:`napari_sam2.engine.checkpoints`. Every failure is a :class:`ModelLoadError` that says
@@ -22,15 +24,25 @@ from typing import Any, Callable
 
 import torch
 
+from napari_sam2.engine.families import FAMILIES, ModelFamily, family_for_model_type, family_of
+
 __all__ = ["Sam2Model", "load_model", "as_sam2_model", "resolve_device", "ModelLoadError", "MODEL_IDS"]
 
-#: Short names of the released SAM 2.1 checkpoints and their Hugging Face hub ids.
+#: Short names of the released checkpoints and their Hugging Face hub ids.
 MODEL_IDS = {
     "sam2.1-tiny": "facebook/sam2.1-hiera-tiny",
     "sam2.1-small": "facebook/sam2.1-hiera-small",
     "sam2.1-base-plus": "facebook/sam2.1-hiera-base-plus",
     "sam2.1-large": "facebook/sam2.1-hiera-large",
+    # SAM 3 (gated: request access on the model page); transformers loads its tracker from it
+    "sam3": "facebook/sam3",
+    # EdgeTAM in transformers' format (Meta's own edgetam.pt is not read: see _load_checkpoint)
+    "edgetam": "yonigozlan/EdgeTAM-hf",
 }
+#: The short name of each family's default checkpoint.
+_SHORT = {"sam2": "sam2.1-tiny", "sam3": "sam3", "edgetam": "edgetam"}
+#: Other spellings of the family names.
+_NAME_ALIASES = {"sam3-tracker": "sam3", "sam-3": "sam3", "edge-tam": "edgetam"}
 
 
 class ModelLoadError(ValueError):
@@ -39,11 +51,11 @@ class ModelLoadError(ValueError):
 
 @dataclass
 class Sam2Model:
-    """A SAM 2 network ready for inference.
+    """A SAM 2 family network ready for inference.
 
     Attributes
     ----------
-    network : transformers.Sam2VideoModel
+    network : transformers.Sam2VideoModel, Sam3TrackerVideoModel or EdgeTamVideoModel
         The network, in eval mode, on ``device``.
     device : torch.device
         Where it runs.
@@ -51,6 +63,9 @@ class Sam2Model:
         Where it came from (short name, hub id, folder or file), for logs and cache keys.
     autocast_dtype : torch.dtype or None
         Mixed precision used inside :meth:`inference` (bfloat16 on CUDA), or None.
+    info : dict
+        Where the weights came from (``source``, ``sha256``, hub ``revision`` ...), and
+        ``image_mean`` / ``image_std`` when the model folder declares its own.
     """
 
     network: Any
@@ -59,15 +74,51 @@ class Sam2Model:
     autocast_dtype: torch.dtype | None = None
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if family_of(self.network) is None:
+            raise TypeError(f"{type(self.network).__name__} is not a video model of a known family "
+                            f"({', '.join(f.model_class for f in FAMILIES.values())})")
+
+    @property
+    def family(self) -> ModelFamily:
+        """SAM 2, SAM 3 tracker or EdgeTAM (see :mod:`napari_sam2.engine.families`)."""
+        return family_of(self.network)
+
     @property
     def image_size(self) -> int:
-        """Side of the square model input, in pixels (1024 for the released checkpoints)."""
+        """Side of the square model input, in pixels (1024 for SAM 2 and EdgeTAM, 1008 for SAM 3)."""
         return int(self.network.config.image_size)
 
     @property
+    def image_mean(self) -> tuple[float, float, float]:
+        """Per-channel mean subtracted from the [0, 1] input (the family's, or the folder's own)."""
+        return tuple(self.info.get("image_mean") or self.family.image_mean)
+
+    @property
+    def image_std(self) -> tuple[float, float, float]:
+        """Per-channel standard deviation the input is divided by."""
+        return tuple(self.info.get("image_std") or self.family.image_std)
+
+    @property
+    def mask_size(self) -> int:
+        """Side of the low-resolution mask logits the decoder returns (a quarter of the input
+        for SAM 2 and EdgeTAM; 4 x the 72 image-feature side, 288, for SAM 3)."""
+        return int(self.network.prompt_encoder.mask_input_size[0])
+
+    @property
+    def memory_dtype(self) -> torch.dtype | None:
+        """The dtype stored memories must have under this precision (None: as the network makes them).
+
+        SAM 2 and SAM 3 store memory features in bfloat16 whatever the precision; under float16
+        autocast, memory attention would then mix bfloat16 and float16, which autocast refuses.
+        """
+        return torch.float16 if self.autocast_dtype == torch.float16 else None
+
+    @property
     def signature(self) -> str:
-        """A short string that changes when the weights or the precision change."""
-        return f"{self.name}|{self.image_size}|{self.autocast_dtype}|{self.info.get('sha256', '')}"
+        """A short string that changes when the weights, the preprocessing or the precision change."""
+        return (f"{self.name}|{self.family.key}|{self.image_size}|{self.autocast_dtype}|"
+                f"{self.image_mean}|{self.image_std}|{self.info.get('sha256', '')}")
 
     @contextlib.contextmanager
     def inference(self):
@@ -84,29 +135,34 @@ class Sam2Model:
 
 
 def as_sam2_model(model) -> Sam2Model:
-    """Accept a :class:`Sam2Model` or a bare transformers ``Sam2VideoModel``."""
+    """Accept a :class:`Sam2Model` or a bare transformers video model of a known family
+    (``Sam2VideoModel``, ``Sam3TrackerVideoModel``, ``EdgeTamVideoModel``)."""
     if isinstance(model, Sam2Model):
         return model
-    from transformers import Sam2VideoModel
+    if family_of(model) is not None:
+        from napari_sam2.engine import speed
 
-    if isinstance(model, Sam2VideoModel):
         device = next(model.parameters()).device
+        speed.cache_position_encodings(model)  # same results, built once
         return Sam2Model(network=model.eval(), device=device, name="custom")
     raise TypeError(
         f"expected a model from napari_sam2.load_model() or a transformers Sam2VideoModel, "
-        f"got {type(model).__name__}"
+        f"Sam3TrackerVideoModel or EdgeTamVideoModel, got {type(model).__name__}"
     )
 
 
 #: Approximate download sizes, for messages.
-_DOWNLOAD_MB = {"sam2.1-tiny": 156, "sam2.1-small": 185, "sam2.1-base-plus": 324, "sam2.1-large": 898}
+_DOWNLOAD_MB = {"sam2.1-tiny": 156, "sam2.1-small": 185, "sam2.1-base-plus": 324, "sam2.1-large": 898,
+                "sam3": 3450, "edgetam": 56}
 #: Bare size names accepted in place of the short names.
 _SIZE_ALIASES = {"tiny": "tiny", "small": "small", "base-plus": "base-plus", "base+": "base-plus",
                  "b+": "base-plus", "large": "large"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors"}
-#: What is fetched from a hub repository: the transformers config and weights, not Meta's .pt.
-_HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json"]
+#: What is fetched from a hub repository: the transformers config, weights and preprocessing
+#: (image mean/std), not Meta's .pt.
+_HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "*preprocessor_config.json",
+              "processor_config.json"]
 
 ProgressCallback = Callable[[int, int, str], Any]
 
@@ -122,8 +178,9 @@ def load_model(
     revision: str | None = None,
     config=None,
     image_size: int | None = None,
+    compile=False,
 ) -> Sam2Model:
-    """Load a SAM 2 video model.
+    """Load a video model: SAM 2 / 2.1, SAM 3's tracker or EdgeTAM.
 
     Parameters
     ----------
@@ -131,19 +188,25 @@ def load_model(
         One of
 
         * a short name: ``"sam2.1-tiny"``, ``"sam2.1-small"``, ``"sam2.1-base-plus"``,
-          ``"sam2.1-large"`` (or just ``"tiny"`` ...), or a hub id such as
-          ``"facebook/sam2.1-hiera-tiny"``: downloaded once (config + safetensors) into the
-          Hugging Face cache (``HF_HOME``), then loaded from there, also offline;
-        * a folder with ``config.json`` and ``model.safetensors`` (``save_pretrained`` output);
+          ``"sam2.1-large"`` (or just ``"tiny"`` ...), ``"sam3"`` (SAM 3's tracker, from the
+          gated ``facebook/sam3``), ``"edgetam"`` (needs ``napari-sam2[edgetam]``), or a hub id
+          such as ``"facebook/sam2.1-hiera-tiny"``: downloaded once (config, safetensors and
+          processor files) into the Hugging Face cache (``HF_HOME``), then loaded from there,
+          also offline;
+        * a folder with ``config.json`` and ``model.safetensors`` (``save_pretrained`` output) of
+          a ``sam2_video``, ``sam3_tracker_video`` / ``sam3_video`` or ``edgetam_video`` model;
         * a Meta checkpoint (``sam2.1_hiera_tiny.pt``, or a fine-tune in that format such as
           MedSAM2), or a ``.safetensors`` file of a state dict; the architecture is read from
           the tensor shapes;
-        * a transformers ``Sam2VideoModel`` or a :class:`Sam2Model` (passed through).
+        * a transformers ``Sam2VideoModel``, ``Sam3TrackerVideoModel`` or ``EdgeTamVideoModel``,
+          or a :class:`Sam2Model` (passed through).
     device : str or torch.device
         ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``.
     dtype : torch.dtype or str, optional
-        Precision used inside :meth:`Sam2Model.inference` (weights stay float32). Default:
-        bfloat16 autocast on CUDA GPUs that support it, float32 elsewhere.
+        Precision used inside :meth:`Sam2Model.inference` (weights stay float32): ``"float32"``,
+        ``"bfloat16"`` or ``"float16"`` autocast. Default: bfloat16 on CUDA GPUs that support it
+        (Ampere and newer), float32 elsewhere. A precision the device cannot autocast in is
+        refused here with the reason (bfloat16 on older NVIDIA GPUs, for instance).
     progress : callable, optional
         ``progress(done_bytes, total_bytes, message)``, called while downloading and at each
         loading step (``total_bytes`` is 0 when there is no byte count). During a download it
@@ -160,6 +223,11 @@ def load_model(
     image_size : int, optional
         For checkpoint files only: the model input size the weights were trained at
         (default 1024; MedSAM2 uses 512). It leaves no trace in the weights.
+    compile : bool or dict
+        ``torch.compile`` the image encoder and the memory attention (a dict is passed to
+        ``torch.compile`` as options, e.g. ``{"mode": "max-autotune"}``). Both are compiled and
+        run once on a blank frame here, so a compiler that fails falls back to the plain network
+        with a warning instead of failing later. Worth it on a GPU; compiling takes minutes.
 
     Returns
     -------
@@ -177,13 +245,15 @@ def load_model(
         raise ModelLoadError(f"progress must be a callable(done, total, message), got {progress!r}")
     # check the device and precision first so a bad choice fails before a long download
     target = resolve_device(device) if not _is_auto(device) else None
-    _autocast_dtype(dtype, torch.device("cpu"))
+    _autocast_dtype(dtype, target or torch.device("cpu"))
+    if not isinstance(compile, (bool, dict)):
+        raise ModelLoadError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
     only_checkpoints = config is not None or image_size is not None
 
     if isinstance(name_or_path, Sam2Model) or _is_transformers_model(name_or_path):
         if only_checkpoints:
             raise ModelLoadError("config= and image_size= apply to checkpoint files, not to a loaded model")
-        return _adopt(name_or_path, target, dtype)
+        return _finish(_adopt(name_or_path, target, dtype), compile)
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise ModelLoadError(
             "load_model() takes a model name, a folder, a checkpoint file or a Sam2VideoModel, "
@@ -236,8 +306,21 @@ def load_model(
         target = resolve_device("auto")
     report(0, 0, f"Moving the model to {target}")
     network = network.to(target).eval()
-    return Sam2Model(network=network, device=target, name=name,
-                     autocast_dtype=_autocast_dtype(dtype, target), info=info)
+    model = Sam2Model(network=network, device=target, name=name,
+                      autocast_dtype=_autocast_dtype(dtype, target), info=info)
+    return _finish(model, compile, report)
+
+
+def _finish(model: Sam2Model, compile, report=None) -> Sam2Model:
+    """Prepare a loaded network for fast inference (see :mod:`napari_sam2.engine.speed`)."""
+    from napari_sam2.engine import speed
+
+    speed.cache_position_encodings(model.network)
+    if compile:
+        if report is not None:
+            report(0, 0, "Compiling the image encoder and memory attention")
+        speed.compile_network(model, {} if compile is True else dict(compile))
+    return model
 
 
 # --------------------------------------------------------------------------- devices
@@ -303,24 +386,50 @@ _DTYPES = {
 
 
 def _autocast_dtype(dtype, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for :meth:`Sam2Model.inference` (None: plain float32)."""
+    """The autocast dtype for :meth:`Sam2Model.inference` (None: plain float32).
+
+    Raises
+    ------
+    ModelLoadError
+        For an unknown dtype, or one the device cannot autocast in (with the reason).
+    """
     if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
-        # SAM 2 was trained in bfloat16; float16 overflows in places, so older GPUs stay float32
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        # SAM 2 was trained in bfloat16; older GPUs (no bfloat16) stay float32 unless asked
+        if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
             return torch.bfloat16
         return None
     key = str(dtype).lower().replace("torch.", "")
     if key not in _DTYPES:
         raise ModelLoadError(f"unsupported dtype {dtype!r}: use None, 'float32', 'bfloat16' or 'float16'")
-    return _DTYPES[key]
+    chosen = _DTYPES[key]
+    if chosen is None:
+        return None
+    if device.type == "cuda" and chosen == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name(device)
+        raise ModelLoadError(
+            f"dtype='bfloat16' was requested but {name} has no bfloat16 arithmetic (it needs an "
+            "NVIDIA Ampere GPU or newer): use dtype='float16' or 'float32'"
+        )
+    import warnings
+
+    # torch does not raise for a dtype a device cannot autocast in: it warns and runs float32
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.autocast(device.type, dtype=chosen):
+            pass
+    refused = [w for w in caught if "autocast" in str(w.message).lower()]
+    if refused:
+        raise ModelLoadError(
+            f"dtype={key!r} cannot be used on {device.type}: {str(refused[0].message).strip()} "
+            "Use dtype='float32' (or another precision this device supports)."
+        )
+    return chosen
 
 
 def _is_transformers_model(obj) -> bool:
-    if type(obj).__name__ != "Sam2VideoModel":
+    if type(obj).__name__ not in {f.model_class for f in FAMILIES.values()}:
         return False
-    from transformers import Sam2VideoModel
-
-    return isinstance(obj, Sam2VideoModel)
+    return family_of(obj) is not None
 
 
 def _adopt(model, target: torch.device | None, dtype) -> Sam2Model:
@@ -415,6 +524,7 @@ class _Reporter:
 def _hub_repo_id(text: str) -> tuple[str | None, str]:
     """(hub repo id, display name) for a short name, size alias or hub id; (None, text) otherwise."""
     key = text.lower().replace("_", "-")
+    key = _NAME_ALIASES.get(key, key)
     if key in MODEL_IDS:
         return MODEL_IDS[key], key
     for short, repo in MODEL_IDS.items():
@@ -459,7 +569,14 @@ def _download_from_hub(repo_id, *, name, revision=None, cache_dir=None, local_fi
         if report.raised is not None:  # the caller's progress callback stopped the download
             raise report.raised from None
         also = " (no file or folder of that name exists here either)" if "/" in name else ""
-        if isinstance(err, (errors.RepositoryNotFoundError, errors.GatedRepoError, errors.HFValidationError)):
+        if isinstance(err, errors.GatedRepoError):  # (a subclass of RepositoryNotFoundError)
+            raise ModelLoadError(
+                f"{repo_id} is a gated model: request access on the model page "
+                f"(https://huggingface.co/{repo_id}), then log in on this computer with "
+                f"`hf auth login` (a token of the account that was granted access) and load it "
+                f"again. ({type(err).__name__})"
+            ) from err
+        if isinstance(err, (errors.RepositoryNotFoundError, errors.HFValidationError)):
             raise ModelLoadError(
                 f"the Hugging Face hub has no accessible model {repo_id!r}{also}: check the name "
                 f"(short names: {', '.join(MODEL_IDS)}) or log in (hf auth login) for private or "
@@ -491,7 +608,7 @@ def _download_from_hub(repo_id, *, name, revision=None, cache_dir=None, local_fi
 
 def _load_folder(folder: Path, report: _Reporter, repo_id: str | None = None):
     """A transformers folder (config.json + safetensors) -> (network on CPU, info)."""
-    from transformers import Sam2VideoModel
+    from napari_sam2.engine.families import missing_dependencies, read_preprocessing
 
     where = f"the cached copy of {repo_id} ({folder})" if repo_id else str(folder)
     refetch = ("; delete it from the cache and load it again with internet access" if repo_id
@@ -505,27 +622,37 @@ def _load_folder(folder: Path, report: _Reporter, repo_id: str | None = None):
             f"model.safetensors, as written by Sam2VideoModel.save_pretrained).{hint}"
         )
     try:
-        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+        config_dict = json.loads(config_path.read_text(encoding="utf-8"))
+        model_type = config_dict.get("model_type")
     except (ValueError, OSError, AttributeError) as err:
         raise ModelLoadError(f"{config_path} is not a valid JSON config ({err}){refetch}") from err
-    if model_type != "sam2_video":
-        if model_type == "sam2":
-            raise ModelLoadError(
-                f"{where} holds an image-only SAM 2 model (model_type 'sam2'), which cannot track "
-                "objects through a stack; use a video model (model_type 'sam2_video'), e.g. "
-                "facebook/sam2.1-hiera-tiny, or Meta's .pt checkpoint"
-            )
+    family = family_for_model_type(model_type)
+    if family is None:
+        video_types = ", ".join(repr(t) for f in FAMILIES.values() for t in f.model_types)
+        for other in FAMILIES.values():
+            if model_type in other.image_only_types:
+                raise ModelLoadError(
+                    f"{where} holds an image-only {other.title} model (model_type {model_type!r}), "
+                    f"which cannot track objects through a stack; use its video model (model_type "
+                    f"{other.model_types[0]!r}), e.g. {MODEL_IDS[_SHORT[other.key]]}"
+                    + (", or Meta's .pt checkpoint" if other.key == "sam2" else "")
+                )
         raise ModelLoadError(
-            f"{where} holds a {model_type!r} model, not SAM 2 (config.json must say "
-            "model_type 'sam2_video')"
+            f"{where} holds a {model_type!r} model, not SAM 2, SAM 3's tracker or EdgeTAM "
+            f"(config.json must say model_type {video_types})"
         )
+    if model_type == "sam3_video":  # the whole SAM 3: its tracker holds the architecture
+        config_dict = config_dict.get("tracker_config") or {}
+    why = missing_dependencies(family, config_dict)
+    if why:
+        raise ModelLoadError(f"cannot build the model in {where}: {why}")
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     if not weights:
         raise ModelLoadError(f"{where} has a config.json but no weights (model.safetensors){refetch}")
 
     report(0, 0, f"Loading weights from {folder}")
     try:
-        network, loading = Sam2VideoModel.from_pretrained(
+        network, loading = family.network_class().from_pretrained(
             folder, output_loading_info=True, local_files_only=True, dtype=torch.float32
         )
     except Exception as err:  # corrupt safetensors, config that does not build, ...
@@ -543,6 +670,14 @@ def _load_folder(folder: Path, report: _Reporter, repo_id: str | None = None):
         raise ModelLoadError(f"the weights in {where} do not match its config.json ({detail}){refetch}")
 
     info = {"source": "hub" if repo_id else "folder", "path": str(folder), "sha256": _fingerprint(weights)}
+    preprocessing = read_preprocessing(folder)
+    info.update({k: v for k, v in preprocessing.items() if k in ("image_mean", "image_std")})
+    size = preprocessing.get("size")
+    if size is not None and size != int(network.config.image_size):
+        raise ModelLoadError(
+            f"{where} resizes frames to {size} px in its processor files but its network takes "
+            f"{network.config.image_size} px: the folder mixes two models{refetch}"
+        )
     if repo_id:
         info.update(repo_id=repo_id, revision=folder.name)  # snapshot folders are named by commit
     return network, info
@@ -554,6 +689,13 @@ def _load_checkpoint(path: Path, report: _Reporter, *, config=None, image_size=N
 
     report(0, 0, f"Reading checkpoint {path}")
     state_dict = read_state_dict(path)
+    if any(k.startswith("spatial_perceiver.") for k in state_dict):
+        # Meta's EdgeTAM: its RepViT and perceiver names are not in the SAM 2 renaming table
+        raise ModelLoadError(
+            f"{path} is a Meta EdgeTAM checkpoint (edgetam.pt), which napari-sam2 does not read; "
+            "load EdgeTAM in transformers' format instead: load_model('edgetam') (hub "
+            f"{MODEL_IDS['edgetam']}) or a folder saved with EdgeTamVideoModel.save_pretrained"
+        )
     report(0, 0, "Converting the checkpoint")
     network, description = build_network(state_dict, config=config, image_size=image_size)
     info = {

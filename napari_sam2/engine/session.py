@@ -178,7 +178,8 @@ class Sam2Session:
         self.model = as_sam2_model(model)
         self._adapter = adapter_for(self.model.network)
         self.source = FrameSource(frames, self.model.image_size, channels=channels,
-                                  contrast=contrast, rgb=rgb)
+                                  contrast=contrast, rgb=rgb, mean=self.model.image_mean,
+                                  std=self.model.image_std)
         if keep_frames is not None and keep_frames < 1:
             raise Sam2InputError("keep_frames must be at least 1, or None to keep every frame")
         self.keep_frames = keep_frames
@@ -861,9 +862,12 @@ class Sam2Session:
         high_res = torch.cat([out["high_res_masks"] for _, out in items], dim=0)
         scores = torch.cat([out["object_score_logits"] for _, out in items], dim=0)
         mem, pos = ad.encode_memory(vision, high_res, scores, from_prompt=from_prompt)
+        if self.model.memory_dtype is not None:
+            mem = mem.to(self.model.memory_dtype)
+        dim = ad.memory_batch_dim
         for i, (_, out) in enumerate(items):
-            out["maskmem_features"] = mem[:, i:i + 1]
-            p = pos[:, i:i + 1]
+            out["maskmem_features"] = mem.narrow(dim, i, 1)
+            p = pos.narrow(dim, i, 1)
             # the positional encoding depends only on the feature size: share one tensor
             if self._pos_enc is not None and self._pos_enc.shape == p.shape and torch.equal(self._pos_enc, p):
                 p = self._pos_enc
@@ -948,11 +952,15 @@ class Sam2Session:
     def _record(self, track: _Track, frame: int, out: dict, iou: float) -> None:
         presence = float(torch.sigmoid(out["object_score_logits"].float()).max())
         track.quality[frame] = (presence, iou)
-        low = (out["pred_masks"][0, 0] > 0).cpu().numpy()
+        logits = out["pred_masks"]
+        side = self.model.mask_size
+        if logits.shape[-2:] != (side, side):  # SAM 3's mask prompts come at a quarter of the input
+            logits = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
+        low = (logits[0, 0] > 0).cpu().numpy()
         track.binary[frame] = np.packbits(low)
 
     def _binary_logits(self, track: _Track, frame: int):
-        side = self.model.image_size // 4
+        side = self.model.mask_size
         bits = np.unpackbits(track.binary[frame], count=side * side).reshape(1, 1, side, side)
         return torch.from_numpy(bits.astype(np.float32) * (2 * _BINARY_LOGIT) - _BINARY_LOGIT)
 

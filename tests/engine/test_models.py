@@ -609,3 +609,43 @@ def test_instances_pass_through(tiny_model):
         load_model(tiny_model, image_size=512)
     with pytest.raises(ModelLoadError, match="takes a model name"):
         load_model(42)
+
+
+# --------------------------------------------------------------------------- families
+
+@pytest.mark.parametrize("family, names, repo_id", [
+    ("sam3", ("sam3", "SAM3", "sam3-tracker", "facebook/sam3"), "facebook/sam3"),
+    ("edgetam", ("edgetam", "edge-tam"), "yonigozlan/EdgeTAM-hf"),
+])
+def test_family_short_names_load_from_the_cache(tmp_path, offline, family, names, repo_id):
+    folder = save_tiny_model(tmp_path / family, family=family)
+    fake_hub_cache(tmp_path / "cache", folder, repo_id=repo_id)
+    for name in names:
+        model = load_model(name, cache_dir=tmp_path / "cache")
+        assert model.family.key == family and model.info["repo_id"] == repo_id
+        assert_same_weights(model.network, make_tiny_model(family=family))
+
+
+def test_a_gated_repository_says_how_to_get_access(tmp_path):
+    from huggingface_hub import errors
+
+    def gated(repo_id, **kwargs):
+        response = type("R", (), {"headers": {}, "status_code": 403, "url": "", "request": None})()
+        raise errors.GatedRepoError("Access to model facebook/sam3 is restricted.", response=response)
+
+    with pytest.raises(ModelLoadError) as info:
+        _download_from_hub("facebook/sam3", name="sam3", report=_Reporter(None), download=gated,
+                           local_files_only=False)
+    message = str(info.value)
+    assert "request access on the model page (https://huggingface.co/facebook/sam3)" in message
+    assert "`hf auth login`" in message and "\n" not in message
+
+
+def test_family_of_every_loaded_model(tmp_path):
+    for family in ("sam2", "sam3", "edgetam"):
+        model = load_model(make_tiny_model(family=family), device="cpu")
+        assert model.family.key == family
+        assert model.mask_size == {"sam2": 64, "sam3": 64, "edgetam": 64}[family]
+        assert family in model.signature
+    with pytest.raises(TypeError, match="not a video model of a known family"):
+        Sam2Model(network=torch.nn.Linear(2, 2), device=torch.device("cpu"))

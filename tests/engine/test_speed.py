@@ -1,0 +1,106 @@
+"""The fast paths change nothing: shared position encodings, compiled modules, device-side frames."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam2 import Sam2Session, load_model
+from napari_sam2.engine import speed
+from napari_sam2.engine.frames import FrameSource
+from napari_sam2.testing import make_tiny_model
+
+
+@pytest.mark.parametrize("family", ["sam2", "sam3", "edgetam"])
+def test_shared_position_encodings_give_the_same_features(family):
+    plain = make_tiny_model(family=family, seed=4)
+    fast = make_tiny_model(family=family, seed=4)
+    assert speed.cache_position_encodings(fast) >= 1
+    assert speed.cache_position_encodings(fast) >= 1  # idempotent: no wrapper around a wrapper
+    size = int(plain.config.image_size)
+    gen = torch.Generator().manual_seed(0)
+    frames = [torch.randn(1, 3, size, size, generator=gen) for _ in range(2)]
+    with torch.inference_mode():
+        a = [plain.get_image_features(x) for x in frames]
+        b = [fast.get_image_features(x) for x in frames]
+    for x, y in zip(a, b):
+        for p, q in zip(x.fpn_hidden_states, y.fpn_hidden_states):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+        for p, q in zip(x.fpn_position_encoding, y.fpn_position_encoding):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # built once: the second frame's encodings are the first frame's tensors
+    first, second = b[0].fpn_position_encoding[-1], b[1].fpn_position_encoding[-1]
+    assert first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+
+
+def _masks(model, stack):
+    session = Sam2Session(model, stack)
+    session.add_points(0, 1, [[20, 24]], [1])
+    return {f: m[1] for f, m in session.propagate("forward")}
+
+
+def _stack():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :56]
+    return np.stack([(40 * rng.random((48, 56)) + 180 * (((yy - 20) ** 2 + (xx - 24 - i) ** 2) < 100))
+                     for i in range(4)]).astype(np.uint8)
+
+
+def test_compiled_modules_give_the_same_masks():
+    net = make_tiny_model(seed=5)
+    reference = _masks(load_model(make_tiny_model(seed=5), device="cpu"), _stack())
+    # the eager backend runs the compiler's graph capture without a C compiler: fast in CI
+    model = load_model(net, device="cpu", compile={"backend": "eager", "dynamic": True})
+    assert model.info["compiled"] is True
+    assert net.vision_encoder._compiled_call_impl is not None
+    got = _masks(model, _stack())
+    for frame in reference:
+        np.testing.assert_array_equal(got[frame], reference[frame], err_msg=f"frame {frame}")
+
+
+def test_a_failing_compiler_falls_back_with_a_warning():
+    def broken(graph, example_inputs):
+        raise RuntimeError("no working compiler here")
+
+    net = make_tiny_model(seed=6)
+    with pytest.warns(RuntimeWarning, match="torch.compile .* failed .*running them uncompiled"):
+        model = load_model(net, device="cpu", compile={"backend": broken})
+    assert model.info["compiled"] is False
+    assert net.vision_encoder._compiled_call_impl is None and net.memory_attention._compiled_call_impl is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = _masks(model, _stack())
+    reference = _masks(load_model(make_tiny_model(seed=6), device="cpu"), _stack())
+    for frame in reference:
+        np.testing.assert_array_equal(got[frame], reference[frame])
+
+
+def test_bad_compile_argument():
+    from napari_sam2.engine.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="compile must be"):
+        load_model(make_tiny_model(seed=0), device="cpu", compile="yes")
+
+
+@pytest.mark.parametrize("dtype, channels", [
+    ("uint8", None), ("uint16", None), ("int16", None), ("bool", None), ("uint16", [0, 2]),
+])
+def test_device_side_mapping_equals_the_host_mapping(dtype, channels):
+    """The GPU path maps raw integer pixels on the device with the host's float32 arithmetic."""
+    rng = np.random.default_rng(1)
+    shape = (3, 40, 52) + ((3,) if channels else ())
+    info = np.iinfo(dtype) if dtype != "bool" else None
+    if info is None:
+        frames = rng.random(shape) > 0.5
+    else:
+        frames = rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    source = FrameSource(frames, 64, channels=channels, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    for t in range(3):
+        host = torch.from_numpy(source._mapped(t))
+        device = source._mapped_on_device(t, torch.device("cpu"))
+        assert device.dtype == torch.float32 and device.shape == host.shape
+        torch.testing.assert_close(device, host, rtol=0, atol=0)
