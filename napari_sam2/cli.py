@@ -34,6 +34,10 @@ georeferencing; .zarr gives an OME-Zarr image written frame by frame (for stacks
 memory). Frames that are not segmented (outside --start/--stop, before the first prompt of a
 forward run...) are 0.
 
+Objects come from --prompts, from --seeds (every label id of a label image becomes an object
+with that id) or from --auto-seed (every object SAM 2 finds on one frame), or from --prompts
+with one of the others.
+
 Settings recorded in the session file (model, axis, channels, contrast) are used unless given
 on the command line. Ctrl-C stops after the current frame and writes what finished.
 """
