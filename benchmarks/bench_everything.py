@@ -9,7 +9,9 @@ For each configuration and grid size it times, on one generated frame:
   ``box_nms_thresh=1``): every candidate is upsampled, scored, cleaned and painted, the most
   post-processing a trained network can cause;
 
-and the peak RSS of the process. Weights are random (nothing can be downloaded); speed does not
+and the peak RSS of the process. Each time is given as wall-clock seconds and as the process's
+CPU seconds divided by the torch threads: on a shared machine under load the wall time grows
+with the load, the CPU time much less, so the second is the better estimate of a quiet machine. Weights are random (nothing can be downloaded); speed does not
 depend on their values, only the number of masks that pass the filters does.
 
 Usage::
@@ -44,12 +46,12 @@ def _peak_rss_mib() -> float:
 
 
 def run(config: str, points: list[int], device: str, open_filters: bool) -> list[dict]:
-    import numpy as np
     import torch
 
     from napari_sam2.engine.session import Sam2Session
 
     model = build_model(config, device)
+    threads = torch.get_num_threads() if device == "cpu" else 1
     side = model.image_size
     rows = []
     for k, pps in enumerate(points):
@@ -57,28 +59,31 @@ def run(config: str, points: list[int], device: str, open_filters: bool) -> list
         stack = GeneratedStack(len(points), side=side)
         session = Sam2Session(model, stack)
         frame = k
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with model.inference():
             from napari_sam2.engine.everything import frame_features
 
             frame_features(model, session.cache, session._frames, frame)
         if device == "cuda":
             torch.cuda.synchronize()
-        encode = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        encode, encode_cpu = time.perf_counter() - t0, (time.process_time() - c0) / threads
+        t0, c0 = time.perf_counter(), time.process_time()
         labels = session.segment_everything(frame, points_per_side=pps)
         if device == "cuda":
             torch.cuda.synchronize()
-        decode = time.perf_counter() - t0
+        decode, decode_cpu = time.perf_counter() - t0, (time.process_time() - c0) / threads
         row = {"config": config, "image_size": side, "points_per_side": pps, "points": pps * pps,
                "encoder_s": round(encode, 3), "grid_default_filters_s": round(decode, 3),
                "objects_default_filters": int(labels.max()),
                "per_point_ms": round(1000 * decode / (pps * pps), 2),
-               "frame_s": round(encode + decode, 3)}
+               "frame_s": round(encode + decode, 3),
+               "encoder_cpu_s": round(encode_cpu, 3), "grid_default_filters_cpu_s": round(decode_cpu, 3),
+               "frame_cpu_s": round(encode_cpu + decode_cpu, 3)}
         if open_filters:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             labels = session.segment_everything(frame, points_per_side=pps, **OPEN)
             row["grid_open_filters_s"] = round(time.perf_counter() - t0, 3)
+            row["frame_open_filters_cpu_s"] = round(encode_cpu + (time.process_time() - c0) / threads, 3)
             row["objects_open_filters"] = int(labels.max())
             row["frame_open_filters_s"] = round(encode + row["grid_open_filters_s"], 3)
         row["peak_rss_mib"] = round(_peak_rss_mib(), 1)
@@ -92,9 +97,10 @@ def run(config: str, points: list[int], device: str, open_filters: bool) -> list
 def _line(r: dict) -> str:
     text = (f"{r['config']:>10} {r['points_per_side']:>3}x{r['points_per_side']:<3} "
             f"encoder {r['encoder_s']:7.2f} s  grid {r['grid_default_filters_s']:8.2f} s "
-            f"({r['per_point_ms']:.0f} ms/point)  frame {r['frame_s']:8.2f} s")
+            f"({r['per_point_ms']:.0f} ms/point)  frame {r['frame_s']:8.2f} s (CPU {r['frame_cpu_s']:.2f} s)")
     if "grid_open_filters_s" in r:
-        text += f"  | all masks pass: frame {r['frame_open_filters_s']:8.2f} s, {r['objects_open_filters']} objects"
+        text += (f"  | all masks pass: frame {r['frame_open_filters_s']:8.2f} s "
+                 f"(CPU {r['frame_open_filters_cpu_s']:.2f} s), {r['objects_open_filters']} objects")
     return text + f"  | peak RSS {r['peak_rss_mib']:.0f} MiB, load {r['load_average']}"
 
 
