@@ -215,6 +215,7 @@ def _load_model(args, settings):
 
 
 def _segment(args) -> int:
+    from napari_sam2 import seeding
     from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
     from napari_sam2.io.session_file import (
         SessionFile, SessionSettings, check_session_fits, read_session, replay, session_from_engine,
@@ -222,8 +223,6 @@ def _segment(args) -> int:
     )
     from napari_sam2.io.stats import ObjectStats
     from napari_sam2.io.writers import LabelsWriter, label_dtype
-
-    from napari_sam2 import seeding
 
     input_path = Path(args.input)
     seeding.check_options(args)

@@ -205,7 +205,7 @@ def crop_boxes(frame_shape, n_layers: int, overlap_ratio: float) -> list[tuple[t
     short = min(h, w)
 
     def length(orig, n, overlap):
-        return int(math.ceil((overlap * (n - 1) + orig) / n))
+        return math.ceil((overlap * (n - 1) + orig) / n)
 
     for layer in range(1, n_layers + 1):
         n = 2 ** layer

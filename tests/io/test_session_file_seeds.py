@@ -7,7 +7,12 @@ import json
 import numpy as np
 
 from napari_sam2.engine.session import Sam2Session
-from napari_sam2.io.session_file import read_session, replay, session_from_engine, write_session
+from napari_sam2.io.session_file import (
+    read_session,
+    replay,
+    session_from_engine,
+    write_session,
+)
 
 
 def _labels(shape):
@@ -42,7 +47,7 @@ def test_seeded_objects_round_trip_and_replay(tiny_model, blobs_stack, tmp_path)
     first = {f: {o: m.copy() for o, m in masks.items()} for f, masks in session.propagate("forward", stop=4)}
     second = {f: dict(masks) for f, masks in again.propagate("forward", stop=4)}
     assert first.keys() == second.keys()
-    for f in first:
-        assert first[f].keys() == second[f].keys()
-        for o in first[f]:
-            np.testing.assert_array_equal(first[f][o], second[f][o])
+    for f, masks in first.items():
+        assert masks.keys() == second[f].keys()
+        for o, m in masks.items():
+            np.testing.assert_array_equal(m, second[f][o])
