@@ -4,6 +4,7 @@
 
     napari-sam2 segment INPUT --prompts SESSION.json --out LABELS.tif [options]
     napari-sam2 view INPUT [--prompts SESSION.json]
+    napari-sam2 batch INPUT... --out-dir DIR --prompts SESSION.json [options]   (napari_sam2.batch)
 
 Exit status: 0 on success, 2 on bad input (one line on stderr naming the problem), 130 when
 interrupted with Ctrl-C (the frames that finished are written). Heavy modules (torch,
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment and track objects through image stacks with SAM 2.",
     )
     parser.add_argument("--version", action="version", version=f"napari-sam2 {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,view}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,batch,view}")
     sub.required = True
 
     seg = sub.add_parser(
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write per-object statistics (area, centroid, box, scores) as CSV")
     seg.add_argument("--save-session", metavar="SESSION.json",
                      help="also write the session as run (resolved model and contrast) for reproducing it")
+
+    from napari_sam2.batch.cli import add_batch_parser
+
+    add_batch_parser(sub, seg)
 
     view = sub.add_parser("view", help="open a stack in napari with the SAM 2 widget",
                           description="Open INPUT (or a sample) in napari with the SAM 2 widget docked.")
@@ -176,10 +181,15 @@ def _check_bounds(args, n_frames: int) -> None:
         raise CliError(f"--stop {stop} must be greater than --start {start}")
 
 
+def _model_name(args, settings) -> str:
+    """The model a run uses: --model, else the session's, else sam2.1-tiny."""
+    return args.model or settings.model or "sam2.1-tiny"
+
+
 def _load_model(args, settings):
     from napari_sam2.engine.models import ModelLoadError, load_model
 
-    name = args.model or settings.model or "sam2.1-tiny"
+    name = _model_name(args, settings)
     _say(f"napari-sam2: loading model {name} (device {args.device})")
     try:
         return load_model(name, device=args.device)
@@ -190,7 +200,12 @@ def _load_model(args, settings):
         raise
 
 
-def _segment(args) -> int:
+def _segment(args, *, model=None, on_frame=None) -> int:
+    """Run ``segment``; returns the exit status.
+
+    ``model`` is a model already loaded for this run's model name and device (batch workers
+    load theirs once and keep it); ``on_frame(frame, done, total)`` is called after each step.
+    """
     from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
     from napari_sam2.io.session_file import (
         SessionSettings, check_session_fits, read_session, replay, session_from_engine, write_session,
@@ -215,7 +230,8 @@ def _segment(args) -> int:
     # ---- the model and the prompts (minutes at most; Ctrl-C here writes nothing)
     from napari_sam2.engine.session import Sam2Session
 
-    model = _load_model(args, settings)
+    if model is None:
+        model = _load_model(args, settings)
     contrast = list(args.contrast) if args.contrast is not None else (settings.contrast or "auto")
     channels = args.channels if args.channels is not None else settings.channels
     session = Sam2Session(model, frames, channels=channels, contrast=contrast)
@@ -242,6 +258,8 @@ def _segment(args) -> int:
     done, scores = 0, {}
     stop = _StopFlag()
     bar = tqdm(total=len(plan), desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True)
+    if on_frame is not None:
+        on_frame(None, 0, len(plan))
     try:
         with stop:
             frames_iter = session.propagate(args.direction, args.start, args.stop)
@@ -255,6 +273,8 @@ def _segment(args) -> int:
                     scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
                     done += 1
                     bar.update(1)
+                    if on_frame is not None:
+                        on_frame(frame, done, len(plan))
                     if stop.stopped:
                         break
             finally:
@@ -355,6 +375,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "segment":
             return _segment(args)
+        if args.command == "batch":
+            from napari_sam2.batch.cli import run_command
+
+            return run_command(args)
         return _view(args)
     except KeyboardInterrupt:
         _say("napari-sam2: interrupted before segmenting started: nothing was written")
