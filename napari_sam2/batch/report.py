@@ -5,8 +5,8 @@
   then rename) each time a stack finishes, so it is always complete JSON.
 * ``DIR/.napari-sam2-batch/<output name>.json``: the completion record a worker writes right
   after moving a stack's outputs into place. A rerun trusts an output only through it.
-* ``DIR/.<output name>.partial-<token><suffix>``: what a running stack writes; renamed to the
-  output name only once complete, so an interrupted stack never leaves a file that looks done.
+* ``DIR/.<output name>.partial-<token>/<output name>``: what a running stack writes; moved to
+  the output name only once complete, so an interrupted stack never leaves a file that looks done.
 
 Nothing here imports torch or dask.
 """
@@ -82,9 +82,12 @@ def plan_stack(job) -> tuple[str, dict | None, str | None]:
 
 
 def partial_name(final: Path, token: str) -> Path:
-    """Hidden temporary name next to ``final``, keeping its suffix (writers choose the format by it)."""
-    suffix = ".zarr" if final.suffix.lower() == ".zarr" else final.suffix
-    return final.with_name(f".{final.name}{_PARTIAL}{token}{suffix}")
+    """Where an attempt writes ``final``: under its final name in a hidden folder beside it.
+
+    The name inside is the final one because writers record it (an OME-Zarr's image name);
+    the folder is created by the caller and removed with :func:`remove_partials`.
+    """
+    return final.parent / f".{final.name}{_PARTIAL}{token}" / final.name
 
 
 def remove_partials(job) -> int:

@@ -161,6 +161,8 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, list_file=None, mod
         if to_run:
             _run(client, jobs, to_run, results, write_report, retries=retries, torch_threads=torch_threads,
                  progress=progress, tqdm=tqdm, bars=bars)
+            for i in to_run:  # every attempt has ended: drop what killed ones left
+                remove_partials(jobs[i])
     except KeyboardInterrupt:
         for i in range(len(jobs)):
             results.setdefault(i, entry(jobs[i], "failed", error="not finished: the batch was interrupted"))
@@ -173,7 +175,7 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, list_file=None, mod
             own_client.close(timeout=30)
         if cluster is not None:
             cluster.close(timeout=30)
-            for i in to_run:  # no attempt can still be writing: drop what killed ones left
+            for i in to_run:  # the workers are gone, none can still be writing
                 remove_partials(jobs[i])
         counts = {s: sum(r["status"] == s for r in results.values()) for s in ("done", "skipped", "failed")}
         _say(f"napari-sam2: batch: {counts['done']} done, {counts['skipped']} skipped, "

@@ -157,6 +157,9 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
     log = io.StringIO()
     outcome = {"worker": where, "pid": os.getpid()}
     try:
+        for tmp in (out_tmp, stats_tmp):
+            if tmp is not None:
+                tmp.parent.mkdir()
         with contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
             settings = read_session(job["prompts"]).settings
             model = cache.get(args, settings)
@@ -183,8 +186,9 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
                        # bad input fails again; anything else (memory, device) may not
                        retryable=not isinstance(err, ValueError))
     finally:
-        _remove(out_tmp)
-        _remove(stats_tmp)
+        for tmp in (out_tmp, stats_tmp):
+            if tmp is not None:
+                _remove(tmp.parent)
     outcome["log"] = log.getvalue().strip().splitlines()[-5:]
     outcome["model_loads"] = cache.loads
     send({"event": "end", "status": outcome["status"]})
