@@ -6,22 +6,26 @@
     napari-sam2 view INPUT [--prompts SESSION.json]
     napari-sam2 batch INPUT... --out-dir DIR --prompts SESSION.json [options]   (napari_sam2.batch)
 
-Exit status: 0 on success, 2 on bad input (one line on stderr naming the problem), 130 when
-interrupted with Ctrl-C (the frames that finished are written). Heavy modules (torch,
-transformers, napari) are imported only once the input has been checked, so mistakes are
-reported in about a second.
+Exit status: 0 on success, 2 on bad input or a failed run (one line on stderr naming the
+problem), 130 when interrupted with Ctrl-C (SIGINT) and 143 when stopped with SIGTERM (what a
+cluster sends at its time limit). Every output path is checked before the model loads, outputs
+are renamed into place only when complete, and a run that fails or is interrupted keeps what
+finished as ``NAME.partial.tif`` / ``.zarr`` / ``.csv`` while an earlier output stays untouched.
+Heavy modules (torch, transformers, napari) are imported only once the input has been checked,
+so mistakes are reported in about a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
 
 _SEGMENT_EPILOG = """\
 INPUT is a TIFF stack (ImageJ, OME, GeoTIFF), a folder of images, a video (mp4, avi, mov, mkv,
@@ -35,7 +39,13 @@ memory). Frames that are not segmented (outside --start/--stop, before the first
 forward run...) are 0.
 
 Settings recorded in the session file (model, axis, channels, contrast) are used unless given
-on the command line. Ctrl-C stops after the current frame and writes what finished.
+on the command line.
+
+Outputs are written under temporary names and renamed into place only when complete: an
+existing output is replaced only by a complete new one, and an existing folder only if
+napari-sam2 wrote it. Ctrl-C or SIGTERM stops after the current frame (exit 130 / 143); an
+error stops the run (exit 2). Either way what finished is written to NAME.partial.tif / .zarr
+(and the statistics to NAME.partial.csv), named in the message, and earlier outputs are kept.
 """
 
 
@@ -115,59 +125,101 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
+class _Interrupted(KeyboardInterrupt):
+    """Raised by a stop signal outside the propagation loop (or by a second one inside it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def _signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 class _StopFlag:
-    """SIGINT handler for the propagation loop: first Ctrl-C stops after the current frame."""
+    """SIGINT and SIGTERM handler: the same rules for both.
+
+    Before propagation starts (reading, model loading), a signal stops at once: nothing has
+    been written. While frames are computed or the output is written, the first signal asks to
+    stop after the current frame (what finished is written) and a second one stops now.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.stopped = False
-        self._previous = None
+        self.signum = None
+        self.running = False  # True once frames are being computed: stop after the current one
+        self._previous = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGINT)
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread (embedded use): keep the default behaviour
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (embedded use): keep the default behaviour
+                pass
         return self
 
     def _handle(self, signum, frame):
-        if self.stopped:  # a second Ctrl-C: stop now (what finished is still written)
-            raise KeyboardInterrupt
-        self.stopped = True
-        _say("\nnapari-sam2: interrupted: stopping after the current frame (Ctrl-C again to stop now)")
+        if self.stopped or not self.running:
+            self.stopped, self.signum = True, self.signum or signum
+            raise _Interrupted(signum)
+        self.stopped, self.signum = True, signum
+        _say(f"\nnapari-sam2: {_signal_name(signum)} received: stopping after the current frame "
+             "(send it again to stop now)")
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
         return False
 
 
 # --------------------------------------------------------------------------- segment
-def _check_outputs(args, input_path: Path) -> None:
+def _inputs(args, input_path: Path, session_file) -> list:
+    """Everything a run reads, for checking that no output replaces it."""
+    inputs = [("input", input_path), ("session file", Path(args.prompts))]
+    # an array inside a zarr group (OME-Zarr image/0): the whole group is the user's data
+    for parent in input_path.resolve().parents:
+        if parent.suffix.lower() == ".zarr" or any((parent / n).is_file() for n in (".zgroup", "zarr.json")):
+            inputs.append(("input's zarr group", parent))
+    for obj in session_file.objects:
+        for p in obj.prompts:
+            if p.kind == "mask" and p.mask_path:
+                mask = Path(p.mask_path)
+                inputs.append(("mask file", mask if mask.is_absolute() else Path(args.prompts).parent / mask))
+    for model in (args.model, session_file.settings.model):
+        if model and Path(model).expanduser().exists():
+            inputs.append(("model", Path(model).expanduser()))
+    return inputs
+
+
+def _check_outputs(args, input_path: Path, session_file=None) -> None:
+    """Check every output path before anything is loaded or written."""
+    from napari_sam2.io.atomic import check_output_paths
     from napari_sam2.io.writers import labels_format
 
     out = Path(args.out)
-    labels_format(out)
-    if _same_file(out, input_path):
-        raise CliError(f"--out '{out}' is the input: choose another file name")
-    for option, value in (("--out", out), ("--stats", args.stats), ("--save-session", args.save_session)):
-        if value is None:
-            continue
-        parent = Path(value).parent
-        if not parent.is_dir():
-            raise CliError(f"{option}: the folder '{parent}' does not exist")
+    fmt = labels_format(out)
     if args.stats is not None and Path(args.stats).suffix.lower() != ".csv":
         raise CliError(f"--stats '{args.stats}': statistics are written as CSV; use a .csv name")
     if args.contrast is not None:
         lo, hi = args.contrast
         if not lo < hi:
             raise CliError(f"--contrast {lo:g} {hi:g}: LO must be below HI")
+    outputs = [("--out", out, "folder" if fmt == "zarr" else "file"),
+               ("--stats", args.stats, "file"),
+               ("--save-session", args.save_session, "file")]
+    if args.save_session:  # its mask files are written into <stem>_masks/
+        session = Path(args.save_session)
+        outputs.append(("--save-session's mask folder", session.with_name(f"{session.stem}_masks"), "related"))
+    inputs = _inputs(args, input_path, session_file) if session_file is not None else [("input", input_path)]
+    check_output_paths(outputs, inputs)
 
 
 def _check_bounds(args, n_frames: int) -> None:
@@ -206,6 +258,12 @@ def _segment(args, *, model=None, on_frame=None) -> int:
     ``model`` is a model already loaded for this run's model name and device (batch workers
     load theirs once and keep it); ``on_frame(frame, done, total)`` is called after each step.
     """
+    with _StopFlag() as stop:
+        return _run_segment(args, stop, model=model, on_frame=on_frame)
+
+
+def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
+    from napari_sam2.io.atomic import partial_path
     from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
     from napari_sam2.io.session_file import (
         SessionSettings, check_session_fits, read_session, replay, session_from_engine, write_session,
@@ -216,10 +274,13 @@ def _segment(args, *, model=None, on_frame=None) -> int:
     input_path = Path(args.input)
     if not input_path.exists():
         raise CliError(f"input '{input_path}' does not exist")
-    _check_outputs(args, input_path)
+    _check_outputs(args, input_path)  # format and option checks: before reading anything
     session_file = read_session(args.prompts)
+    _check_outputs(args, input_path, session_file)  # against every input, before the model loads
     settings = session_file.settings
     stack = open_stack(input_path)
+    for note in stack.metadata.get("notes", ()):
+        _say(f"napari-sam2: note: {note}")
     axis = args.axis if args.axis is not None else settings.axis
     frames, geometry = video_frames(stack, axis)
     n_frames, frame_shape = int(frames.shape[0]), tuple(int(s) for s in frames.shape[1:3])
@@ -227,7 +288,7 @@ def _segment(args, *, model=None, on_frame=None) -> int:
     _check_bounds(args, n_frames)
     label_dtype(max(session_file.ids))
 
-    # ---- the model and the prompts (minutes at most; Ctrl-C here writes nothing)
+    # ---- the model and the prompts (minutes at most; a signal here writes nothing)
     from napari_sam2.engine.session import Sam2Session
 
     if model is None:
@@ -238,7 +299,7 @@ def _segment(args, *, model=None, on_frame=None) -> int:
     _say(f"napari-sam2: {len(session_file.objects)} object(s), {n_frames} frames of "
          f"{frame_shape[0]}x{frame_shape[1]} px from {input_path.name}")
     replay(session_file, session)
-    if args.save_session:
+    if args.save_session:  # complete whatever happens next: the prompts and settings as run
         used_axis = axis if axis is not None else default_video_axis(stack)
         run_settings = SessionSettings(**{**settings.__dict__, "model": model.name,
                                           "axis": used_axis if used_axis >= 0 else None,
@@ -246,7 +307,7 @@ def _segment(args, *, model=None, on_frame=None) -> int:
         write_session(args.save_session, session_from_engine(session, run_settings, session_file.names,
                                                              {o.id: o.extra for o in session_file.objects}))
 
-    # ---- propagation, streamed to the output
+    # ---- propagation, streamed to the output (under a temporary name until complete)
     plan = session.plan_propagation(args.direction, args.start, args.stop)
     stats = ObjectStats(geometry, session_file.names) if args.stats else None
     written_frames = len(set(plan))
@@ -255,51 +316,91 @@ def _segment(args, *, model=None, on_frame=None) -> int:
 
     from napari_sam2.label_edits import paint_masks
 
-    done, scores = 0, {}
-    stop = _StopFlag()
+    done, scores, failure = 0, {}, None
     bar = tqdm(total=len(plan), desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True)
+    stop.running = True
     if on_frame is not None:
         on_frame(None, 0, len(plan))
     try:
-        with stop:
-            frames_iter = session.propagate(args.direction, args.start, args.stop)
-            try:
-                for frame, masks in frames_iter:
-                    # a frame can come twice (forward for one object, backward for another):
-                    # add to what it holds, with the widget's rules (higher ids win overlaps)
-                    labels = writer.read_frame(frame)
-                    paint_masks(labels, (Ellipsis,), masks, session_file.ids)
-                    writer.write_frame(frame, labels)
-                    scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
-                    done += 1
-                    bar.update(1)
-                    if on_frame is not None:
-                        on_frame(frame, done, len(plan))
-                    if stop.stopped:
-                        break
-            finally:
-                frames_iter.close()
-    except KeyboardInterrupt:
-        stop.stopped = True
-    except Exception:
-        _say(f"napari-sam2: stopped by an error after {done} of {len(plan)} steps; the "
-             f"{writer.n_written} frames reached are written to {args.out}")
-        raise
+        frames_iter = session.propagate(args.direction, args.start, args.stop)
+        try:
+            for frame, masks in frames_iter:
+                # a frame can come twice (forward for one object, backward for another):
+                # add to what it holds, with the widget's rules (higher ids win overlaps)
+                labels = writer.read_frame(frame)
+                paint_masks(labels, (Ellipsis,), masks, session_file.ids)
+                writer.write_frame(frame, labels)
+                scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
+                done += 1
+                bar.update(1)
+                if on_frame is not None:
+                    on_frame(frame, done, len(plan))
+                if stop.stopped:
+                    break
+        finally:
+            frames_iter.close()
+    except _Interrupted:
+        pass  # a second signal: stop now, write what finished
+    except Exception as err:
+        failure = err
     finally:
         bar.close()
-        if stats is not None:  # measured on the final labels, after all visits of each frame
-            for frame in sorted(scores):
-                stats.add_frame(frame, writer.read_frame(frame), scores[frame], scores[frame])
-            stats.write_csv(args.stats)
-        writer.close()
+    complete = failure is None and not stop.stopped
+
+    try:
+        if complete:
+            # labels first: a statistics problem never costs the labels
+            try:
+                writer.close()
+            except OSError:
+                _say(f"napari-sam2: could not write {args.out}"
+                     + (" (the earlier file is unchanged)" if Path(args.out).exists() else ""))
+                raise
+            if stats is not None:
+                _add_stats(stats, writer, scores)
+                try:
+                    stats.write_csv(args.stats)
+                except OSError:
+                    _say(f"napari-sam2: wrote {args.out}, but could not write {args.stats}")
+                    raise
+            _say(f"napari-sam2: wrote {args.out} ({written_frames} of {n_frames} frames segmented)"
+                 + (f" and {args.stats}" if stats else ""))
+            return EXIT_OK
+        partial = writer.close_partial()
+        partial_stats = None
+        if stats is not None and partial is not None:
+            _add_stats(stats, writer, scores)
+            try:
+                partial_stats = stats.write_csv(partial_path(args.stats))
+            except OSError as err:
+                _say(f"napari-sam2: could not write the statistics: {_one_line(err)}")
+        if partial is None:
+            wrote = "nothing could be written"
+        else:
+            wrote = (f"wrote the {writer.n_written} frames reached to {partial} (frames not reached are 0)"
+                     + (f" and their statistics to {partial_stats}" if partial_stats else ""))
+        kept = [p for p in (args.out, args.stats) if p is not None and Path(p).exists()]
+        if kept:
+            wrote += "; " + " and ".join(kept) + (" is" if len(kept) == 1 else " are") + " unchanged"
+        if failure is not None:
+            _say(f"napari-sam2: stopped by an error after {done} of {len(plan)} steps: {wrote}")
+            raise failure
+        _say(f"napari-sam2: interrupted ({_signal_name(stop.signum)}) after {done} of {len(plan)} "
+             f"steps: {wrote}")
+        return stop.exit_code
+    except _Interrupted:
+        _say(f"napari-sam2: interrupted ({_signal_name(stop.signum)}) while writing: nothing was "
+             "written, earlier outputs are unchanged")
+        return stop.exit_code
+    finally:
+        writer.discard()  # after a close this does nothing; after a second signal it cleans up
         stack.close()
-    if stop.stopped:
-        _say(f"napari-sam2: interrupted after {done} of {len(plan)} steps: wrote {writer.n_written} "
-             f"frames to {args.out} (frames not reached are 0)" + (f" and their statistics to {args.stats}" if stats else ""))
-        return EXIT_INTERRUPTED
-    _say(f"napari-sam2: wrote {args.out} ({written_frames} of {n_frames} frames segmented)"
-         + (f" and {args.stats}" if stats else ""))
-    return EXIT_OK
+
+
+def _add_stats(stats, writer, scores) -> None:
+    """Measure the final labels (after all visits of each frame)."""
+    for frame in sorted(scores):
+        stats.add_frame(frame, writer.read_frame(frame), scores[frame], scores[frame])
 
 
 # --------------------------------------------------------------------------- view
@@ -308,6 +409,7 @@ def _view(args) -> int:
 
     if (args.input is None) == (args.sample is None):
         raise CliError("give either INPUT or --sample (cells or volume) to open")
+    _check_display()
     stack = None
     if args.input is not None:
         from napari_sam2.io.readers import open_stack
@@ -330,6 +432,23 @@ def _view(args) -> int:
         open_in_viewer(viewer, stack, session_file)
     napari.run()
     return EXIT_OK
+
+
+#: Qt platforms that draw without a display server
+_HEADLESS_QT = ("offscreen", "minimal", "vnc", "linuxfb", "eglfs")
+
+
+def _check_display() -> None:
+    """Refuse in one line when there is no display, instead of letting Qt abort the process."""
+    if not sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        return
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in _HEADLESS_QT:
+        return
+    raise CliError("'napari-sam2 view' needs a display and none is set (DISPLAY and WAYLAND_DISPLAY "
+                   "are empty): run it on a desktop, over 'ssh -X', or under 'xvfb-run'; "
+                   "'napari-sam2 segment' needs no display")
 
 
 def open_in_viewer(viewer, stack, session_file=None):
@@ -369,7 +488,7 @@ def _dock_widget(viewer, session_file=None):
 
 # --------------------------------------------------------------------------- entry point
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0, 2 bad input, 130 / 143 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -380,8 +499,12 @@ def main(argv=None) -> int:
 
             return run_command(args)
         return _view(args)
+    except _Interrupted as stop:
+        _say(f"napari-sam2: interrupted ({_signal_name(stop.signum)}) before segmenting started: "
+             "no labels were written")
+        return 128 + stop.signum
     except KeyboardInterrupt:
-        _say("napari-sam2: interrupted before segmenting started: nothing was written")
+        _say("napari-sam2: interrupted before segmenting started: no labels were written")
         return EXIT_INTERRUPTED
     except (ValueError, OSError) as err:
         # user errors (bad files, prompts, model names, devices) arrive as ValueError

@@ -308,15 +308,17 @@ def test_sigint_writes_a_valid_partial_file(tmp_path, tiny_model_dir):
     reader.join(timeout=10)
     err = "".join(seen)
     assert "Traceback" not in err
-    m = re.search(r"interrupted after (\d+) of %d steps: wrote (\d+) frames to partial\.tif" % n, err)
+    m = re.search(r"interrupted \(Ctrl-C\) after (\d+) of %d steps: wrote the (\d+) frames reached "
+                  r"to partial\.partial\.tif" % n, err)
     assert m, err
     done = int(m.group(2))
     assert 3 <= done < n
-    labels = tifffile.imread(tmp_path / "partial.tif")
+    assert not (tmp_path / "partial.tif").exists()  # the output name only ever holds a complete run
+    labels = tifffile.imread(tmp_path / "partial.partial.tif")
     assert labels.shape == (n, 64, 64) and labels.dtype == np.uint16
     assert labels[done:].max() == 0  # frames not reached stay 0
     assert (labels[0][object5_mask()] >= 1).all()  # the prompted frame is there
-    with open(tmp_path / "partial.csv", newline="") as fh:
+    with open(tmp_path / "partial.partial.csv", newline="") as fh:
         frames = {int(r["frame"]) for r in csv.DictReader(fh)}
     assert frames == set(range(done))
 
@@ -346,3 +348,233 @@ def test_view_needs_an_input_or_a_sample(capsys):
     assert main(["view"]) == 2
     assert "give either INPUT or --sample" in capsys.readouterr().err
     assert main(["view", "missing.tif", "--sample", "cells"]) == 2
+
+
+# --------------------------------------------------------------------------- outputs are never lost
+def run_main(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def error_line(err):
+    lines = [line for line in err.splitlines() if line.startswith("napari-sam2: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def tree(folder):
+    """Every file under a folder with its bytes (to prove nothing changed)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_zarr_folder_not_ours_is_refused_before_the_model_loads(inputs, tmp_path, capsys):
+    theirs = tmp_path / "theirs.zarr"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("years of work")
+    code, err = run_main(["segment", str(inputs["dir"] / "cells.tif"), "--prompts", str(inputs["session"]),
+                          "--out", str(theirs), "--model", "sam2.1-tiny"], capsys)
+    assert code == 2
+    assert "is a folder that napari-sam2 did not write" in error_line(err)
+    assert "loading model" not in err  # refused before anything slow (the model is not even cached)
+    assert tree(theirs) == {"notes.txt": b"years of work"}
+
+
+def test_ome_zarr_input_is_never_its_own_output(tmp_path, capsys, inputs):
+    img = tmp_path / "ome.zarr"
+    g = zarr.open_group(str(img), mode="w", zarr_format=2)
+    g.create_array("0", shape=(8, 64, 64), dtype=np.uint16)[:] = inputs["cells"].image
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": ["t", "y", "x"], "datasets": [{"path": "0"}]}]
+    before = tree(img)
+    for out in (img, img / "labels.zarr"):
+        code, err = run_main(["segment", str(img / "0"), "--prompts", str(inputs["session"]),
+                              "--out", str(out), "--model", "sam2.1-tiny"], capsys)
+        assert code == 2
+        assert re.search(r"(contains|is|is inside) the input", error_line(err)), err
+        assert "loading model" not in err
+    assert tree(img) == before
+
+
+@pytest.mark.parametrize("option, target, message", [
+    ("--save-session", "{dir}/cells.tif", r"--save-session '.*cells\.tif' is the input"),
+    ("--save-session", "{session}", r"is the session file"),
+    ("--save-session", "{dir}/masks/obj5_f2.tif", r"is the mask file"),
+    ("--save-session", "{out}", r"--out '.*labels\.tif' is --save-session .*: each output needs its own name"),
+    ("--stats", "{tmp}/folder.csv", r"--stats '.*folder\.csv' is a folder, but this output is a file"),
+    ("--stats", "/proc/stats.csv", r"--stats: cannot write in the folder '/proc'"),
+    ("--save-session", "/proc/s.json", r"--save-session: cannot write in the folder '/proc'"),
+    ("--out", "{tmp}/folder.tif", r"--out '.*folder\.tif' is a folder, but this output is a file"),
+    ("--out", "{tmp}/file.zarr", r"--out '.*file\.zarr' is a file, but this output is a folder"),
+])
+def test_output_paths_are_checked_before_the_model_loads(inputs, tmp_path, capsys, option, target, message):
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "folder.tif").mkdir()
+    (tmp_path / "file.zarr").write_text("not a folder")
+    fill = {"dir": inputs["dir"], "session": inputs["session"], "tmp": tmp_path, "out": tmp_path / "labels.tif"}
+    before = tree(inputs["dir"])
+    argv = ["segment", str(inputs["dir"] / "cells.tif"), "--prompts", str(inputs["session"]),
+            "--model", "sam2.1-tiny"]
+    if option != "--out":
+        argv += ["--out", str(tmp_path / "labels.tif")]
+    code, err = run_main(argv + [option, target.format(**fill)], capsys)
+    assert code == 2
+    assert re.search(message, error_line(err)), err
+    assert "loading model" not in err
+    assert tree(inputs["dir"]) == before
+    assert not (tmp_path / "labels.tif").exists()
+    assert (tmp_path / "file.zarr").read_text() == "not a folder"
+
+
+def test_failed_rerun_keeps_the_earlier_outputs_and_writes_partial_ones(tmp_path, tiny_model_dir, capsys):
+    n = 8
+    stack = np.random.default_rng(0).random((n, 64, 64), dtype=np.float32) * 100
+    stack[5] = np.nan  # a frame SAM 2 cannot see: the run stops with an error there
+    tifffile.imwrite(tmp_path / "nan.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    session = write_session_json(tmp_path, prompts_1=[{"frame": 0, "points": [[20, 20]], "labels": [1]}])
+    earlier = {"out.tif": b"an earlier complete TIFF", "out.csv": b"frame,object_id\n"}
+    for name, data in earlier.items():
+        (tmp_path / name).write_bytes(data)
+    code, err = run_main(["segment", str(tmp_path / "nan.tif"), "--prompts", str(session), "--out",
+                          str(tmp_path / "out.tif"), "--stats", str(tmp_path / "out.csv"),
+                          "--direction", "forward", "--model", str(tiny_model_dir)], capsys)
+    assert code == 2
+    assert "frame 5 holds no finite value" in error_line(err)
+    assert re.search(r"stopped by an error after 5 of \d+ steps: wrote the 5 frames reached to "
+                     r".*out\.partial\.tif .* and their statistics to .*out\.partial\.csv; .*out\.tif and "
+                     r".*out\.csv are unchanged", err), err
+    for name, data in earlier.items():
+        assert (tmp_path / name).read_bytes() == data
+    part = tifffile.imread(tmp_path / "out.partial.tif")
+    assert part.shape == (n, 64, 64) and part[5:].max() == 0 and part[0].max() >= 1
+    with open(tmp_path / "out.partial.csv", newline="") as fh:
+        assert {int(r["frame"]) for r in csv.DictReader(fh)} == set(range(5))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_stats_failure_never_costs_the_labels(tmp_path, tiny_model_dir, capsys, monkeypatch, inputs):
+    import errno
+
+    from napari_sam2.io.stats import ObjectStats
+
+    def full(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ObjectStats, "write_csv", full)
+    code, err = run_main(["segment", str(inputs["dir"] / "cells.tif"), "--prompts", str(inputs["session"]),
+                          "--out", str(tmp_path / "l.tif"), "--stats", str(tmp_path / "l.csv"),
+                          "--model", str(tiny_model_dir)], capsys)
+    assert code == 2 and "No space left on device" in error_line(err)
+    assert "wrote " + str(tmp_path / "l.tif") + ", but could not write" in err
+    check_ids(tifffile.imread(tmp_path / "l.tif"))
+
+
+class Segmenting:
+    """A real ``napari-sam2 segment`` process whose stderr is read as it comes."""
+
+    def __init__(self, args, cwd, prefix=()):
+        self.proc = subprocess.Popen([*prefix, *args], cwd=cwd, env=ENV, stderr=subprocess.PIPE, text=True)
+        self.seen = []
+        self.reader = threading.Thread(
+            target=lambda: self.seen.extend(iter(lambda: self.proc.stderr.read(1), "")), daemon=True)
+        self.reader.start()
+
+    @property
+    def err(self):
+        return "".join(self.seen)
+
+    def wait_for(self, pattern, timeout=300):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            m = pattern(self.err) if callable(pattern) else re.search(pattern, self.err)
+            if m:
+                return m
+            time.sleep(0.02)
+        raise AssertionError(f"never saw {pattern!r}:\n{self.err}")
+
+    def frames_done(self, n, at_least):
+        def seen(err):
+            m = re.findall(r"(\d+)/%d" % n, err)
+            return m and int(m[-1]) >= at_least
+        self.wait_for(seen)
+
+    def finish(self, timeout=120):
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+
+# a process that buffers any TIFF output in a temporary file (as outputs over 512 MiB do)
+BUFFERED = [sys.executable, "-c", "import sys; import napari_sam2.io.writers as w; "
+            "w._MEMORY_BUFFER_BYTES = 0; from napari_sam2.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+@pytest.fixture
+def long_input(tmp_path):
+    n = 150
+    stack = np.random.default_rng(0).integers(0, 255, (n, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "long.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    session = write_session_json(tmp_path, prompts_1=[{"frame": 0, "mask": "masks/obj5_f2.tif"}])
+    return n, tmp_path / "long.tif", session
+
+
+def test_sigterm_and_sigint_keep_earlier_outputs(long_input, tmp_path, tiny_model_dir):
+    n, stack, session = long_input
+    model = ["--model", str(tiny_model_dir)]
+    # earlier complete outputs of the same names
+    write = [sys.executable, "-m", "napari_sam2.cli"]
+    earlier_tif = np.full((n, 64, 64), 7, np.uint16)
+    tifffile.imwrite(tmp_path / "old.tif", earlier_tif)
+    from napari_sam2.io.writers import write_labels
+    write_labels(tmp_path / "old.zarr", earlier_tif)
+    zarr_before = tree(tmp_path / "old.zarr")
+    tif_before = (tmp_path / "old.tif").read_bytes()
+    seg = ["segment", str(stack), "--prompts", str(session), "--direction", "forward", *model]
+    term = Segmenting(seg + ["--out", "old.tif"], tmp_path, prefix=BUFFERED)
+    intr = Segmenting(write + seg + ["--out", "old.zarr", "--stats", "old.csv"], tmp_path)
+    early = Segmenting(write + seg + ["--out", "early.tif"], tmp_path)
+    early.wait_for(r"loading model")
+    early.proc.send_signal(signal.SIGTERM)  # before segmenting: stops at once, nothing written
+    term.frames_done(n, 3)
+    assert list(tmp_path.glob(".old.tif.*.buffer"))  # the large-output buffer exists while running
+    term.proc.send_signal(signal.SIGTERM)
+    intr.frames_done(n, 3)
+    intr.proc.send_signal(signal.SIGINT)
+    codes = {"term": term.finish(), "intr": intr.finish(), "early": early.finish()}
+    assert codes == {"term": 143, "intr": 130, "early": 143}, (term.err, intr.err, early.err)
+    for run in (term, intr, early):
+        assert "Traceback" not in run.err
+    assert "interrupted (SIGTERM) before segmenting started: no labels were written" in early.err
+    assert not (tmp_path / "early.tif").exists() and not (tmp_path / "early.partial.tif").exists()
+
+    m = re.search(r"SIGTERM received: stopping after the current frame", term.err)
+    assert m, term.err
+    m = re.search(r"interrupted \(SIGTERM\) after \d+ of %d steps: wrote the (\d+) frames reached to "
+                  r"old\.partial\.tif \(frames not reached are 0\); old\.tif is unchanged" % n, term.err)
+    assert m, term.err
+    done = int(m.group(1))
+    assert 3 <= done < n
+    assert (tmp_path / "old.tif").read_bytes() == tif_before
+    part = tifffile.imread(tmp_path / "old.partial.tif")
+    assert part[done:].max() == 0 and (part[0][object5_mask()] >= 1).all()
+
+    m = re.search(r"interrupted \(Ctrl-C\) after \d+ of %d steps: wrote the (\d+) frames reached to "
+                  r"old\.partial\.zarr .* and their statistics to old\.partial\.csv; old\.zarr is unchanged"
+                  % n, intr.err)
+    assert m, intr.err
+    done = int(m.group(1))
+    assert 3 <= done < n
+    assert tree(tmp_path / "old.zarr") == zarr_before  # not wiped at start, not touched at the end
+    part = zarr.open_group(str(tmp_path / "old.partial.zarr"), mode="r")["0"][:]
+    assert part[done:].max() == 0 and (part[:done].max(axis=(1, 2)) >= 1).all()
+    assert not (tmp_path / "old.csv").exists()
+    # no hidden temporary file, buffer or staging folder is left behind
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_view_without_a_display_says_so(inputs, monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    code, err = run_main(["view", str(inputs["dir"] / "cells.tif")], capsys)
+    assert code == 2
+    assert "needs a display" in error_line(err) and "xvfb-run" in err

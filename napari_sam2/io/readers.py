@@ -296,8 +296,9 @@ class GifFrames(LazyFrames):
         try:
             self._image = Image.open(self.path)
             n = int(getattr(self._image, "n_frames", 1))
-        except OSError as err:
-            raise ImageReadError(f"cannot open GIF '{self.path}': {err}") from None
+        except Exception as err:  # OSError, or IndexError/EOFError from a truncated file
+            raise ImageReadError(f"cannot open GIF '{self.path}': {err or type(err).__name__} "
+                                 "(the file may be truncated)") from None
         w, h = self._image.size
         self.shape = (n, h, w, 3)
         self.dtype = np.dtype(np.uint8)
@@ -305,9 +306,15 @@ class GifFrames(LazyFrames):
         self.fps = 1000.0 / duration if duration else None
 
     def _read(self, i: int) -> np.ndarray:
-        self._image.seek(i)
+        try:
+            self._image.seek(i)
+            frame = np.asarray(self._image.convert("RGB"))
+        except Exception as err:  # a truncated or damaged GIF: PIL raises IndexError, OSError...
+            why = str(err) or type(err).__name__
+            raise ImageReadError(f"cannot decode frame {i} of '{self.path}': {why}"
+                                 + ("" if "truncated" in why else " (the file may be truncated)")) from None
         self.decoded += 1
-        return np.asarray(self._image.convert("RGB"))
+        return frame
 
     def close(self) -> None:
         with self._lock:
@@ -318,57 +325,99 @@ def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
+#: Pillow modes converted to RGB when read (palettes expanded; alpha is not image content)
+_TO_RGB = ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
+#: Pillow mode -> the dtype numpy gets after the conversions of _read_image_file
+_PIL_DTYPES = {"I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I;16N": np.uint16,
+               "I": np.int32, "F": np.float32}
+
+
 def _read_image_file(path: Path) -> np.ndarray:
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        import tifffile
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
 
-        return tifffile.imread(path, key=0)
-    from PIL import Image
+            return tifffile.imread(path, key=0)
+        from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-            im = im.convert("RGB")  # palettes expanded; alpha is not image content
-        elif im.mode == "LA":
-            im = im.convert("L")
-        elif im.mode == "1":
-            im = im.convert("L")
-        return np.asarray(im)
+        with Image.open(path) as im:
+            if im.mode in _TO_RGB:
+                im = im.convert("RGB")
+            elif im.mode in ("LA", "1"):
+                im = im.convert("L")
+            return np.asarray(im)
+    except ImageReadError:
+        raise
+    except Exception as err:  # any decoder error ("image file is truncated"...): name the file
+        why = " ".join(str(err).split()) or type(err).__name__
+        raise ImageReadError(f"cannot read '{path}': {why}"
+                             + ("" if "truncated" in why else " (the file may be truncated or damaged)")) from None
+
+
+def _image_file_header(path: Path) -> tuple[tuple, np.dtype]:
+    """Shape and dtype of an image file as :func:`_read_image_file` returns it, from its header."""
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return tuple(int(v) for v in page.shape), np.dtype(page.dtype)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            size = (im.size[1], im.size[0])
+            mode = im.mode
+    except Exception as err:  # any decoder error: name the file
+        raise ImageReadError(f"cannot read '{path}': {' '.join(str(err).split()) or type(err).__name__}") from None
+    if mode in _TO_RGB or mode == "RGB":
+        return (*size, 3), np.dtype(np.uint8)
+    return size, np.dtype(_PIL_DTYPES.get(mode, np.uint8))
 
 
 class ImageFolderFrames(LazyFrames):
-    """A folder of same-sized 2-D images as a stack; each file is read when its frame is."""
+    """A folder of same-sized 2-D images as a stack; each file is read when its frame is.
+
+    Every file's header is checked when the folder is opened (no pixel is decoded): all images
+    must have the same size and kind (gray or RGB). Files of different bit depths are promoted
+    to the widest type (8-bit and 16-bit PNGs give a uint16 stack, values as stored), never cast
+    down; ``notes`` says so.
+    """
 
     def __init__(self, files):
         super().__init__()
         self.files = list(files)
+        self.notes: list[str] = []
         first = _read_image_file(self.files[0])
         self.decoded += 1
         self.shape = (len(self.files), *first.shape)
         self.dtype = first.dtype
-        self._check_sizes()
+        self._check_headers()
 
-    def _check_sizes(self) -> None:
-        """Check every file's size from its header (no pixel is decoded)."""
-        from PIL import Image
-
-        want = self.shape[1:3]
+    def _check_headers(self) -> None:
+        want = self.shape[1:]
+        dtypes = {self.dtype: self.files[0]}
         for path in self.files[1:]:
-            try:
-                if path.suffix.lower() in TIFF_SUFFIXES:
-                    import tifffile
-
-                    with tifffile.TiffFile(path) as tif:
-                        size = tuple(tif.pages[0].shape[:2])
-                else:
-                    with Image.open(path) as im:
-                        size = (im.size[1], im.size[0])
-            except Exception as err:  # any decoder error: name the file
-                raise ImageReadError(f"cannot read '{path}': {err}") from None
-            if size != want:
+            shape, dtype = _image_file_header(path)
+            if shape[:2] != want[:2]:
                 raise ImageReadError(
-                    f"'{path.name}' is {size[0]}x{size[1]} pixels but '{self.files[0].name}' is "
+                    f"'{path.name}' is {shape[0]}x{shape[1]} pixels but '{self.files[0].name}' is "
                     f"{want[0]}x{want[1]}: all images of a folder stack must have the same size"
                 )
+            if shape != want:
+                kind = "gray" if len(shape) == 2 else f"{shape[-1]}-channel"
+                first_kind = "gray" if len(want) == 2 else f"{want[-1]}-channel"
+                raise ImageReadError(
+                    f"'{path.name}' is a {kind} image but '{self.files[0].name}' is {first_kind}: "
+                    "give the folder images of one kind"
+                )
+            dtypes.setdefault(dtype, path)
+        if len(dtypes) > 1:
+            widest = np.result_type(*dtypes)
+            kinds = ", ".join(f"{dt} ('{p.name}')" for dt, p in dtypes.items())
+            self.dtype = np.dtype(widest)
+            self.notes.append(f"the folder mixes image types {kinds}: all are read as {self.dtype}, "
+                              "values as stored")
 
     def _read(self, i: int) -> np.ndarray:
         frame = _read_image_file(self.files[i])
@@ -377,6 +426,11 @@ class ImageFolderFrames(LazyFrames):
             raise ImageReadError(
                 f"'{self.files[i].name}' has shape {frame.shape} but the stack's frames are "
                 f"{self.shape[1:]} (from '{self.files[0].name}'): give the folder images of one kind"
+            )
+        if not np.can_cast(frame.dtype, self.dtype, "safe"):
+            raise ImageReadError(
+                f"'{self.files[i].name}' holds {frame.dtype} values, which do not fit the stack's "
+                f"{self.dtype} without loss"
             )
         return frame.astype(self.dtype, copy=False)
 
@@ -479,8 +533,30 @@ def _read_tiff(path: Path) -> ImageStack:
         tif = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, OSError, ValueError) as err:
         raise ImageReadError(f"cannot read '{path}' as TIFF: {err}") from None
-    series = tif.series[0]
+    try:
+        series = tif.series[0]
+        series.shape  # noqa: B018 - raises for some damaged files
+    except Exception:  # an 8-byte file, no page at all...: tifffile raises IndexError and others
+        tif.close()
+        raise ImageReadError(f"cannot read '{path}' as TIFF: it holds no readable image (the file "
+                             "is truncated or not a TIFF)") from None
+    try:
+        _check_tiff_complete(tif, series, path)
+    except ImageReadError:
+        tif.close()
+        raise
     axes = _tiff_axes(series.axes)
+    notes = []
+    ij0 = tif.imagej_metadata if tif.is_imagej else None
+    if ij0 and axes.count("C") == 1 and "Z" not in axes and "T" not in axes and _channels_only(ij0):
+        # tifffile.imwrite(path, stack, imagej=True) without axes metadata stores a stack as
+        # ImageJ "channels" in grayscale mode; Fiji itself marks real channels composite or color
+        n = series.shape[axes.index("C")]
+        axes = axes.replace("C", "Z")
+        notes.append(f"'{path.name}' is an ImageJ stack of {n} images marked as channels in grayscale "
+                     f"mode with no slices or frames (as tifffile writes a stack without axes "
+                     f"metadata): read as {n} slices. If they really are the channels of one image, "
+                     "save it as a composite (Fiji: Image > Color > Make Composite)")
     try:
         data = zarr.open(series.aszarr(), mode="r")
     except Exception:  # a layout the zarr store cannot map: fall back to a memory map or memory
@@ -492,6 +568,8 @@ def _read_tiff(path: Path) -> ImageStack:
         data = series.asarray().reshape(series.shape)
     sizes: dict = {}
     meta: dict = {"_open_files": [tif]}
+    if notes:
+        meta["notes"] = notes
     page = tif.pages[0]
     ij = tif.imagej_metadata
     if tif.is_ome and tif.ome_metadata:
@@ -524,6 +602,55 @@ def _read_tiff(path: Path) -> ImageStack:
     return ImageStack(data, axes, scale, units, path, geotiff_tags=geotags, origin=origin, metadata=meta)
 
 
+def _channels_only(ij: dict) -> bool:
+    """ImageJ metadata with only ``channels`` (no slices or frames) in grayscale mode."""
+    return (int(ij.get("channels", 1) or 1) > 1 and int(ij.get("slices", 1) or 1) == 1
+            and int(ij.get("frames", 1) or 1) == 1 and str(ij.get("mode", "grayscale")).lower() == "grayscale")
+
+
+def _check_tiff_complete(tif, series, path: Path) -> None:
+    """Refuse a TIFF whose pixels are not all in the file (a truncated copy or download).
+
+    tifffile quietly reads what it can: a truncated ImageJ stack becomes its first page, a
+    truncated plain stack has pages pointing past the end of the file.
+    """
+    size = path.stat().st_size
+    n_read = int(np.prod([s for s, a in zip(series.shape, series.axes) if a not in "YXS"] or [1]))
+    expected = None
+    ij = tif.imagej_metadata if tif.is_imagej else None
+    if ij and ij.get("images"):
+        expected = int(ij["images"])
+    elif tif.is_shaped and tif.shaped_metadata:
+        shape = tif.shaped_metadata[0].get("shape")
+        if shape:
+            expected = int(np.prod([s for s in shape[:-2]] or [1]))
+            if len(shape) >= 3 and shape[-1] in (3, 4) and tif.pages[0].samplesperpixel > 1:
+                expected = int(np.prod(shape[:-3] or [1]))
+    if expected is not None and n_read < expected:
+        raise ImageReadError(
+            f"'{path}' is truncated: it should hold {expected} images but only {n_read} can be "
+            f"read (image {n_read} is the first missing one; the file has {size} bytes): copy or "
+            "download it again"
+        )
+    offset = getattr(series, "dataoffset", None)
+    if offset is not None and offset + series.nbytes > size:
+        frame_bytes = max(1, series.nbytes // max(1, n_read))
+        first_missing = max(0, (size - offset) // frame_bytes)
+        raise ImageReadError(
+            f"'{path}' is truncated: its {n_read} images need {offset + series.nbytes} bytes but the "
+            f"file has {size} (image {first_missing} is the first incomplete one): copy or download it again"
+        )
+    for k, page in enumerate(series.pages):
+        if page is None:
+            continue
+        ends = [o + c for o, c in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))]
+        if any(e > size for e in ends) or (ends and not any(getattr(page, "databytecounts", ()))):
+            raise ImageReadError(
+                f"'{path}' is truncated: image {k} of {n_read} lies past the end of the file "
+                f"({size} bytes): copy or download it again"
+            )
+
+
 def _read_zarr(path: Path) -> ImageStack:
     import zarr
 
@@ -538,8 +665,21 @@ def _read_zarr(path: Path) -> ImageStack:
         attrs = dict(node.attrs)
         ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
         if ms:
-            level = ms[0]["datasets"][0]
-            data = node[level["path"]]
+            datasets = ms[0].get("datasets") if isinstance(ms, list) and isinstance(ms[0], dict) else None
+            level = datasets[0] if isinstance(datasets, list) and datasets else None
+            if not isinstance(level, dict) or not isinstance(level.get("path"), str):
+                arrays = sorted(name for name, _ in node.arrays())
+                raise ImageReadError(
+                    f"'{path}' is an OME-Zarr image whose multiscales metadata lists no dataset: give "
+                    f"the array's path instead, e.g. {path / (arrays[0] if arrays else '0')}"
+                )
+            try:
+                data = node[level["path"]]
+            except KeyError:
+                raise ImageReadError(
+                    f"'{path}': the OME-Zarr metadata names the dataset '{level['path']}', which does "
+                    "not exist in the folder (an incomplete copy?)"
+                ) from None
             names = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
             if len(names) == data.ndim:
                 axes = "".join({"c": "C"}.get(n.lower(), n.upper() if n.upper() in "TZYX" else "Q")
@@ -578,6 +718,8 @@ def _read_folder(path: Path) -> ImageStack:
     frames = ImageFolderFrames(files)
     axes = "TYX" if frames.ndim == 3 else "TYXC"
     meta = {"files": [f.name for f in files]}
+    if frames.notes:
+        meta["notes"] = list(frames.notes)
     return ImageStack(frames, axes, (1.0,) * frames.ndim, (None,) * frames.ndim, path, metadata=meta)
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -452,13 +451,28 @@ def _dumps(obj, level: int = 0) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def _mask_references(path: Path) -> set[str]:
+    """The mask paths an existing session file refers to (empty if it is unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {p["mask"] for o in data.get("objects", []) for p in o.get("prompts", [])
+                if isinstance(p, dict) and isinstance(p.get("mask"), str)}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
 def write_session(path, session_file: SessionFile) -> Path:
     """Write a session file, its mask prompts as TIFFs in ``<name>_masks/`` next to it.
 
     Mask files are named ``obj<id>_f<frame>.tif`` (``_2``, ``_3``... for further masks on the
-    same frame). The folder is named after the session file, so two sessions saved in one
-    folder never overwrite each other's masks. The JSON is written to a temporary file and
-    renamed, so an existing session file is only ever replaced by a complete one.
+    same frame, or when that name is taken). The folder is named after the session file, so two
+    sessions saved in one folder never overwrite each other's masks.
+
+    The file and its masks are one unit: new masks are written under names no file uses yet
+    (an existing mask file is never rewritten), then the JSON is written to a unique temporary
+    name and renamed over the old one, and only then are the masks that only the old JSON used
+    removed. At every moment the session file on disk refers to complete mask files; a save
+    that fails leaves the earlier session exactly as it was.
 
     Returns
     -------
@@ -467,33 +481,47 @@ def write_session(path, session_file: SessionFile) -> Path:
     """
     import tifffile
 
+    from napari_sam2.io.atomic import StagedOutput
+
     path = Path(path)
     if not path.parent.is_dir():
         raise SessionFileError(f"the folder '{path.parent}' does not exist")
+    if path.is_dir():
+        raise SessionFileError(f"'{path}' is a folder: give the session a file name")
     mask_dir = f"{path.stem}_masks"
-    mask_paths, used = {}, set()
-    for i, obj in enumerate(session_file.objects):
-        for j, p in enumerate(obj.prompts):
-            if p.kind != "mask":
-                continue
-            if p.mask is None:
-                raise SessionFileError(f"objects[{i}].prompts[{j}]: mask prompt without mask data")
-            stem = f"obj{obj.id}_f{p.frame}"
-            name, k = f"{stem}.tif", 2
-            while name in used:
-                name, k = f"{stem}_{k}.tif", k + 1
-            used.add(name)
-            (path.parent / mask_dir).mkdir(exist_ok=True)
-            tifffile.imwrite(path.parent / mask_dir / name,
-                             np.asarray(p.mask, bool).astype(np.uint8) * 255, compression="zlib")
-            mask_paths[(i, j)] = f"{mask_dir}/{name}"
-    text = _dumps(session_to_dict(session_file, mask_paths))
-    tmp = path.with_name(f".{path.name}.writing")
+    folder = path.parent / mask_dir
+    old_refs = _mask_references(path) if path.is_file() else set()
+    mask_paths, used, created = {}, set(), []
     try:
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        for i, obj in enumerate(session_file.objects):
+            for j, p in enumerate(obj.prompts):
+                if p.kind != "mask":
+                    continue
+                if p.mask is None:
+                    raise SessionFileError(f"objects[{i}].prompts[{j}]: mask prompt without mask data")
+                stem = f"obj{obj.id}_f{p.frame}"
+                name, k = f"{stem}.tif", 2
+                while name in used or (folder / name).exists():
+                    name, k = f"{stem}_{k}.tif", k + 1
+                used.add(name)
+                folder.mkdir(exist_ok=True)
+                with StagedOutput(folder / name) as staged:
+                    tifffile.imwrite(staged.temp, np.asarray(p.mask, bool).astype(np.uint8) * 255,
+                                     compression="zlib")
+                created.append(folder / name)
+                mask_paths[(i, j)] = f"{mask_dir}/{name}"
+        text = _dumps(session_to_dict(session_file, mask_paths))
+        with StagedOutput(path) as staged:
+            staged.temp.write_text(text + "\n", encoding="utf-8")
+    except BaseException:
+        for f in created:  # the old session file still refers to the old masks only
+            f.unlink(missing_ok=True)
+        raise
+    # masks that only the replaced file used, in our folder: nothing refers to them any more
+    for rel in old_refs - set(mask_paths.values()):
+        old = path.parent / rel
+        if Path(rel).parts[:1] == (mask_dir,) and len(Path(rel).parts) == 2 and old.is_file():
+            old.unlink(missing_ok=True)
     session_file.path = path
     for (i, j), rel in mask_paths.items():
         session_file.objects[i].prompts[j].mask_path = rel
@@ -551,7 +579,7 @@ def check_session_fits(session_file: SessionFile, n_frames: int, frame_shape) ->
     ------
     SessionFileError
         If the session has no object, an object has no prompt, a prompt's frame is outside the
-        stack, or the stack's frames differ in size from those the prompts were made on.
+        stack, or the stack's frames differ in size or number from those the prompts were made on.
     """
     frame_shape = tuple(int(v) for v in frame_shape)
     where_file = f"{session_file.path}: " if session_file.path else ""
@@ -563,6 +591,13 @@ def check_session_fits(session_file: SessionFile, n_frames: int, frame_shape) ->
             f"{where_file}settings.frame_shape: the prompts were made on frames of "
             f"{saved[0]}x{saved[1]} pixels but the input's frames are {frame_shape[0]}x{frame_shape[1]}: "
             "is it the right image, and the right --axis?"
+        )
+    saved_n = session_file.settings.n_frames
+    if saved_n is not None and int(saved_n) != int(n_frames):
+        raise SessionFileError(
+            f"{where_file}settings.n_frames: the prompts were made on a stack of {saved_n} frames "
+            f"but the input has {n_frames} along the video axis: is it the right image, and the "
+            "right --axis? (remove settings.n_frames from the file to use the prompts anyway)"
         )
     for i, obj in enumerate(session_file.objects):
         if not obj.prompts:

@@ -113,14 +113,21 @@ class ObjectStats:
             self.rows.append(row)
 
     def write_csv(self, path) -> Path:
-        """Write the rows sorted by frame and object id; returns the path."""
+        """Write the rows sorted by frame and object id; returns the path.
+
+        The file is written under a temporary name and renamed when complete, so an existing
+        file is replaced only by a complete one (see :mod:`napari_sam2.io.atomic`).
+        """
+        from napari_sam2.io.atomic import StagedOutput
+
         path = Path(path)
         rows = sorted(self.rows, key=lambda r: (r["frame"], r["object_id"]))
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=STATS_COLUMNS)
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({k: _fmt(v) for k, v in r.items()})
+        with StagedOutput(path) as staged:
+            with open(staged.temp, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=STATS_COLUMNS)
+                writer.writeheader()
+                for r in rows:
+                    writer.writerow({k: _fmt(v) for k, v in r.items()})
         return path
 
 

@@ -11,7 +11,11 @@
   chunked one frame per chunk, written frame by frame: for volumes larger than memory.
 
 :class:`LabelsWriter` takes frames in any order as they are computed (propagation runs forward
-and then backward from the prompt) and always leaves a valid file: frames never written are 0.
+and then backward from the prompt). It writes under a unique temporary name beside the output
+(:mod:`napari_sam2.io.atomic`): :meth:`LabelsWriter.close` renames the complete file into place,
+:meth:`LabelsWriter.close_partial` keeps what finished as ``NAME.partial.tif`` / ``.zarr`` (a valid
+file in which frames never written are 0). An existing output is never emptied or replaced by an
+incomplete one, and an existing folder is replaced only if napari-sam2 wrote it.
 
 Nothing here imports torch, Qt or napari.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam2.io.atomic import OutputPathError, StagedOutput, check_output_path, mark_as_ours
 from napari_sam2.io.readers import FrameGeometry
 
 __all__ = [
@@ -121,16 +126,18 @@ class LabelsWriter:
 
     Notes
     -----
-    zarr output is written frame by frame as :meth:`write_frame` is called. A TIFF is written
-    in :meth:`close` (to a temporary name, then renamed), because frames arrive out of order and
-    a TIFF's pages are sequential; until then frames live in memory or in a memory-mapped
-    temporary file. Either way, :meth:`close` after an interruption leaves a valid file in which
-    unfinished frames are 0. Use it as a context manager.
+    zarr output is written frame by frame as :meth:`write_frame` is called, into a temporary
+    folder beside the output. A TIFF is written in :meth:`close`, because frames arrive out of
+    order and a TIFF's pages are sequential; until then frames live in memory or in a
+    memory-mapped temporary file. :meth:`close` renames the complete output into place;
+    :meth:`close_partial` (after an error or an interruption) keeps what finished as
+    ``NAME.partial.tif`` / ``NAME.partial.zarr`` and leaves an earlier output untouched. As a
+    context manager, a block that raises keeps the partial output.
     """
 
     def __init__(self, path, shape, max_id: int, geometry: FrameGeometry | None = None, *,
                  buffer_dir=None):
-        self.path = Path(path)
+        self.path = Path(str(path).rstrip("/\\"))
         self.format = labels_format(self.path)
         self.shape = tuple(int(s) for s in shape)
         if len(self.shape) != 3:
@@ -138,22 +145,37 @@ class LabelsWriter:
         self.dtype = label_dtype(max_id)
         self.geometry = geometry or FrameGeometry()
         self.written = np.zeros(self.shape[0], bool)
-        if not self.path.parent.is_dir():
-            raise LabelWriteError(f"the output folder '{self.path.parent}' does not exist")
+        try:
+            check_output_path(self.path, folder=self.format == "zarr")
+        except OutputPathError as err:
+            raise LabelWriteError(str(err)) from None
         self._closed = False
         self._buffer_file = None
+        self._staged = StagedOutput(self.path, folder=self.format == "zarr")
+        #: where the output went: the path, the partial output, or None
+        self.result: Path | None = None
         if self.format == "zarr":
-            self._array = _create_ome_zarr(self.path, self.shape, self.dtype, self.geometry)
+            try:
+                self._array = _create_ome_zarr(self._staged.temp, self.shape, self.dtype, self.geometry,
+                                               name=self.path.name)
+            except BaseException:
+                self._staged.discard()
+                raise
         else:
             nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
             if nbytes <= _MEMORY_BUFFER_BYTES:
                 self._array = np.zeros(self.shape, self.dtype)
             else:
                 folder = Path(buffer_dir) if buffer_dir is not None else self.path.parent
-                fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=folder)
+                fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".buffer", dir=folder)
                 os.close(fd)
                 self._buffer_file = Path(name)
                 self._array = np.memmap(self._buffer_file, self.dtype, mode="w+", shape=self.shape)
+
+    @property
+    def temp_path(self) -> Path:
+        """Where the output is written until :meth:`close` (a hidden name beside it)."""
+        return self._staged.temp
 
     @property
     def n_written(self) -> int:
@@ -177,24 +199,65 @@ class LabelsWriter:
         return np.array(self._array[int(t)], dtype=self.dtype)
 
     def close(self) -> Path:
-        """Finish the file (write the TIFF) and release buffers; returns the output path."""
+        """Finish the output and rename it into place (replacing an earlier one); returns its path.
+
+        If writing fails (disk full...), the temporary files are removed, an earlier output is
+        untouched and the error is raised.
+        """
         if self._closed:
-            return self.path
+            return self.result
+        self._finish(complete=True)
+        return self.result
+
+    def close_partial(self) -> Path | None:
+        """Keep what was written as ``NAME.partial.tif`` / ``.zarr``; the output is untouched.
+
+        Returns
+        -------
+        pathlib.Path or None
+            The partial output, or None if nothing could be written (e.g. the disk is full).
+        """
+        if self._closed:
+            return self.result
+        try:
+            self._finish(complete=False)
+        except (OSError, ValueError):
+            self._staged.discard()
+            self.result = None
+        return self.result
+
+    def discard(self) -> None:
+        """Remove everything written; the output is untouched."""
+        self._closed = True
+        self._release()
+        self._staged.discard()
+
+    def _finish(self, complete: bool) -> None:
         self._closed = True
         try:
             if self.format == "tiff":
-                _write_tiff(self.path, self._array, self.geometry)
+                _write_tiff(self._staged.temp, self._array, self.geometry)
+            self.result = self._staged.commit() if complete else self._staged.keep_partial()
+        except BaseException:
+            self._staged.discard()
+            raise
         finally:
-            if self._buffer_file is not None:
-                del self._array
-                self._buffer_file.unlink(missing_ok=True)
-        return self.path
+            self._release()
+
+    def _release(self) -> None:
+        if self._buffer_file is not None:
+            self._array = None
+            self._buffer_file.unlink(missing_ok=True)
+            self._buffer_file = None
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.close_partial()
         return False
 
 
@@ -238,17 +301,16 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
         for t in range(shape[0]):
             yield np.ascontiguousarray(np.asarray(frames[t]), dtype=dtype)
 
-    # write to a temporary name and rename: an existing file is replaced only by a complete one
-    tmp = path.with_name(f".{path.name}.writing")
+    # the caller gives a temporary name (see LabelsWriter): a failure leaves no file in place
     try:
-        tifffile.imwrite(tmp, pages(), shape=shape, dtype=dtype, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        tifffile.imwrite(path, pages(), shape=shape, dtype=dtype, **kwargs)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 # --------------------------------------------------------------------------- zarr
-def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry):
+def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry, name: str | None = None):
     """Create an OME-NGFF 0.4 image group with one ``(T, Y, X)`` array and return the array."""
     import zarr
 
@@ -273,13 +335,15 @@ def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry):
         axes.append(ax)
     group.attrs["multiscales"] = [{
         "version": "0.4",
-        "name": path.name,
+        "name": name or path.name,
         "axes": axes,
         "datasets": [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": [t_scale or 1.0, dy or 1.0, dx or 1.0]}]}],
     }]
     # tells OME-Zarr viewers (napari-ome-zarr, MoBIE) that the values are labels, not intensities
     group.attrs["image-label"] = {"version": "0.4"}
+    # lets a later run recognise the folder as ours, the only kind of folder it may replace
+    mark_as_ours(group.attrs, "labels")
     return array
 
 

@@ -90,12 +90,14 @@ def test_hyperstack_axes_and_axis_choice(tmp_path):
     assert frames.shape == (4, 16, 20, 2)
     np.testing.assert_array_equal(frames[3], np.moveaxis(data[0, 3], 0, -1))
     assert geometry.axis_name == "Z"
-    # ImageJ's default for a plain 3-D stack is channels: --axis can still track through them
+    # tifffile's default for a plain 3-D ImageJ stack is "channels" in grayscale mode: read as
+    # slices, with a note (4 slices are not one RGBA frame); --axis 0 gives the same frames
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, data[0, :, 0], imagej=True)
     stack = open_stack(plain)
-    assert stack.axes == "CYX"
-    assert video_frames(stack)[0].shape == (1, 16, 20, 4)
+    assert stack.axes == "ZYX"
+    assert "read as 4 slices" in stack.metadata["notes"][0]
+    assert video_frames(stack)[0].shape == (4, 16, 20)
     frames, _ = video_frames(stack, axis=0)
     assert frames.shape == (4, 16, 20)
     np.testing.assert_array_equal(frames[2], data[0, 2, 0])

@@ -106,7 +106,7 @@ def test_large_tiff_buffers_in_a_temporary_file(tmp_path, monkeypatch):
     assert isinstance(writer._array, np.memmap)
     for t in range(4):
         writer.write_frame(t, labels[t])
-    assert len(list(tmp_path.glob(".m.tif.*.partial"))) == 1
+    assert len(list(tmp_path.glob(".m.tif.*.buffer"))) == 1
     writer.close()
     assert list(tmp_path.iterdir()) == [tmp_path / "m.tif"]  # buffer and temporary file removed
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), labels)
@@ -118,11 +118,14 @@ def test_zarr_is_written_frame_by_frame_as_ome_ngff(tmp_path):
     path = tmp_path / "l.ome.zarr"
     writer = LabelsWriter(path, labels.shape, 2, geometry)
     writer.write_frame(2, labels[2])
-    # already on disk before close: a reader in another process sees it
-    on_disk = zarr.open_group(str(path), mode="r")["0"]
+    # already on disk before close, under a temporary name beside the output
+    assert writer.temp_path.parent == tmp_path and writer.temp_path.name.startswith(".l.ome.zarr.")
+    on_disk = zarr.open_group(str(writer.temp_path), mode="r")["0"]
     np.testing.assert_array_equal(on_disk[2], labels[2])
     assert on_disk[1].max() == 0 and on_disk.chunks == (1, 20, 30)
+    assert not path.exists()  # the output appears only complete
     writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.ome.zarr"]
     group = zarr.open_group(str(path), mode="r")
     ms = group.attrs["multiscales"][0]
     assert ms["version"] == "0.4"
