@@ -50,8 +50,8 @@ def data(tmp_path_factory, tiny_model_dir):
     """Three small stacks, a longer one, a session file and serial `segment` results for each."""
     d = tmp_path_factory.mktemp("batch-in")
     for seed, name in enumerate(NAMES):
-        write_stack(d / f"{name}.tif", 8, seed)
-    write_stack(d / "long.tif", 24, 7)
+        write_stack(d / f"{name}.tif", 6, seed)
+    write_stack(d / "long.tif", 16, 7)
     (d / "masks").mkdir()
     mask = np.zeros((64, 64), np.uint8)
     mask[30:44, 20:40] = 1
@@ -67,6 +67,8 @@ def data(tmp_path_factory, tiny_model_dir):
                      str(ref / f"{name}_labels.tif"), "--stats", str(ref / f"{name}_stats.csv"), *model]) == 0
     assert main(["segment", str(d / "long.tif"), "--prompts", str(session), "--out",
                  str(ref / "long_labels.zarr"), *model]) == 0
+    assert main(["segment", str(d / "long.tif"), "--prompts", str(session), "--out",
+                 str(ref / "long_labels.tif"), *model]) == 0
     return {"dir": d, "session": session, "ref": ref, "model": str(tiny_model_dir)}
 
 
@@ -192,7 +194,7 @@ def test_two_workers_match_serial_segment(data, client, tmp_path):
     for name in NAMES:
         same_files(out / f"{name}_labels.tif", ref / f"{name}_labels.tif")
         same_files(out / f"{name}_stats.csv", ref / f"{name}_stats.csv")
-    assert all(r["frames"] == 8 and r["seconds"] > 0 and r["attempts"] == 1 for r in report)
+    assert all(r["frames"] == 6 and r["seconds"] > 0 and r["attempts"] == 1 for r in report)
     assert len({r["worker"] for r in report}) == 2  # both worker processes took stacks
     assert {r["model_loads"] for r in report} == {1}  # each loaded the model once and kept it
     assert json.loads((out / "batch-report.json").read_text()) == report
@@ -228,7 +230,7 @@ def test_broken_stack_then_rerun_skips_done_and_retries_failed(data, client, tmp
     report = run_batch([], out, list_file=str(inputs / "list.csv"), client=client, prompts=str(data["session"]),
                        model=data["model"], stats=True, progress=False)
     assert [r["status"] for r in report] == ["skipped", "skipped", "done"]
-    assert [r["frames"] for r in report] == [8, 8, 8]
+    assert [r["frames"] for r in report] == [6, 6, 6]
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.suffix in (".tif", ".csv")}
     assert {k: after[k] for k in before} == before  # finished outputs are not rewritten
     same_files(out / "b01_labels.tif", data["ref"] / "b01_labels.tif")
@@ -300,17 +302,34 @@ def test_cli_on_a_running_dask_scheduler(data, tmp_path):
                                        "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "4GB"],
                                       env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         out = tmp_path / "out"
-        run = subprocess.run([*napari_sam2_cmd(), "batch", str(data["dir"] / "a01.tif"), str(data["dir"] / "a02.tif"),
-                              "--out-dir", str(out), "--prompts", str(data["session"]), "--model", data["model"],
-                              "--scheduler", address, "--stats"],
-                             env=ENV, capture_output=True, text=True, timeout=300)
+        cmd = [*napari_sam2_cmd(), "batch", str(data["dir"] / "long.tif"), str(data["dir"] / "a01.tif"),
+               str(data["dir"] / "a02.tif"), "--out-dir", str(out), "--prompts", str(data["session"]),
+               "--model", data["model"], "--scheduler", address, "--stats"]
+        # SIGTERM (a job's time limit) while the long stack runs: exit 143, nothing looks done
+        first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(first)
+        deadline = time.monotonic() + 180
+        while not list(out.glob(".long_labels.tif.partial-*")) and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()[1]
+            time.sleep(0.05)
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 143, err
+        assert "interrupted" in err and "Traceback" not in err
+        report = by_input(json.loads((out / "batch-report.json").read_text()))
+        assert report["long"]["status"] == "failed" and "interrupted" in report["long"]["error"]
+
+        # the same command finishes the batch (the interrupted stack may have been finished by its
+        # worker meanwhile: with a scheduler of its own, a running stack is not killed)
+        run = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
         assert f"at {address}" in run.stderr and "stacks" in run.stderr  # the progress bar
-        for name in ("a01", "a02"):
-            same_files(out / f"{name}_labels.tif", data["ref"] / f"{name}_labels.tif")
-            same_files(out / f"{name}_stats.csv", data["ref"] / f"{name}_stats.csv")
         report = json.loads((out / "batch-report.json").read_text())
-        assert [r["status"] for r in report] == ["done", "done"]
+        assert {r["status"] for r in report} <= {"done", "skipped"} and len(report) == 3
+        for name in ("long", "a01", "a02"):
+            same_files(out / f"{name}_labels.tif", data["ref"] / f"{name}_labels.tif")
+        for name in ("a01", "a02"):
+            same_files(out / f"{name}_stats.csv", data["ref"] / f"{name}_stats.csv")
     finally:
         for proc in reversed(procs):
             _stop(proc)

@@ -1,8 +1,8 @@
 """``napari-sam2 batch``: the command line of :func:`napari_sam2.batch.run_batch`.
 
 Exit status: 0 when every stack is done (or was already), 1 when some failed (the report says
-why), 2 for usage errors (nothing is run), 130 when interrupted (Ctrl-C or SIGTERM: running
-stacks are cancelled, their partial files removed, the report written).
+why), 2 for usage errors (nothing is run), 130 after Ctrl-C and 143 after SIGTERM (running
+stacks are cancelled, the report written; the same command finishes the batch).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["add_batch_parser", "run_command"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 #: ``segment`` options that batch takes unchanged (same names, help and defaults).
 _SEGMENT_OPTIONS = ("model", "device", "direction", "start", "stop", "axis", "channels", "contrast")
 
@@ -97,8 +97,12 @@ def _check(args) -> None:
                               "\"napari-sam2[batch]\" (or: pip install distributed)") from None
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (exit status 143 instead of 130)."""
+
+
 def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def run_command(args) -> int:
@@ -117,10 +121,10 @@ def run_command(args) -> int:
             start=args.start, stop=args.stop, channels=args.channels, contrast=args.contrast,
             stats=args.stats, format=args.format, workers=args.workers, scheduler=args.scheduler,
             retries=args.retries, torch_threads=args.torch_threads, progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("napari-sam2: batch interrupted: finished stacks are kept, the others run on the "
               "next start of the same command", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(stop, _Terminated) else EXIT_INTERRUPTED
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -253,6 +253,9 @@ def _run(client, jobs, to_run, results, write_report, *, retries, torch_threads,
                     outcome = fut.result()
                 except Exception as err:
                     outcome = {"status": "failed", "error": _lost(err), "retryable": False}
+                # drop the result from the cluster now: a worker lost later must not make the
+                # scheduler rerun a finished stack to rebuild a result nobody needs
+                fut.release()
                 if outcome["status"] == "failed" and outcome.get("retryable") and resent[i] < retries:
                     resent[i] += 1
                     stack_bar.write(f"napari-sam2: retrying {job.input} ({outcome['error']})", file=sys.stderr)

@@ -104,6 +104,20 @@ def _place(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+def _finished_record(job: dict) -> dict | None:
+    """The completion record of this stack if its outputs exist for the same key."""
+    import json
+
+    try:
+        record = json.loads(Path(job["record"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    outputs = [job["output"]] + ([job["stats"]] if job.get("stats") else [])
+    if isinstance(record, dict) and record.get("key") == job["key"] and all(os.path.exists(p) for p in outputs):
+        return record
+    return None
+
+
 def run_stack(job: dict, topic: str | None = None) -> dict:
     """Segment one stack (a dask task); returns the outcome, never raises for a bad stack.
 
@@ -139,6 +153,12 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
             worker.log_event(topic, {"stack": job["index"], **msg})
 
     send({"event": "start", "pid": os.getpid(), "worker": where})
+    done_before = _finished_record(job)
+    if done_before is not None:  # this very stack was finished meanwhile (a rerun elsewhere)
+        send({"event": "end", "status": "done"})
+        return {"status": "done", "error": None, "frames": done_before.get("frames"),
+                "seconds": done_before.get("seconds"), "worker": done_before.get("worker"),
+                "pid": os.getpid(), "model_loads": cache.loads, "log": []}
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     final, final_stats = Path(job["output"]), (Path(job["stats"]) if job.get("stats") else None)
     out_tmp = partial_name(final, token)
@@ -177,6 +197,13 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
         Path(job["record"]).parent.mkdir(exist_ok=True)
         write_json_atomic(job["record"], record)
         outcome.update(status="done", error=None, frames=len(frames), seconds=seconds)
+    except FileExistsError as err:
+        record = _finished_record(job)  # the same stack, finished by an earlier attempt meanwhile
+        if record is not None:
+            outcome.update(status="done", error=None, frames=record.get("frames"), seconds=record.get("seconds"))
+        else:
+            outcome.update(status="failed", error=cli._one_line(err), frames=len(frames),
+                           seconds=time.perf_counter() - t0, retryable=True)
     except Exception as err:  # a bad stack is reported, the batch goes on
         message = cli._one_line(err)
         if not isinstance(err, (ValueError, OSError)):
