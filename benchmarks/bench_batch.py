@@ -107,6 +107,7 @@ def main(argv=None) -> int:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores)
+    load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
         stacks, session = make_inputs(tmp, args.stacks, args.frames, args.size)
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "
           f"python {sys.version.split()[0]}")
+    print(f"load average (1 min): {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"{args.stacks} stacks of {args.frames} frames of {args.size}x{args.size} px, 2 objects, "
           f"tiny random SAM 2 at {args.image_size} px")
     print(f"{'run':28} {'total s':>8} {'start s':>8} {'stacks/h':>9} {'stacks/h after start':>21}")
