@@ -5,6 +5,7 @@
     napari-sam2 segment INPUT --prompts SESSION.json --out LABELS.tif [options]
     napari-sam2 segment INPUT --seeds LABELS.tif|--auto-seed N --out LABELS.tif [options]
     napari-sam2 view INPUT [--prompts SESSION.json]
+    napari-sam2 batch INPUT... --out-dir DIR --prompts SESSION.json [options]   (napari_sam2.batch)
 
 Exit status: 0 on success, 2 on bad input or a failed run (one line on stderr naming the
 problem), 130 when interrupted with Ctrl-C (SIGINT) and 143 when stopped with SIGTERM (what a
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment and track objects through image stacks with SAM 2.",
     )
     parser.add_argument("--version", action="version", version=f"napari-sam2 {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,view}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,batch,view}")
     sub.required = True
 
     seg = sub.add_parser(
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--auto-seed keeps masks whose predicted IoU is above T (default 0.8; lower finds more)")
     seeds.add_argument("--auto-seed-stability", type=float, default=0.9, metavar="T",
                        help="--auto-seed keeps masks whose stability score is at least T (default 0.9)")
+
+    from napari_sam2.batch.cli import add_batch_parser
+
+    add_batch_parser(sub, seg)
 
     view = sub.add_parser("view", help="open a stack in napari with the SAM 2 widget",
                           description="Open INPUT (or a sample) in napari with the SAM 2 widget docked.")
@@ -254,10 +259,15 @@ def _check_bounds(args, n_frames: int) -> None:
         raise CliError(f"--stop {stop} must be greater than --start {start}")
 
 
+def _model_name(args, settings) -> str:
+    """The model a run uses: --model, else the session's, else sam2.1-tiny."""
+    return args.model or settings.model or "sam2.1-tiny"
+
+
 def _load_model(args, settings):
     from napari_sam2.engine.models import ModelLoadError, load_model
 
-    name = args.model or settings.model or "sam2.1-tiny"
+    name = _model_name(args, settings)
     _say(f"napari-sam2: loading model {name} (device {args.device})")
     try:
         return load_model(name, device=args.device)
@@ -268,12 +278,17 @@ def _load_model(args, settings):
         raise
 
 
-def _segment(args) -> int:
+def _segment(args, *, model=None, on_frame=None) -> int:
+    """Run ``segment``; returns the exit status.
+
+    ``model`` is a model already loaded for this run's model name and device (batch workers
+    load theirs once and keep it); ``on_frame(frame, done, total)`` is called after each step.
+    """
     with _StopFlag() as stop:
-        return _run_segment(args, stop)
+        return _run_segment(args, stop, model=model, on_frame=on_frame)
 
 
-def _run_segment(args, stop: _StopFlag) -> int:
+def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
     from napari_sam2 import seeding
     from napari_sam2.io.atomic import partial_path
     from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
@@ -307,7 +322,8 @@ def _run_segment(args, stop: _StopFlag) -> int:
     # ---- the model and the prompts (minutes at most; a signal here writes nothing)
     from napari_sam2.engine.session import Sam2Session
 
-    model = _load_model(args, settings)
+    if model is None:
+        model = _load_model(args, settings)
     contrast = list(args.contrast) if args.contrast is not None else (settings.contrast or "auto")
     channels = args.channels if args.channels is not None else settings.channels
     session = Sam2Session(model, frames, channels=channels, contrast=contrast)
@@ -339,6 +355,8 @@ def _run_segment(args, stop: _StopFlag) -> int:
     done, scores, failure = 0, {}, None
     bar = tqdm(total=len(plan), desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True)
     stop.running = True
+    if on_frame is not None:
+        on_frame(None, 0, len(plan))
     try:
         frames_iter = session.propagate(args.direction, args.start, args.stop)
         try:
@@ -351,6 +369,8 @@ def _run_segment(args, stop: _StopFlag) -> int:
                 scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
                 done += 1
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame(frame, done, len(plan))
                 if stop.stopped:
                     break
         finally:
@@ -512,6 +532,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "segment":
             return _segment(args)
+        if args.command == "batch":
+            from napari_sam2.batch.cli import run_command
+
+            return run_command(args)
         return _view(args)
     except _Interrupted as stop:
         _say(f"napari-sam2: interrupted ({_signal_name(stop.signum)}) before segmenting started: "

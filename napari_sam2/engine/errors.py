@@ -7,3 +7,7 @@ them into one line and exit code 2, the widget into a notification) need not kno
 
 class Sam2InputError(ValueError):
     """Bad input to the engine: the message names the problem and how to fix it."""
+
+
+class BatchInputError(ValueError):
+    """A batch cannot start as asked (no inputs, a bad list file, outputs that collide...)."""

@@ -1,0 +1,336 @@
+"""``napari-sam2 batch`` / ``run_batch`` on real dask clusters of worker processes.
+
+Every stack's files are compared byte for byte (TIFF, CSV) or array for array (zarr) with what
+``napari-sam2 segment`` writes for it. The cluster tests share one 2-worker local cluster; one
+test runs the command with its own cluster, one starts ``dask scheduler`` and ``dask worker``
+processes itself. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("distributed")
+
+from napari_sam2.batch import run_batch  # noqa: E402
+from napari_sam2.batch.report import plan_stack  # noqa: E402
+from napari_sam2.batch.stacks import make_jobs, read_list  # noqa: E402
+from napari_sam2.cli import main  # noqa: E402
+from napari_sam2.engine.errors import BatchInputError  # noqa: E402
+from napari_sam2.samples import make_cells_timelapse  # noqa: E402
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+       "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                      os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+NAMES = ("a01", "a02", "b01")
+
+
+def napari_sam2_cmd():
+    return [sys.executable, "-m", "napari_sam2.cli"]
+
+
+def write_stack(path, n_frames, seed):
+    cells = make_cells_timelapse(n_frames=n_frames, shape=(64, 64), n_cells=3, seed=seed)
+    tifffile.imwrite(path, cells.image, imagej=True, metadata={"axes": "TYX"})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_model_dir):
+    """Three small stacks, a longer one, a session file and serial `segment` results for each."""
+    d = tmp_path_factory.mktemp("batch-in")
+    for seed, name in enumerate(NAMES):
+        write_stack(d / f"{name}.tif", 6, seed)
+    write_stack(d / "long.tif", 16, 7)
+    (d / "masks").mkdir()
+    mask = np.zeros((64, 64), np.uint8)
+    mask[30:44, 20:40] = 1
+    tifffile.imwrite(d / "masks" / "m.tif", mask)
+    session = d / "session.json"
+    session.write_text(json.dumps({"format": "napari-sam2-session", "version": 1, "objects": [
+        {"id": 1, "name": "one", "prompts": [{"frame": 0, "points": [[20.0, 20.0], [50, 50]], "labels": [1, 0]}]},
+        {"id": 4, "name": "four", "prompts": [{"frame": 2, "mask": "masks/m.tif"}]}]}))
+    ref = tmp_path_factory.mktemp("batch-serial")
+    model = ["--model", str(tiny_model_dir)]
+    for name in NAMES:
+        assert main(["segment", str(d / f"{name}.tif"), "--prompts", str(session), "--out",
+                     str(ref / f"{name}_labels.tif"), "--stats", str(ref / f"{name}_stats.csv"), *model]) == 0
+    assert main(["segment", str(d / "long.tif"), "--prompts", str(session), "--out",
+                 str(ref / "long_labels.zarr"), *model]) == 0
+    assert main(["segment", str(d / "long.tif"), "--prompts", str(session), "--out",
+                 str(ref / "long_labels.tif"), *model]) == 0
+    return {"dir": d, "session": session, "ref": ref, "model": str(tiny_model_dir)}
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A local cluster of 2 worker processes (1 torch thread each), as `napari-sam2 batch` starts."""
+    from distributed import Client
+
+    from napari_sam2.batch.cluster import start_local_cluster
+
+    cluster, device, threads = start_local_cluster(2, device="cpu", torch_threads=1, dashboard_address=None,
+                                                   memory_limit="4GB")
+    assert device == "cpu" and threads == 1
+    c = Client(cluster, timeout=60)
+    try:
+        c.wait_for_workers(2, timeout=120)
+        yield c
+    finally:
+        c.close(timeout=30)
+        cluster.close(timeout=30)
+
+
+def same_files(a: Path, b: Path):
+    assert a.read_bytes() == b.read_bytes(), f"{a} differs from {b}"
+
+
+def partials(folder: Path):
+    return sorted(p.name for p in folder.glob(".*partial*"))
+
+
+def by_input(report):
+    return {Path(r["input"]).stem: r for r in report}
+
+
+# --------------------------------------------------------------------------- no cluster needed
+def test_list_files_lines_and_csv(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "list.txt").write_text("# plate 1\nsub/a.tif\n\n  /abs/b.tif  \n")
+    assert [e["input"] for e in read_list(tmp_path / "list.txt")] == [str(tmp_path / "sub" / "a.tif"), "/abs/b.tif"]
+    (tmp_path / "list.csv").write_text("input,prompts,output\nsub/a.tif,p.json,\nc.tif,,well_c.tif\n")
+    rows = read_list(tmp_path / "list.csv")
+    assert rows == [{"input": str(tmp_path / "sub" / "a.tif"), "prompts": str(tmp_path / "p.json"), "output": None},
+                    {"input": str(tmp_path / "c.tif"), "prompts": None, "output": "well_c.tif"}]
+    (tmp_path / "bad.csv").write_text("input,promts\na.tif,p.json\n")
+    with pytest.raises(BatchInputError, match="unknown column.*promts"):
+        read_list(tmp_path / "bad.csv")
+    (tmp_path / "nohead.csv").write_text("a.tif\n")
+    with pytest.raises(BatchInputError, match="'input' column"):
+        read_list(tmp_path / "nohead.csv")
+
+
+def test_output_names_and_collisions(tmp_path):
+    jobs = make_jobs(["x/cells.ome.tif", "y/zstack"], tmp_path, prompts="p.json", stats=True)
+    assert [j.output.name for j in jobs] == ["cells_labels.tif", "zstack_labels.tif"]
+    assert [j.stats.name for j in jobs] == ["cells_stats.csv", "zstack_stats.csv"]
+    assert make_jobs(["a.tif"], tmp_path, prompts="p.json", fmt="zarr")[0].output.name == "a_labels.zarr"
+    with pytest.raises(BatchInputError, match="would both write.*'output' column"):
+        make_jobs(["A01/img.tif", "A02/img.tif"], tmp_path, prompts="p.json")
+    named = make_jobs([{"input": "A01/img.tif", "prompts": None, "output": "A01.tif"},
+                       {"input": "A02/img.tif", "prompts": None, "output": "A02.tif"}], tmp_path, prompts="p.json")
+    assert [j.output.name for j in named] == ["A01.tif", "A02.tif"]
+    with pytest.raises(BatchInputError, match="no prompts for 'a.tif'"):
+        make_jobs(["a.tif"], tmp_path)
+
+
+def test_settings_key_follows_input_prompts_and_options(data, tmp_path):
+    d, session = data["dir"], str(data["session"])
+
+    def key(**kw):
+        opts = {"contrast": kw.pop("contrast", None)}
+        return make_jobs([str(d / "a01.tif")], tmp_path, prompts=kw.pop("prompts", session), options=opts)[0].key
+
+    base = key()
+    assert key() == base
+    assert key(contrast=[0, 255]) != base
+    other = tmp_path / "other.json"
+    other.write_text(data["session"].read_text().replace("20.0, 20.0", "21.0, 20.0"))
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "m.tif").write_bytes((d / "masks" / "m.tif").read_bytes())
+    assert key(prompts=str(other)) != base
+    copy = tmp_path / "copy.tif"
+    copy.write_bytes((d / "a01.tif").read_bytes())
+    assert make_jobs([str(copy)], tmp_path, prompts=session)[0].key != base  # another file
+
+
+def test_usage_errors_exit_2(data, tmp_path, capsys):
+    d, session = data["dir"], str(data["session"])
+    cases = [
+        ([], "no stacks to segment"),
+        ([str(d / "a01.tif"), "--prompts", str(tmp_path / "nope.json")], "does not exist"),
+        ([str(d / "a01.tif"), "--prompts", session, "--workers", "0"], "--workers 0"),
+        ([str(d / "a01.tif"), "--prompts", session, "--scheduler", "127.0.0.1:8786"], "tcp://HOST:PORT"),
+        ([str(d / "a01.tif"), str(d / "a01.tif"), "--prompts", session], "would both write"),
+        ([str(d / "a01.tif"), "--prompts", session, "--contrast", "5", "1"], "LO must be below HI"),
+    ]
+    for extra, message in cases:
+        assert main(["batch", "--out-dir", str(tmp_path / "out"), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_existing_output_without_record_is_never_overwritten(data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "a01_labels.tif"
+    mine.write_bytes(b"the user's own file")
+    report = run_batch([str(data["dir"] / "a01.tif")], out, prompts=str(data["session"]),
+                       model=data["model"], progress=False)
+    assert [r["status"] for r in report] == ["failed"]
+    assert "never overwritten" in report[0]["error"] and "a01_labels.tif" in report[0]["error"]
+    assert mine.read_bytes() == b"the user's own file"
+    assert json.loads((out / "batch-report.json").read_text()) == report
+
+
+# --------------------------------------------------------------------------- on a local cluster
+def test_two_workers_match_serial_segment(data, client, tmp_path):
+    d, ref = data["dir"], data["ref"]
+    out = tmp_path / "out"
+    report = run_batch([str(d / f"{n}.tif") for n in NAMES], out, client=client, prompts=str(data["session"]),
+                       model=data["model"], stats=True, progress=False)
+    assert [r["status"] for r in report] == ["done"] * 3, report
+    for name in NAMES:
+        same_files(out / f"{name}_labels.tif", ref / f"{name}_labels.tif")
+        same_files(out / f"{name}_stats.csv", ref / f"{name}_stats.csv")
+    assert all(r["frames"] == 6 and r["seconds"] > 0 and r["attempts"] == 1 for r in report)
+    assert len({r["worker"] for r in report}) == 2  # both worker processes took stacks
+    assert {r["model_loads"] for r in report} == {1}  # each loaded the model once and kept it
+    assert json.loads((out / "batch-report.json").read_text()) == report
+    assert partials(out) == []
+
+
+def test_broken_stack_then_rerun_skips_done_and_retries_failed(data, client, tmp_path):
+    d = data["dir"]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a01", "a02"):
+        (inputs / f"{name}.tif").write_bytes((d / f"{name}.tif").read_bytes())
+    (inputs / "b01.tif").write_bytes(b"II*\0 truncated")
+    (inputs / "list.csv").write_text("input,prompts\na01.tif\na02.tif\nb01.tif\n")
+    out = tmp_path / "out"
+    run = subprocess.run([*napari_sam2_cmd(), "batch", "--list", str(inputs / "list.csv"), "--out-dir", str(out),
+                          "--prompts", str(data["session"]), "--model", data["model"], "--workers", "2",
+                          "--stats", "--no-progress"],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "2 done, 0 skipped, 1 failed of 3" in run.stderr
+    report = by_input(json.loads((out / "batch-report.json").read_text()))
+    assert [report[n]["status"] for n in NAMES] == ["done", "done", "failed"]
+    assert "b01.tif" in report["b01"]["error"] and "\n" not in report["b01"]["error"]
+    assert not (out / "b01_labels.tif").exists() and not (out / "b01_stats.csv").exists()
+    for name in ("a01", "a02"):
+        same_files(out / f"{name}_labels.tif", data["ref"] / f"{name}_labels.tif")
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.suffix in (".tif", ".csv")}
+
+    # the broken stack is replaced by a good one; the rerun does only that one
+    (inputs / "b01.tif").write_bytes((d / "b01.tif").read_bytes())
+    report = run_batch([], out, list_file=str(inputs / "list.csv"), client=client, prompts=str(data["session"]),
+                       model=data["model"], stats=True, progress=False)
+    assert [r["status"] for r in report] == ["skipped", "skipped", "done"]
+    assert [r["frames"] for r in report] == [6, 6, 6]
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.suffix in (".tif", ".csv")}
+    assert {k: after[k] for k in before} == before  # finished outputs are not rewritten
+    same_files(out / "b01_labels.tif", data["ref"] / "b01_labels.tif")
+
+    # other settings into the same folder: the finished outputs are kept, the stacks fail
+    report = run_batch([str(inputs / "a01.tif")], out, client=client, prompts=str(data["session"]),
+                       model=data["model"], stats=True, contrast=(0, 255), progress=False)
+    assert report[0]["status"] == "failed" and "other settings" in report[0]["error"]
+    assert (out / "a01_labels.tif").stat().st_mtime_ns == before["a01_labels.tif"][1]
+
+
+def test_worker_killed_mid_stack_is_retried(data, client, tmp_path):
+    out = tmp_path / "out"
+    final = out / "long_labels.zarr"
+    box = {}
+    runner = threading.Thread(target=lambda: box.setdefault("report", run_batch(
+        [str(data["dir"] / "long.tif")], out, client=client, prompts=str(data["session"]),
+        model=data["model"], format="zarr", progress=False)), daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        for p in out.glob(".long_labels.zarr.partial-*"):
+            # a few frames of the stack are written (the zarr is staged under a hidden name in it)
+            if any(p.glob("*/0/[1-9]*")):
+                victim = int(p.name.split("partial-")[1].split("-")[0])  # the worker's pid
+        time.sleep(0.05)
+    assert victim is not None, "the stack did not start in time"
+    os.kill(victim, signal.SIGKILL)
+    assert not final.exists() and not (out / ".napari-sam2-batch" / "long_labels.zarr.json").exists()
+    runner.join(timeout=180)
+    assert not runner.is_alive(), "the batch did not finish after the worker died"
+    (entry,) = box["report"]
+    assert entry["status"] == "done" and entry["attempts"] >= 2, entry
+    import zarr
+
+    got, want = zarr.open_group(str(final), mode="r"), zarr.open_group(str(data["ref"] / "long_labels.zarr"), mode="r")
+    np.testing.assert_array_equal(got["0"][:], want["0"][:])
+    assert dict(got.attrs) == dict(want.attrs)
+    assert partials(out) == []
+    client.wait_for_workers(2, timeout=120)  # the nanny restarts the killed worker
+
+
+# --------------------------------------------------------------------------- external scheduler
+def _stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_cli_on_a_running_dask_scheduler(data, tmp_path):
+    bindir = Path(sys.executable).parent
+    dask = [str(bindir / "dask")] if (bindir / "dask").exists() else [sys.executable, "-m", "distributed.cli.dask_spec"]
+    sched_file = tmp_path / "scheduler.json"
+    procs = []
+    try:
+        procs.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                       "--scheduler-file", str(sched_file)], env=ENV,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        procs.append(subprocess.Popen([*dask, "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                       "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "4GB"],
+                                      env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        out = tmp_path / "out"
+        cmd = [*napari_sam2_cmd(), "batch", str(data["dir"] / "long.tif"), str(data["dir"] / "a01.tif"),
+               str(data["dir"] / "a02.tif"), "--out-dir", str(out), "--prompts", str(data["session"]),
+               "--model", data["model"], "--scheduler", address, "--stats"]
+        # SIGTERM (a job's time limit) while the long stack runs: exit 143, nothing looks done
+        first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(first)
+        deadline = time.monotonic() + 180
+        while not list(out.glob(".long_labels.tif.partial-*")) and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()[1]
+            time.sleep(0.05)
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 143, err
+        assert "interrupted" in err and "Traceback" not in err
+        report = by_input(json.loads((out / "batch-report.json").read_text()))
+        assert report["long"]["status"] == "failed" and "interrupted" in report["long"]["error"]
+
+        # the same command finishes the batch (the interrupted stack may have been finished by its
+        # worker meanwhile: with a scheduler of its own, a running stack is not killed)
+        run = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert f"at {address}" in run.stderr and "stacks" in run.stderr  # the progress bar
+        report = json.loads((out / "batch-report.json").read_text())
+        assert {r["status"] for r in report} <= {"done", "skipped"} and len(report) == 3
+        for name in ("long", "a01", "a02"):
+            same_files(out / f"{name}_labels.tif", data["ref"] / f"{name}_labels.tif")
+        for name in ("a01", "a02"):
+            same_files(out / f"{name}_stats.csv", data["ref"] / f"{name}_stats.csv")
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
