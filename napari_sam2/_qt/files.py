@@ -49,7 +49,7 @@ class DockFiles:
         return self.labels_layer.data[tuple(index)]
 
     def export_labels(self, path) -> Path:
-        """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr."""
+        """Write the labels as ImageJ TIFF (``.tif``) or OME-Zarr (``.zarr``)."""
         from napari_sam2.io.writers import write_labels
 
         data = self.tracked_labels()
@@ -62,7 +62,7 @@ class DockFiles:
     def _export_dialog(self):
         path, _ = QFileDialog.getSaveFileName(
             self, "Export SAM 2 labels", "labels.tif",
-            "ImageJ TIFF (*.tif);;OME-TIFF (*.ome.tif);;OME-Zarr (*.zarr)")
+            "ImageJ TIFF (*.tif);;OME-Zarr (*.zarr)")
         if path:
             self.export_labels(path)
 
