@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sam2.label_edits import EditRun, FrameEdit, box_slices, mask_box, paint_masks, union_box
+from napari_sam2.label_edits import EditRun, FrameEdit, box_slices, mask_box, paint_masks, painted, union_box
 
 __all__ = ["Annotator", "FrameWrite", "ProgressClock"]
 
@@ -27,14 +27,20 @@ UNDO_DEPTH = 50
 
 @dataclass
 class FrameWrite:
-    """A frame's new masks, cropped to the region that can change (ready to paint).
+    """A frame's new masks, cropped to the region that can change, and the region painted.
 
-    ``region`` is ``(row slice, column slice)`` of the frame, or None when nothing changes.
+    ``region`` is ``(row slice, column slice)`` of the frame, or None when nothing changes;
+    ``new`` is what the region holds once written and ``edit`` how to undo it (None: no change),
+    both computed where the work ran; ``epoch`` tells whether the labels changed since.
     """
 
     frame: int
     masks: dict
     region: tuple | None
+    new: np.ndarray | None = None
+    edit: FrameEdit | None = None
+    boxes: dict | None = None
+    epoch: int = -1
 
 
 class Annotator:
@@ -54,6 +60,9 @@ class Annotator:
         self.active_id: int | None = None
         self.runs: list[EditRun] = []  # undo history of label writes, newest last
         self._boxes: dict[int, dict[int, tuple | None]] = {}  # frame -> {obj id: box of its pixels}
+        # bumped whenever the labels change other than through prepare() + apply(): a write
+        # prepared before then is painted again from its masks
+        self.epoch = 0
         self.labels = None
         self.set_labels(labels)
 
@@ -62,9 +71,11 @@ class Annotator:
         """Write into another label array (its objects' whereabouts are looked up again)."""
         self.labels = labels
         self._boxes.clear()
+        self.epoch += 1
 
     def forget_where(self, frame: int | None = None) -> None:
         """Someone else changed the labels of ``frame`` (all frames when None): look again."""
+        self.epoch += 1
         if frame is None:
             self._boxes.clear()
         else:
@@ -124,31 +135,41 @@ class Annotator:
         return {i: known[i] for i in obj_ids}
 
     def prepare(self, frame: int, masks: dict) -> FrameWrite:
-        """Crop ``{obj id: bool (H, W) mask}`` to the region that changes on ``frame``.
+        """Crop ``{obj id: bool (H, W) mask}`` to the region that changes and paint it aside.
 
-        Only reads the labels, so it can run in a worker thread while the GUI shows them.
+        Only reads the labels: it runs in the worker thread, so that the GUI thread only copies
+        the painted region in (:meth:`apply`), whatever the frame size.
         """
         frame = int(frame)
+        epoch = self.epoch
         ids = sorted(int(i) for i in masks)
         boxes = {i: mask_box(masks[i]) for i in ids}
         old = self._where(frame, ids)
         box = union_box(*boxes.values(), *old.values())
         if box is None:
-            return FrameWrite(frame, {}, None)
+            return FrameWrite(frame, {}, None, epoch=epoch)
         region = box_slices(box)
-        return FrameWrite(frame, {i: np.asarray(masks[i], bool)[region] for i in ids}, region)
+        crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
+        index = self.layout.index(frame)
+        before = np.array(self.labels[index][region], copy=True)
+        new = painted(before, crops, self.sam_ids())
+        edit = FrameEdit.between(index, before, new, region)
+        return FrameWrite(frame, crops, region, new, edit, boxes, epoch)
 
     def apply(self, write: FrameWrite) -> FrameEdit | None:
-        """Paint a prepared frame into the labels (on the thread that owns them)."""
+        """Write a prepared frame into the labels (on the thread that owns them)."""
         if write.region is None:
             return None
-        edit = paint_masks(self.labels, self.layout.index(write.frame), write.masks,
-                           self.sam_ids(), region=write.region)
+        index = self.layout.index(write.frame)
+        if write.epoch == self.epoch and write.new is not None:
+            edit = write.edit
+            if edit is not None:
+                self.labels[index][write.region] = write.new
+        else:  # the labels changed since it was prepared: paint from the masks again
+            edit = paint_masks(self.labels, index, write.masks, self.sam_ids(), region=write.region)
         known = self._boxes.setdefault(write.frame, {})
-        r0, c0 = write.region[0].start, write.region[1].start
-        for obj_id, m in write.masks.items():
-            b = mask_box(m)
-            known[obj_id] = None if b is None else (b[0] + r0, b[1] + r0, b[2] + c0, b[3] + c0)
+        for obj_id, b in (write.boxes or {i: mask_box(m) for i, m in write.masks.items()}).items():
+            known[obj_id] = b
         if edit is not None:  # a higher id may have kept pixels of a lower one: look again then
             for obj_id in self.sam_ids() - set(write.masks):
                 known.pop(obj_id, None)
@@ -175,6 +196,7 @@ class Annotator:
 
     def _undo_run(self, run: EditRun) -> None:
         run.undo(self.labels)
+        self.epoch += 1
         for edit in run.edits:
             frame = edit.index[self.layout.video_axis] if not self.layout.is_single_image else 0
             self.forget_where(int(frame))
@@ -182,24 +204,38 @@ class Annotator:
     # ------------------------------------------------------------------ undo
     def undo_prompt(self):
         """Undo the engine's last prompt and repaint its frame; ``(frame, obj id)`` or None."""
-        if self.session is None:
-            return None
-        res = self.session.undo()
-        if res is None:
-            return None
-        frame, obj_id = res
-        if frame is not None:
-            self.paint(frame, {obj_id: self.engine_mask(frame, obj_id)}, "undo")
+        res, write = self.undo_prompt_prepared()
+        if write is not None:
+            self.push_run(EditRun("undo", [e for e in [self.apply(write)] if e is not None]))
         return res
+
+    def undo_prompt_prepared(self):
+        """The engine's undo and the frame's new masks, prepared (worker side of undo_prompt)."""
+        if self.session is None:
+            return None, None
+        res = self.session.undo()
+        if res is None or res[0] is None:
+            return res, None
+        frame, obj_id = res
+        return res, self.prepare(frame, {obj_id: self.engine_mask(frame, obj_id)})
 
     def revert_last_run(self) -> EditRun | None:
         """Put the labels back exactly as they were before the last propagation run."""
+        run = self.take_last_run()
+        if run is not None:
+            self.undo_run(run)
+        return run
+
+    def take_last_run(self) -> EditRun | None:
+        """Remove the last propagation run from the history (undo it with :meth:`undo_run`)."""
         for i in range(len(self.runs) - 1, -1, -1):
             if self.runs[i].label == "propagation":
-                run = self.runs.pop(i)
-                self._undo_run(run)
-                return run
+                return self.runs.pop(i)
         return None
+
+    def undo_run(self, run: EditRun) -> None:
+        """Put back the pixels a run changed (may run in a worker: a masked copy per frame)."""
+        self._undo_run(run)
 
     def frames_of(self, run: EditRun) -> list[int]:
         """The frame numbers a run wrote."""

@@ -135,15 +135,8 @@ class DockFiles:
                 self._error(ValueError(f"the session's labels could not be read ({err}): "
                                        "its prompted frames are repainted instead"))
             if saved is not None:
-                from napari_sam2.label_edits import EditRun, FrameEdit
-
                 target = self.tracked_labels()
-                before = np.array(target, copy=True)
-                target[...] = saved
-                changed = np.flatnonzero((before != saved).reshape(-1))
-                index = tuple(slice(None) for _ in range(target.ndim))
-                self.core.push_run(EditRun("session", [FrameEdit(index, changed, before.reshape(-1)[changed])])
-                                   if self.layout_.ndim == target.ndim else EditRun("session"))
+                target[...] = saved  # a loaded session starts a new history
                 self.core.forget_where()
                 self.labels_layer.refresh()
                 self.say(f"session loaded: {len(sf.objects)} objects, labels from {sf.settings.extra['labels_file']}")

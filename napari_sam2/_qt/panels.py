@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -69,6 +70,8 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     outer.setContentsMargins(2, 2, 2, 2)
     w.scroll = QScrollArea(widgetResizable=True)
     w.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    # the content follows the dock's width (no sideways scrolling), only its height scrolls
+    w.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     inner = QWidget()
     col = QVBoxLayout(inner)
     col.setContentsMargins(2, 2, 2, 2)
@@ -85,10 +88,10 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.axis_kind = QComboBox(toolTip="What the tracked axis is: time points or z slices "
                                     "(used in words and when labels are saved)")
     w.axis_kind.addItems(["time", "z"])
-    form.addRow("track through", _row(w.axis_kind, "axis", w.axis_spin, stretch=0))
+    form.addRow("through", _row(w.axis_kind, "axis", w.axis_spin, stretch=0))
     w.fixed_label = QLabel("other axis")
     w.fixed_spin = QSpinBox(toolTip="Index of the other axis of a 4-D stack (e.g. z at each t)")
-    w.follow_check = QCheckBox("follow slider", checked=True,
+    w.follow_check = QCheckBox("follow", checked=True,
                                toolTip="Take the index from the viewer's slider")
     form.addRow(w.fixed_label, _row(w.fixed_spin, w.follow_check, stretch=1))
     w.contrast_label = QLabel("-")
@@ -140,8 +143,10 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     box.addWidget(w.object_list)
     w.new_button = QPushButton("New (N)")
     w.delete_button = QPushButton("Delete", toolTip="Delete the selected objects (their pixels too)")
-    w.positive_check = QCheckBox("positive (T)", checked=True, toolTip="Positive or negative clicks")
-    box.addLayout(_row(w.new_button, w.delete_button, w.positive_check))
+    w.positive_check = QCheckBox("positive (T)", checked=True,
+                                 toolTip="Positive (on the object) or negative (background) clicks; T toggles")
+    box.addLayout(_row(w.new_button, w.delete_button))
+    box.addWidget(w.positive_check)
     w.mask_source = _combo("Labels layer with a seed (painted, Cellpose, StarDist...)")
     w.mask_id = QSpinBox(minimum=0, maximum=2**31 - 1, toolTip="its label id (0: the active object's id)")
     w.mask_button = QPushButton("Use as mask", toolTip="Prompt the active object with this label")
@@ -202,7 +207,7 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.status = StatusLine()
     outer.addWidget(w.status)
 
-    inner.setMinimumWidth(DOCK_WIDTH - 40)
+    inner.setMinimumWidth(DOCK_WIDTH - 60)
     root.setMinimumWidth(DOCK_WIDTH - 30)
     root.setMaximumWidth(2 * DOCK_WIDTH)
     return w

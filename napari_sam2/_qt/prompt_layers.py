@@ -150,7 +150,7 @@ class PromptLayers:
                 where = int(round(self._image_coords(self.points, self.points.data[-1])[a]))
                 return self.w._error(ValueError(
                     f"this click is at index {where} of {self.w.fixed_label.text()}, but the session "
-                    f"tracks index {lay.fixed.get(a, 0)} of that axis: tick 'follow slider' (Image) "
+                    f"tracks index {lay.fixed.get(a, 0)} of that axis: tick 'follow' (Image) "
                     "or set the index there"))
         self.sync_points()
 

@@ -53,6 +53,8 @@ def start_propagation(dock) -> None:
         done = dock.progress.done
         clock = dock.progress.clock
         rate = f" at {clock.text(unit).split(' · ')[1]}" if clock is not None and clock.rate > 0 else ""
+        if done < total:  # the bar no longer counts down
+            dock.progress.setFormat(f"{done} / {total} {unit} · " + ("cancelled" if dock._cancel else "stopped"))
         if dock._cancel and done < total:
             dock.say(f"cancelled ({done} of {total} {unit}); the finished {unit} stay")
         elif dock.status.is_error and done < total:

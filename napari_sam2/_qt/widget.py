@@ -529,6 +529,7 @@ class Sam2Widget(DockFiles, QWidget):
             core.push_run(EditRun(label, [edit] if edit is not None else []))
             self._show(edit)
             self._update_quality()
+            self.say(f"{self.objects.get(obj_id, obj_id)}: {label} on {self.unit[:-1]} {frame}")
 
         self.tasks.submit(work, paint, progress=None)
 
@@ -555,17 +556,24 @@ class Sam2Widget(DockFiles, QWidget):
     def undo_prompt(self):
         """Undo the last prompt (click, box, mask) of the session and redraw its frame."""
         if self.session is None:
-            return
-        before = len(self.core.runs)
-        res = self.core.undo_prompt()
-        if res is None:
             return self.say("nothing to undo")
-        frame, obj_id = res
-        self.prompts.after_undo(frame, obj_id)
-        if len(self.core.runs) > before:
-            self._show(self.core.runs[-1].edits[0])
-        self._update_quality()
-        self.say(f"undid the last prompt of object {obj_id}" + ("" if frame is None else f" on {self.unit[:-1]} {frame}"))
+        core = self.core
+
+        def done(result):
+            res, write = result
+            if res is None:
+                return self.say("nothing to undo")
+            frame, obj_id = res
+            self.prompts.after_undo(frame, obj_id)
+            if write is not None:
+                edit = core.apply(write)
+                core.push_run(EditRun("undo", [edit] if edit is not None else []))
+                self._show(edit)
+            self._update_quality()
+            self.say(f"undid the last prompt of object {obj_id}"
+                     + ("" if frame is None else f" on {self.unit[:-1]} {frame}"))
+
+        self.tasks.submit(core.undo_prompt_prepared, done)
 
     def _paint_object_frame(self, frame, obj_id, label="prompt"):
         run = self.core.paint(frame, {obj_id: self.core.engine_mask(frame, obj_id)}, label)
@@ -591,17 +599,25 @@ class Sam2Widget(DockFiles, QWidget):
         self.tasks.quit()
 
     def revert_last_run(self):
-        """Put the labels back exactly as they were before the last propagation run."""
-        run = self.core.revert_last_run()
+        """Put the labels back exactly as they were before the last propagation run.
+
+        The run leaves the history at once; its pixels are put back in the worker (a masked copy
+        per frame), then the labels are redrawn.
+        """
+        run = self.core.take_last_run()
         if run is None:
             self.say("no propagation run to revert")
             return None
-        if self.labels_layer is not None:
-            self.labels_layer.refresh()
         n = len(self.core.frames_of(run))
-        self.say(f"reverted the last propagation: {n} {self.unit} back as they were "
-                 "(the tracking stays in the session: Propagate redoes it)")
-        self._update_quality()
+
+        def done(_):
+            if self.labels_layer is not None:
+                self.labels_layer.refresh()
+            self.say(f"reverted the last propagation: {n} {self.unit} back as they were "
+                     "(the tracking stays in the session: Propagate redoes it)")
+            self._update_quality()
+
+        self.tasks.submit(lambda: self.core.undo_run(run), done)
         return run
 
     # ------------------------------------------------------------------ quality
