@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "MAX_OBJECT_ID",
     "rowcol_to_model_xy",
     "box_to_model_corners",
     "points_in_frame",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: Percentiles used for the default contrast: robust to hot pixels and dead borders.
 DEFAULT_PERCENTILES = (0.5, 99.5)
+#: The largest object id (label value) the engine and the session files accept: a 32-bit label.
+MAX_OBJECT_ID = 2**32 - 1
 
 
 # --------------------------------------------------------------------------- coordinates

@@ -17,10 +17,8 @@ transformers session gets wrong for interactive work:
   frames' memories and object pointers, and the frames next to each prompt (where a later
   propagation starts). Memory therefore does not grow with the length of the stack.
 
-The network is driven through a handful of transformers' private methods
-(``_prepare_vision_features``, ``_prepare_memory_conditioned_features``,
-``_single_frame_forward``, ``_use_mask_as_output``, ``_use_multimask``, ``_encode_new_memory``);
-``tests/engine/test_transformers_api.py`` fails loudly if a transformers release moves them.
+The network is driven step by step through :mod:`napari_sam2.engine.adapter`, the one module
+that calls transformers' private methods; the session never touches them itself.
 """
 
 from __future__ import annotations
@@ -34,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_sam2.conversions import box_to_model_corners, points_in_frame, rowcol_to_model_xy
+from napari_sam2.conversions import MAX_OBJECT_ID, box_to_model_corners, points_in_frame, rowcol_to_model_xy
+from napari_sam2.engine.adapter import adapter_for
 from napari_sam2.engine.cache import FeatureCache
 from napari_sam2.engine.errors import Sam2InputError
 from napari_sam2.engine.frames import FrameSource, LazyModelFrames
@@ -47,6 +46,12 @@ _PREV_LOGITS_CLAMP = 32.0
 # Logit magnitude for a mask known only as a binary record (same scale as SAM 2's mask inputs).
 _BINARY_LOGIT = 10.0
 _UNDO_DEPTH = 50
+# Objects tracked in one batch on a CPU: past this a batch gains no speed and costs memory.
+_CPU_MAX_BATCH = 16
+_GPU_MAX_BATCH = 256
+# Working memory of one object in a batch, per model-input pixel (memory attention over ~7
+# frames of memories, the decoder's candidate masks, the memory encoder's input): ~100 MB at 1024 px
+_WORK_BYTES_PER_PIXEL = 96
 
 
 class ObjectScore(NamedTuple):
@@ -98,6 +103,13 @@ class _Track:
 
     obj_id: int
     state: Any  # transformers Sam2VideoInferenceSession, with this object at index 0
+    # the state's per-frame stores (see Sam2Adapter): conditioning and tracked outputs, the
+    # frames tracked (with their direction), click/box and mask prompts
+    cond: dict
+    non_cond: dict
+    tracked: dict
+    points: dict
+    masks: dict
     prompts: list[Prompt] = field(default_factory=list)
     # frame -> the user's mask, returned unchanged on mask-prompted frames
     exact_masks: dict[int, np.ndarray] = field(default_factory=dict)
@@ -105,18 +117,6 @@ class _Track:
     # model output pixel, so that a correction click on any tracked frame can refine it
     binary: dict[int, np.ndarray] = field(default_factory=dict)
     quality: np.ndarray | None = None  # (n_frames, 2) presence, iou; NaN where not computed
-
-    @property
-    def cond(self) -> dict:
-        return self.state.output_dict_per_obj[0]["cond_frame_outputs"]
-
-    @property
-    def non_cond(self) -> dict:
-        return self.state.output_dict_per_obj[0]["non_cond_frame_outputs"]
-
-    @property
-    def tracked(self) -> dict:
-        return self.state.frames_tracked_per_obj[0]
 
 
 class Sam2Session:
@@ -151,6 +151,17 @@ class Sam2Session:
     encode_batch : int
         Frames the image encoder runs on at once during propagation (1: one at a time). Worth
         trying on a GPU; float results differ from one at a time in the last bits.
+    batch_objects : bool
+        Track objects together: on each frame, the objects whose memories are read from the
+        same frames (the same prompted frames and tracked frames, e.g. all seeded on one frame)
+        go through memory attention, mask decoder and memory encoder in one batch. An object
+        whose memory differs (a correction, another prompted frame, added later) is tracked in
+        its own batch until its memory matches again. ``False`` tracks them one at a time, as
+        transformers' own session does. The masks are the same either way; the logits differ
+        in the last bits at most.
+    max_batch : int, optional
+        The most objects in one batch. Default: chosen from the free memory on a GPU, 16 on
+        a CPU or an Apple GPU.
 
     Examples
     --------
@@ -162,13 +173,19 @@ class Sam2Session:
 
     def __init__(self, model, frames, *, channels=None, contrast="auto", rgb=None,
                  keep_frames: int | None = 16, cache_frames: int = 8, disk_cache=None,
-                 prefetch: int = 0, encode_batch: int = 1):
+                 prefetch: int = 0, encode_batch: int = 1, batch_objects: bool = True,
+                 max_batch: int | None = None):
         self.model = as_sam2_model(model)
+        self._adapter = adapter_for(self.model.network)
         self.source = FrameSource(frames, self.model.image_size, channels=channels,
                                   contrast=contrast, rgb=rgb)
         if keep_frames is not None and keep_frames < 1:
             raise Sam2InputError("keep_frames must be at least 1, or None to keep every frame")
         self.keep_frames = keep_frames
+        for name, value, low in (("encode_batch", encode_batch, 1), ("prefetch", prefetch, 0),
+                                 ("max_batch", 1 if max_batch is None else max_batch, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise Sam2InputError(f"{name} must be an integer >= {low}, got {value!r}")
         store = None
         if disk_cache is not None:
             from napari_sam2.engine.cache import DiskFeatureStore
@@ -187,8 +204,33 @@ class Sam2Session:
                 raise Sam2InputError(str(err)) from None
         self._tracks: dict[int, _Track] = {}
         self._undo: list[tuple] = []
+        self._undo_group: list | None = None  # collects the entries of one add_label_image call
         self._lock = threading.RLock()
+        self._cancel_lock = threading.Lock()
         self._pos_enc = None  # one memory positional encoding shared by all stored memories
+        self.batch_objects = bool(batch_objects)
+        self.max_batch = int(max_batch) if max_batch is not None else self._default_max_batch()
+        self._cancelled = 0  # cancel() count: a propagation stops when it changes
+
+    def _default_max_batch(self) -> int:
+        dev = self.model.device
+        if dev.type != "cuda":
+            return _CPU_MAX_BATCH
+        free, _ = torch.cuda.mem_get_info(dev)
+        per_object = _WORK_BYTES_PER_PIXEL * self.model.image_size ** 2
+        return int(max(1, min(_GPU_MAX_BATCH, 0.5 * free // per_object)))
+
+    def cancel(self) -> None:
+        """Stop every running :meth:`propagate` after the frame it is computing.
+
+        Safe to call from any thread (a GUI button, a signal handler). The propagation yields
+        the frame it was computing, if any, and ends; every finished frame stays in the session.
+        A propagation started after this call is not affected. (Closing the generator from
+        another thread while it runs raises ``ValueError: generator already executing``: this
+        is the way to stop one from outside.)
+        """
+        with self._cancel_lock:
+            self._cancelled += 1
 
     # ------------------------------------------------------------------ properties
     @property
@@ -281,7 +323,7 @@ class Sam2Session:
         lab_t = torch.from_numpy(lab.astype(np.int32)).view(1, 1, -1)
         with self._lock:
             track = self._tracks.get(obj_id)
-            existing = None if track is None else track.state.point_inputs_per_obj[0].get(frame)
+            existing = None if track is None else track.points.get(frame)
             if existing is not None and not replace:
                 coords = torch.cat([existing["point_coords"].cpu(), coords], dim=2)
                 lab_t = torch.cat([existing["point_labels"].cpu(), lab_t], dim=2)
@@ -350,29 +392,143 @@ class Sam2Session:
         if m.dtype.kind == "f" and not np.isfinite(m).all():
             raise Sam2InputError("mask holds NaN or infinite values: give a boolean mask")
         m = m.astype(bool)
+        if not m.any():
+            raise Sam2InputError(
+                f"the mask for object {obj_id} on frame {frame} is empty: paint at least one pixel "
+                "(use clear_prompts or remove_object to drop a prompt or an object)"
+            )
+        with self._lock:
+            self._add_mask(frame, obj_id, m)
+            return m.copy()
+
+    def add_label_image(self, frame: int, labels, ids: Sequence[int] | None = None) -> list[int]:
+        """Seed objects from an instance label image (a Cellpose/StarDist result, painted labels).
+
+        Every nonzero id of ``labels`` (or each of ``ids``) becomes the object with that id,
+        prompted with its mask on ``frame``, exactly as :meth:`add_mask` would; an object that
+        exists already gets that mask as a new prompt on the frame (replacing the frame's
+        earlier prompts). Ids are any label values (not only 1..n). The label image is read in
+        one pass, each object's mask is cut from its bounding box, and :meth:`undo` reverts the
+        whole call at once.
+
+        Parameters
+        ----------
+        frame : int
+            Frame index.
+        labels : array-like of int, (H, W)
+            Instance labels (0 is background), any integer dtype napari uses for labels, with
+            ids from 1 to ``MAX_OBJECT_ID`` (2**32 - 1, what a session file records).
+        ids : sequence of int, optional
+            Only these ids (each must occur in ``labels``); default: all.
+
+        Returns
+        -------
+        list of int
+            The ids seeded, ascending.
+        """
+        from scipy import ndimage
+
+        frame = self._check_frame(frame)
+        lab = np.asarray(labels)
+        if lab.shape != tuple(self.frame_shape):
+            raise Sam2InputError(
+                f"label image of shape {lab.shape} does not match the frames' shape {tuple(self.frame_shape)}"
+            )
+        if lab.dtype.kind not in "biu":
+            raise Sam2InputError(
+                f"a label image holds integer ids (0 is background), got dtype {lab.dtype}: "
+                "convert it, e.g. labels.astype(np.uint32)"
+            )
+        flat = lab.reshape(-1)
+        nonzero = np.flatnonzero(flat)
+        values = flat[nonzero]
+        present, inverse = np.unique(values, return_inverse=True)
+        if present.size and present[0] < 0:
+            raise Sam2InputError(f"label ids must be >= 1 (0 is background), found {int(present[0])}")
+        if ids is None:
+            wanted = present.astype(np.int64).tolist() if present.size else []
+            if not wanted:
+                raise Sam2InputError(f"the label image for frame {frame} holds no object (every pixel is 0)")
+        else:
+            wanted = sorted({self._check_obj_id(i) for i in np.asarray(ids).reshape(-1).tolist()})
+            missing = [i for i in wanted if i not in set(present.tolist())]
+            if missing:
+                raise Sam2InputError(
+                    f"label ids {missing[:10]} do not occur in the label image for frame {frame}"
+                )
+        for i in wanted:
+            self._check_obj_id(i)
+        # one pass: ids made compact (1..n), then one bounding box per id
+        compact = np.zeros(flat.shape, np.int32 if present.size < 2**31 - 1 else np.int64)
+        compact[nonzero] = inverse.reshape(-1) + 1
+        compact = compact.reshape(lab.shape)
+        boxes = ndimage.find_objects(compact)
+        index = {int(v): k for k, v in enumerate(present.tolist())}
+        done = []
+        with self._lock:
+            self._undo_group = []
+            try:
+                for obj_id in wanted:
+                    k = index[obj_id]
+                    box = boxes[k]
+                    m = np.zeros(lab.shape, bool)
+                    m[box] = compact[box] == k + 1
+                    self._add_mask(frame, obj_id, m)
+                    done.append(obj_id)
+            finally:
+                group, self._undo_group = self._undo_group, None
+                if group:
+                    self._remember(("group", tuple(done), frame, group))
+        return done
+
+    def labels(self, frame: int) -> np.ndarray:
+        """The frame's label image from every object's latest mask (see :meth:`mask`).
+
+        Where objects overlap the higher id wins, the rule the label writers use. A
+        ``propagate("both")`` with objects prompted on different frames yields a frame once
+        for the objects tracked forward and again for those tracked backward, each time with
+        only those objects: compose the frame with this method (or merge the yields) instead
+        of writing each yield over the last.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H, W)`` uint16, or uint32 when an id exceeds 65535; 0 where no object is.
+        """
+        frame = self._check_frame(frame)
+        with self._lock:
+            ids = sorted(self._tracks)
+            dtype = np.uint16 if not ids or ids[-1] <= np.iinfo(np.uint16).max else np.uint32
+            out = np.zeros(self.frame_shape, dtype)
+            for obj_id in ids:  # ascending: a higher id paints over a lower one
+                m = self.mask(frame, obj_id)
+                if m is not None:
+                    out[m] = obj_id
+        return out
+
+    def _add_mask(self, frame: int, obj_id: int, m: np.ndarray) -> None:
+        """Prompt an object with a checked bool (H, W) mask."""
         s = self.model.image_size
         mt = torch.from_numpy(m).to(self.model.device, torch.float32)[None, None]
         if mt.shape[-2:] != (s, s):
             # as SAM 2's predictor: antialiased resize to the model size, then binarise
             mt = F.interpolate(mt, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
             mt = (mt >= 0.5).float()
-        with self._lock:
-            prompt = Prompt(frame, "mask", mask=m.copy())
-            self._prompt(obj_id, frame, prompt, mask_inputs=mt, exact=m.copy())
-            return m.copy()
+        # one read-only array serves as the prompt's record and the frame's exact mask
+        m = m.copy()
+        m.flags.writeable = False
+        self._prompt(obj_id, frame, Prompt(frame, "mask", mask=m), mask_inputs=mt, exact=m)
 
     def clear_prompts(self, frame: int, obj_id: int) -> None:
         """Remove an object's prompts on one frame; an object left without prompts is removed."""
         frame = self._check_frame(frame)
         with self._lock:
             track = self._track(obj_id)
-            if frame not in track.cond and frame not in track.state.point_inputs_per_obj[0] \
-                    and frame not in track.state.mask_inputs_per_obj[0]:
+            if frame not in track.cond and frame not in track.points and frame not in track.masks:
                 raise Sam2InputError(f"object {obj_id} has no prompt on frame {frame}")
             self._push_undo(track, frame)
-            st = track.state
-            st.point_inputs_per_obj[0].pop(frame, None)
-            st.mask_inputs_per_obj[0].pop(frame, None)
+            track.points.pop(frame, None)
+            track.masks.pop(frame, None)
             track.cond.pop(frame, None)
             track.exact_masks.pop(frame, None)
             track.binary.pop(frame, None)
@@ -385,8 +541,7 @@ class Sam2Session:
         """Forget an object: its prompts, masks and memory. Other objects are untouched."""
         with self._lock:
             track = self._track(obj_id)
-            self._undo.append(("object", track.obj_id, None, track))
-            del self._undo[:-_UNDO_DEPTH]
+            self._remember(("object", track.obj_id, None, track))
             del self._tracks[track.obj_id]
 
     def undo(self) -> tuple[int | None, int] | None:
@@ -396,31 +551,39 @@ class Sam2Session:
         -------
         (frame, obj_id) or None
             Where the reverted change was (``frame`` is None for a removed object), or None
-            when there is nothing to undo.
+            when there is nothing to undo. Undoing an :meth:`add_label_image` call reverts all
+            its objects at once and gives ``(frame, ids)`` with the tuple of their ids.
         """
         with self._lock:
             if not self._undo:
                 return None
-            kind, obj_id, frame, saved = self._undo.pop()
-            if kind == "object":
-                self._tracks[obj_id] = saved
-                return None, obj_id
-            if saved is None:  # the change created the object
-                self._tracks.pop(obj_id, None)
-                return frame, obj_id
-            track = self._tracks.get(obj_id) or saved["track"]
-            self._tracks[obj_id] = track
-            st = track.state
-            for store, key in ((st.point_inputs_per_obj[0], "points"), (st.mask_inputs_per_obj[0], "masks"),
-                               (track.cond, "cond"), (track.non_cond, "non_cond"),
-                               (track.tracked, "tracked"), (track.exact_masks, "exact"),
-                               (track.binary, "binary")):
-                store.pop(frame, None)
-                if saved[key] is not None:
-                    store[frame] = saved[key]
-            track.prompts = saved["prompts"]
-            track.quality[frame] = saved["quality"]
+            entry = self._undo.pop()
+            if entry[0] == "group":  # one add_label_image call
+                for sub in reversed(entry[3]):
+                    self._revert(sub)
+                return entry[2], entry[1]
+            return self._revert(entry)
+
+    def _revert(self, entry) -> tuple[int | None, int]:
+        kind, obj_id, frame, saved = entry
+        if kind == "object":
+            self._tracks[obj_id] = saved
+            return None, obj_id
+        if saved is None:  # the change created the object
+            self._tracks.pop(obj_id, None)
             return frame, obj_id
+        track = self._tracks.get(obj_id) or saved["track"]
+        self._tracks[obj_id] = track
+        for store, key in ((track.points, "points"), (track.masks, "masks"),
+                           (track.cond, "cond"), (track.non_cond, "non_cond"),
+                           (track.tracked, "tracked"), (track.exact_masks, "exact"),
+                           (track.binary, "binary")):
+            store.pop(frame, None)
+            if saved[key] is not None:
+                store[frame] = saved[key]
+        track.prompts = saved["prompts"]
+        track.quality[frame] = saved["quality"]
+        return frame, obj_id
 
     # ------------------------------------------------------------------ propagation
     def plan_propagation(self, direction: str = "both", start: int | None = None,
@@ -449,20 +612,26 @@ class Sam2Session:
         ------
         (int, FrameMasks)
             The frame index and ``{obj_id: bool (H, W)}`` for the objects tracked on it, with
-            ``.scores``. Prompted frames yield their prompt's mask unchanged. Stop iterating
-            (``break`` or ``close()``) to cancel: every finished frame stays in the session.
+            ``.scores``. Prompted frames yield their prompt's mask unchanged. With objects
+            prompted on different frames, ``"both"`` yields a frame twice: once for the
+            objects tracked forward and again for those tracked backward; use
+            :meth:`labels` (or merge the yields) to compose a frame. To stop, break out of
+            the loop, or call :meth:`cancel` from another thread: every finished frame stays
+            in the session.
         """
         with self._lock:
             plan = self._plan(direction, start, stop, obj_ids)
-        return self._run_plan(plan)
+        return self._run_plan(plan, self._cancelled)
 
-    def _run_plan(self, plan):
+    def _run_plan(self, plan, cancelled):
         if self._prefetch is not None:
             # the frames whose image features will be looked up, in order (not prompted ones)
             self._prefetch.start([f for _, f, ids in plan
                                   if any(i in self._tracks and f not in self._tracks[i].cond for i in ids)])
         try:
             for reverse, frame, obj_ids in plan:
+                if self._cancelled != cancelled:
+                    return
                 with self._lock, self.model.inference():
                     result = self._track_frame(frame, obj_ids, reverse)
                 yield frame, result
@@ -527,6 +696,10 @@ class Sam2Session:
             raise Sam2InputError(
                 f"object ids are label values: integers >= 1 (0 is background), got {obj_id!r}"
             )
+        if obj_id > MAX_OBJECT_ID:
+            raise Sam2InputError(
+                f"object id {obj_id} is too large: ids go up to {MAX_OBJECT_ID} (a 32-bit label image)"
+            )
         return int(obj_id)
 
     def _check_points(self, points, labels):
@@ -554,29 +727,22 @@ class Sam2Session:
         return pts, lab.astype(np.int64)
 
     def _new_track(self, obj_id: int) -> _Track:
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
-
-        dev = self.model.device
-        state = Sam2VideoInferenceSession(
-            video_height=self.frame_shape[0], video_width=self.frame_shape[1],
-            inference_device=dev, inference_state_device=dev, video_storage_device=dev,
-            dtype=torch.float32,
-        )
-        state.processed_frames = self._frames
-        state.cache = self.cache
-        state.obj_id_to_idx(obj_id)
+        ad = self._adapter
+        state = ad.new_state(frames=self._frames, cache=self.cache, frame_shape=self.frame_shape,
+                             device=self.model.device, obj_id=obj_id)
         quality = np.full((self.n_frames, 2), np.nan, np.float32)
-        return _Track(obj_id, state, quality=quality)
+        return _Track(obj_id, state, cond=ad.cond_outputs(state), non_cond=ad.non_cond_outputs(state),
+                      tracked=ad.tracked_frames(state), points=ad.point_inputs(state),
+                      masks=ad.mask_inputs(state), quality=quality)
 
     def _push_undo(self, track: _Track | None, frame: int, obj_id: int | None = None) -> None:
         if track is None:
-            self._undo.append(("frame", obj_id, frame, None))
+            self._remember(("frame", obj_id, frame, None))
         else:
-            st = track.state
             saved = {
                 "track": track,
-                "points": st.point_inputs_per_obj[0].get(frame),
-                "masks": st.mask_inputs_per_obj[0].get(frame),
+                "points": track.points.get(frame),
+                "masks": track.masks.get(frame),
                 "cond": track.cond.get(frame),
                 "non_cond": track.non_cond.get(frame),
                 "tracked": track.tracked.get(frame),
@@ -585,8 +751,17 @@ class Sam2Session:
                 "prompts": list(track.prompts),
                 "quality": track.quality[frame].copy(),
             }
-            self._undo.append(("frame", track.obj_id, frame, saved))
+            self._remember(("frame", track.obj_id, frame, saved))
+
+    def _remember(self, entry) -> None:
+        if self._undo_group is not None:  # inside add_label_image: one entry for the call
+            self._undo_group.append(entry)
+            return
+        self._undo.append(entry)
         del self._undo[:-_UNDO_DEPTH]
+
+    def _forget_last(self) -> None:
+        (self._undo if self._undo_group is None else self._undo_group).pop()
 
     def _prompt(self, obj_id, frame, prompt, point_inputs=None, mask_inputs=None, refine=False,
                 exact=None):
@@ -616,21 +791,21 @@ class Sam2Session:
                 # the frame's memory is read only when another frame is tracked: it is encoded
                 # then (_encode_pending), so that a click answers sooner and the clicks that
                 # follow on the same frame do not run the memory encoder for nothing
-                out["pending_vision"] = self.network._prepare_vision_features(st, frame, 1)[0][-1]
-                mask = self._upsample(out["pred_masks"])
+                out["pending_vision"] = self._adapter.vision_features(st, frame)[0][-1]
+                mask = None if mask_inputs is not None else self._upsample(out["pred_masks"])
         except BaseException:
-            self._undo.pop()  # nothing changed
+            self._forget_last()  # nothing changed
             raise
         # commit: inputs, conditioning output, records
         if pi is not None:
-            st.point_inputs_per_obj[0][frame] = pi
-            st.mask_inputs_per_obj[0].pop(frame, None)
+            track.points[frame] = pi
+            track.masks.pop(frame, None)
             track.exact_masks.pop(frame, None)
         else:
-            st.mask_inputs_per_obj[0][frame] = mi
-            st.point_inputs_per_obj[0].pop(frame, None)
+            track.masks[frame] = mi
+            track.points.pop(frame, None)
             track.exact_masks[frame] = exact
-            mask = exact.copy()
+            mask = exact
         track.cond[frame] = out
         track.non_cond.pop(frame, None)
         self._record(track, frame, out, iou)
@@ -653,42 +828,21 @@ class Sam2Session:
 
     def _infer(self, track, frame, is_init, point_inputs, mask_inputs, reverse, prev_logits):
         """One object on one frame: transformers' ``_run_single_frame_inference``, plus the IoU."""
-        net = self.network
+        ad = self._adapter
         st = track.state
         if not is_init:
             self._encode_pending(track)
-        feats, pos = net._prepare_vision_features(st, frame, 1)
-        high_res = [
-            x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
-            for x, s in zip(feats[:-1], net.backbone_feature_sizes[:-1])
-        ]
+        feats, pos = ad.vision_features(st, frame)
+        high_res = ad.high_res_features(feats)
         if mask_inputs is not None:
-            pix = feats[-1].permute(1, 2, 0).view(-1, net.hidden_dim, *net.backbone_feature_sizes[-1])
-            sam = net._use_mask_as_output(pix, high_res, mask_inputs)
+            out, iou = ad.mask_as_output(feats, high_res, mask_inputs)
         else:
-            pix = net._prepare_memory_conditioned_features(
-                inference_session=st, frame_idx=frame, obj_idx=0,
-                is_initial_conditioning_frame=is_init,
-                current_vision_features=feats[-1], current_vision_positional_embeddings=pos[-1],
-                num_total_frames=self.n_frames, track_in_reverse_time=reverse, streaming=False,
-            )
-            sam = net._single_frame_forward(
-                pixel_values=None,
-                input_points=None if point_inputs is None else point_inputs["point_coords"],
-                input_labels=None if point_inputs is None else point_inputs["point_labels"],
-                input_masks=prev_logits,
-                image_embeddings=high_res + [pix],
-                multimask_output=net._use_multimask(is_init, point_inputs),
-            )
-        out = {
-            "pred_masks": sam.pred_masks,
-            "object_pointer": sam.object_pointer,
-            "high_res_masks": sam.high_res_masks,
-            "object_score_logits": sam.object_score_logits,
-        }
+            pix = ad.condition_on_memory([st], frame, feats, pos, is_init=is_init,
+                                         n_frames=self.n_frames, reverse=reverse)
+            out, iou = ad.decode(pix, high_res, point_inputs=point_inputs, mask_logits=prev_logits,
+                                 is_init=is_init)
         # with several candidate masks SAM 2 returns the one with the best predicted IoU
-        iou = float(sam.iou_scores.float().max())
-        return out, iou
+        return out, float(iou[0])
 
     def _encode_pending(self, track: _Track) -> None:
         """Encode the memories of the object's prompted frames that were put off (see _prompt)."""
@@ -699,15 +853,14 @@ class Sam2Session:
 
     def _encode_memories(self, frame, items, from_prompt, vision=None):
         """Encode the new masks of several objects on one frame into memory, in one batch."""
-        if not items or self.network.num_maskmem == 0:
+        ad = self._adapter
+        if not items or ad.num_maskmem == 0:
             return
-        net = self.network
         if vision is None:
-            vision = net._prepare_vision_features(items[0][0].state, frame, 1)[0][-1]
-        vis = vision.expand(-1, len(items), -1)
+            vision = ad.vision_features(items[0][0].state, frame)[0][-1]
         high_res = torch.cat([out["high_res_masks"] for _, out in items], dim=0)
         scores = torch.cat([out["object_score_logits"] for _, out in items], dim=0)
-        mem, pos = net._encode_new_memory(vis, high_res, scores, is_mask_from_pts=from_prompt)
+        mem, pos = ad.encode_memory(vision, high_res, scores, from_prompt=from_prompt)
         for i, (_, out) in enumerate(items):
             out["maskmem_features"] = mem[:, i:i + 1]
             p = pos[:, i:i + 1]
@@ -721,30 +874,76 @@ class Sam2Session:
             del out["high_res_masks"]
 
     def _track_frame(self, frame: int, obj_ids: list[int], reverse: bool) -> FrameMasks:
-        result = FrameMasks()
-        new = []
-        for obj_id in obj_ids:
-            track = self._tracks.get(obj_id)
-            if track is None:  # removed while the propagation was running
-                continue
-            if frame in track.cond:
-                out = track.cond[frame]
-                mask = track.exact_masks.get(frame)
-                result[obj_id] = mask.copy() if mask is not None else self._upsample(out["pred_masks"])
-                q = track.quality[frame]
-                result.scores[obj_id] = ObjectScore(float(q[0]), float(q[1]))
-                continue
-            out, iou = self._infer(track, frame, False, None, None, reverse, None)
-            track.non_cond[frame] = out
-            track.tracked[frame] = {"reverse": reverse}
-            self._record(track, frame, out, iou)
-            result[obj_id] = self._upsample(out["pred_masks"])
-            result.scores[obj_id] = self.score(frame, obj_id)
-            new.append((track, out))
-        self._encode_memories(frame, new, from_prompt=False)
-        for track, _ in new:
+        tracks = [self._tracks[i] for i in obj_ids if i in self._tracks]  # some may be removed
+        todo = [t for t in tracks if frame not in t.cond]
+        if self.batch_objects:
+            self._encode_pending_batched(todo)
+        new = {}
+        for group in self._groups(todo, frame, reverse):
+            for track, out, iou in self._infer_group(group, frame, reverse):
+                track.non_cond[frame] = out
+                track.tracked[frame] = {"reverse": reverse}
+                self._record(track, frame, out, iou)
+                new[track.obj_id] = out
+        items = [(self._tracks[i], out) for i, out in new.items()]
+        step = self.max_batch if self.batch_objects else max(len(items), 1)
+        for k in range(0, len(items), step):
+            self._encode_memories(frame, items[k:k + step], from_prompt=False)
+        for track, _ in items:
             self._prune(track, frame)
+        # the frame's masks, upsampled in batches
+        result = FrameMasks()
+        upsample = [(t.obj_id, new[t.obj_id]["pred_masks"]) for t in tracks if t.obj_id in new]
+        upsample += [(t.obj_id, t.cond[frame]["pred_masks"]) for t in tracks
+                     if t.obj_id not in new and frame not in t.exact_masks]
+        masks = {}
+        for k in range(0, len(upsample), self.max_batch):
+            chunk = upsample[k:k + self.max_batch]
+            for (obj_id, _), m in zip(chunk, self._upsample_many([x for _, x in chunk])):
+                masks[obj_id] = m
+        for track in tracks:
+            exact = track.exact_masks.get(frame) if track.obj_id not in new else None
+            result[track.obj_id] = exact.copy() if exact is not None else masks[track.obj_id]
+            q = track.quality[frame]
+            result.scores[track.obj_id] = ObjectScore(float(q[0]), float(q[1]))
         return result
+
+    def _groups(self, todo: list[_Track], frame: int, reverse: bool) -> list[list[_Track]]:
+        """Objects tracked together on ``frame``: those whose memories SAM 2 reads alike."""
+        if not self.batch_objects:
+            return [[t] for t in todo]
+        by_memory: dict[tuple, list[_Track]] = {}
+        for t in todo:
+            key = self._adapter.memory_signature(t.state, frame, reverse, self.n_frames)
+            by_memory.setdefault(key, []).append(t)
+        return [g[k:k + self.max_batch] for g in by_memory.values() for k in range(0, len(g), self.max_batch)]
+
+    def _infer_group(self, group: list[_Track], frame: int, reverse: bool):
+        """Track a group of objects on one frame: ``[(track, out, iou)]``."""
+        if len(group) == 1:
+            out, iou = self._infer(group[0], frame, False, None, None, reverse, None)
+            return [(group[0], out, iou)]
+        ad = self._adapter
+        feats, pos = ad.vision_features(group[0].state, frame)
+        pix = ad.condition_on_memory([t.state for t in group], frame, feats, pos, is_init=False,
+                                     n_frames=self.n_frames, reverse=reverse)
+        out, iou = ad.decode(pix, ad.high_res_features(feats, batch=len(group)))
+        ious = iou.tolist()
+        return [(t, {k: v[i:i + 1] for k, v in out.items()}, ious[i]) for i, t in enumerate(group)]
+
+    def _encode_pending_batched(self, tracks: list[_Track]) -> None:
+        """Encode the put-off memories of prompted frames (see _prompt), a batch per frame."""
+        by_frame: dict[int, list] = {}
+        for track in tracks:
+            for frame, out in track.cond.items():
+                if "pending_vision" in out:
+                    by_frame.setdefault(frame, []).append((track, out))
+        for frame, items in by_frame.items():
+            for k in range(0, len(items), self.max_batch):
+                chunk = items[k:k + self.max_batch]
+                self._encode_memories(frame, chunk, from_prompt=True, vision=chunk[0][1]["pending_vision"])
+                for _, out in chunk:
+                    del out["pending_vision"]
 
     def _record(self, track: _Track, frame: int, out: dict, iou: float) -> None:
         presence = float(torch.sigmoid(out["object_score_logits"].float()).max())
@@ -767,6 +966,15 @@ class Sam2Session:
             if abs(f - frame) <= k or any(abs(f - a) <= k for a in anchors):
                 continue
             del track.non_cond[f]
+
+    def _upsample_many(self, logits: list) -> list[np.ndarray]:
+        """Several objects' low-resolution logits -> bool masks, in one interpolation."""
+        if len(logits) == 1:
+            return [self._upsample(logits[0])]
+        x = torch.cat([t.to(torch.float32).reshape(1, 1, *t.shape[-2:]) for t in logits], dim=0)
+        x = F.interpolate(x, size=tuple(self.frame_shape), mode="bilinear", align_corners=False)
+        m = (x[:, 0] > 0).cpu().numpy()
+        return list(m)
 
     def _upsample(self, low_res_logits) -> np.ndarray:
         """Low-resolution mask logits -> bool mask at the frame's size (as SAM 2's predictor)."""

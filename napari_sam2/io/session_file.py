@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam2.conversions import MAX_OBJECT_ID
+
 __all__ = [
     "SESSION_FORMAT",
     "SESSION_VERSION",
@@ -344,7 +346,7 @@ def parse_session(data, base_dir=None) -> SessionFile:
         if "id" not in obj:
             _fail(where, "missing 'id' (the object's label value, an integer >= 1)")
         obj_id = _int(obj["id"], f"{where}.id", 1)
-        if obj_id > np.iinfo(np.uint32).max:
+        if obj_id > MAX_OBJECT_ID:
             _fail(f"{where}.id", f"object id {obj_id} does not fit a 32-bit label image")
         if obj_id in seen:
             _fail(f"{where}.id", f"object id {obj_id} is also used by objects[{seen[obj_id]}]: ids must be unique")
