@@ -30,7 +30,7 @@ def main(model=None):
         model = str(save_tiny_model(Path(tempfile.mkdtemp()) / "tiny", image_size=256))
     cells = make_cells_timelapse(n_frames=24, shape=(256, 256), n_cells=8, seed=0)
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1600, 1000)
+    viewer.window._qt_window.resize(1366, 740)  # a laptop screen: the dock must fit
     viewer.add_image(cells.image, name="cells (12-bit)", colormap="gray",
                      contrast_limits=[float(cells.image.min()), float(np.percentile(cells.image, 99.8))])
     gt = viewer.add_labels(cells.labels, name="ground truth", visible=False)
@@ -38,7 +38,7 @@ def main(model=None):
     widget.synchronous = True
     widget.model_path.setText(model)
     widget.device_combo.setCurrentText("cpu")
-    widget.load_model()
+    widget.load_model()  # the prompt layers appear, Image and Model fold
 
     def shot(name):
         for _ in range(5):
@@ -67,6 +67,7 @@ def main(model=None):
     widget.toggle_polarity()
     widget.prompts.points.add([12, rr, cc + 20])
     widget.direction_combo.setCurrentText("forward")
+    widget.range_section.set_expanded(True)
     widget.start_spin.setValue(12)
     widget.propagate()
     shot("03-correction.png")

@@ -9,6 +9,9 @@ Rules (the widget and the command line follow the same ones):
   order frames arrive in).
 * Every write remembers exactly which pixels it changed and what they held, so a prompt or a
   whole propagation run can be undone pixel for pixel.
+* A write may be limited to a region of the frame (the box around the new masks and where the
+  objects were): on a 6000 x 6000 frame holding a 30 px cell, only that box is read, compared
+  and remembered.
 
 Nothing here imports Qt, napari or torch.
 """
@@ -19,20 +22,57 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FrameEdit", "EditRun", "paint_masks"]
+__all__ = ["FrameEdit", "EditRun", "paint_masks", "painted", "mask_box", "union_box", "box_slices"]
 
 
 @dataclass
 class FrameEdit:
-    """The pixels one write changed in one 2-D frame, and what they held before."""
+    """The pixels one write changed in one 2-D frame, and what they held before.
+
+    The changed pixels are kept as a bit mask over the written region (one bit per pixel) and
+    the old values of the changed pixels only: undoing a write of a whole 6000 x 6000 frame is
+    one masked copy, and a 30 px cell costs a few hundred bytes.
+    """
 
     index: tuple  # index of the frame in the label array (ints and slices)
-    flat: np.ndarray  # flat indices into the frame
-    old: np.ndarray  # previous values at those pixels
+    bits: np.ndarray  # np.packbits of the changed-pixel mask over the region (C order)
+    old: np.ndarray  # previous values of the changed pixels, in C order
+    region: tuple | None = None  # (row slice, column slice) of the frame; None: all of it
+    shape: tuple = ()  # shape of the region (of the frame when region is None)
+
+    @classmethod
+    def between(cls, index, before: np.ndarray, after: np.ndarray, region=None) -> FrameEdit | None:
+        """The edit that turns ``before`` into ``after`` (None when they are equal)."""
+        changed = before != after
+        if not changed.any():
+            return None
+        return cls(index, np.packbits(changed, axis=None), before[changed], region, tuple(before.shape))
+
+    @property
+    def changed(self) -> np.ndarray:
+        """Bool mask of the changed pixels over the region."""
+        n = int(np.prod(self.shape))
+        return np.unpackbits(self.bits, count=n).view(bool).reshape(self.shape)
+
+    @property
+    def flat(self) -> np.ndarray:
+        """Flat indices (into the region) of the changed pixels."""
+        return np.flatnonzero(self.changed)
+
+    def _view(self, labels: np.ndarray) -> np.ndarray:
+        frame = labels[self.index]  # a view: writing to it writes to the labels
+        return frame if self.region is None else frame[self.region]
 
     def undo(self, labels: np.ndarray) -> None:
-        frame = labels[self.index]  # a view: writing to it writes to the labels
-        frame[np.unravel_index(self.flat, frame.shape)] = self.old
+        self._view(labels)[self.changed] = self.old
+
+    @property
+    def box(self) -> tuple | None:
+        """``(r0, r1, c0, c1)`` of the region, None for the whole frame."""
+        if self.region is None:
+            return None
+        rows, cols = self.region
+        return rows.start, rows.stop, cols.start, cols.stop
 
 
 @dataclass
@@ -51,7 +91,32 @@ class EditRun:
             edit.undo(labels)
 
 
-def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids) -> FrameEdit | None:
+def mask_box(mask) -> tuple | None:
+    """``(r0, r1, c0, c1)`` bounding the True pixels of a 2-D mask (None when it is empty)."""
+    m = np.asarray(mask, bool)
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def union_box(*boxes) -> tuple | None:
+    """The smallest box holding all the given boxes (Nones are skipped)."""
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes),
+            min(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def box_slices(box) -> tuple:
+    """``(r0, r1, c0, c1)`` -> ``(slice(r0, r1), slice(c0, c1))``."""
+    return slice(int(box[0]), int(box[1])), slice(int(box[2]), int(box[3]))
+
+
+def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids,
+                region: tuple | None = None) -> FrameEdit | None:
     """Write ``{obj_id: bool (H, W)}`` into ``labels[index]`` following the module's rules.
 
     Parameters
@@ -65,6 +130,9 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids) -> Frame
     sam_ids : iterable of int
         Ids of all SAM 2 objects (a pixel of one of them may be taken by a higher id; any other
         nonzero pixel is the user's and stays).
+    region : tuple of two slices, optional
+        Only this part of the frame is read and written; masks may have the frame's shape (they
+        are cropped) or the region's. The caller makes sure the objects' old pixels lie inside.
 
     Returns
     -------
@@ -72,7 +140,23 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids) -> Frame
         What changed (None when nothing did).
     """
     frame = labels[index]
+    if region is not None:
+        full = frame.shape
+        frame = frame[region]
+        masks = {k: (np.asarray(m)[region] if np.shape(m) == full else m) for k, m in masks.items()}
     before = np.array(frame, copy=True)
+    new = painted(before, masks, sam_ids)
+    edit = FrameEdit.between(index, before, new, region)
+    if edit is not None:
+        frame[...] = new
+    return edit
+
+
+def painted(before: np.ndarray, masks: dict, sam_ids) -> np.ndarray:
+    """What ``before`` (one frame, or a region of it) holds after writing ``masks`` (a new array).
+
+    Reads nothing else, so it can run in a worker thread on a copy of the labels.
+    """
     sam = np.array(sorted({int(i) for i in sam_ids} | {int(i) for i in masks}))
     new = before.copy()
     written = sorted(int(i) for i in masks)
@@ -83,11 +167,9 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids) -> Frame
         if m.shape != new.shape:
             raise ValueError(f"mask of shape {m.shape} does not fit a frame of shape {new.shape}")
         # background, or a lower SAM 2 id (higher ids win); never a label of the user's
-        free = (new == 0) | (np.isin(new, sam) & (new < obj_id))
+        free = new == 0
+        lower = (new > 0) & (new < obj_id)
+        if lower.any():
+            free[lower] = np.isin(new[lower], sam)
         new[m & free] = obj_id
-    changed = np.flatnonzero((new != before).reshape(-1))
-    if changed.size == 0:
-        return None
-    flat_before = before.reshape(-1)
-    frame[...] = new
-    return FrameEdit(index=index, flat=changed, old=flat_before[changed].copy())
+    return new

@@ -314,11 +314,13 @@ def cells_timelapse_sample():
                 "name": "cells (12-bit)",
                 "contrast_limits": [float(cells.image.min()), float(np.percentile(cells.image, 99.8))],
                 "colormap": "gray",
+                "axis_labels": ("t", "y", "x"),
                 "metadata": {"divisions": cells.divisions, "blinks": cells.blinks},
             },
             "image",
         ),
-        (cells.labels, {"name": "cells ground truth", "visible": False}, "labels"),
+        (cells.labels, {"name": "cells ground truth", "visible": False, "axis_labels": ("t", "y", "x")},
+         "labels"),
     ]
 
 
@@ -334,12 +336,15 @@ def organ_volume_sample():
                 # the usual abdominal soft-tissue window: centre 40 HU, width 350 HU
                 "contrast_limits": [-135.0, 215.0],
                 "colormap": "gray",
+                "axis_labels": ("z", "y", "x"),
+                "units": ("mm", "mm", "mm"),
             },
             "image",
         ),
         (
             vol.labels,
-            {"name": "CT phantom ground truth", "scale": vol.spacing, "visible": False},
+            {"name": "CT phantom ground truth", "scale": vol.spacing, "visible": False,
+             "axis_labels": ("z", "y", "x"), "units": ("mm", "mm", "mm")},
             "labels",
         ),
     ]

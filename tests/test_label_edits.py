@@ -44,3 +44,23 @@ def test_undo_in_a_strided_view():
     assert labels[1, 2].trace() == 28 and labels.sum() == 28
     edit.undo(labels)
     assert labels.sum() == 0
+
+
+def test_a_write_limited_to_a_region_equals_the_whole_frame_write_and_undoes_exactly():
+    from napari_sam2.label_edits import box_slices, mask_box, union_box
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (3, 40, 50)).astype(np.uint16) * 7  # user labels 7 and 14
+    labels[1, 10:14, 20:25] = 2  # object 2 was here
+    whole, cropped = labels.copy(), labels.copy()
+    mask = np.zeros((40, 50), bool)
+    mask[12:18, 22:30] = True
+    box = union_box(mask_box(mask), mask_box(labels[1] == 2))
+    assert box == (10, 18, 20, 30)
+    e1 = paint_masks(whole, (1,), {2: mask}, [2])
+    e2 = paint_masks(cropped, (1,), {2: mask}, [2], region=box_slices(box))
+    np.testing.assert_array_equal(whole, cropped)
+    assert e2.box == box and e2.flat.size == e1.flat.size
+    EditRun("r", [e2]).undo(cropped)
+    np.testing.assert_array_equal(cropped, labels)
+    assert mask_box(np.zeros((3, 3), bool)) is None

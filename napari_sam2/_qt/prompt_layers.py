@@ -10,6 +10,9 @@ grouped by (frame, object) and compared with what the engine was last given for 
 
 Coordinates go world → image data through napari (``data_to_world`` / ``world_to_data``), so
 scale, translate and anisotropic voxels are respected.
+
+Markers keep a fixed size on screen (points between 8 and 14 screen pixels, box edges 2 screen
+pixels at any zoom), so a 30 px cell on a 6000 px frame is not hidden under its click.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from napari_sam2.conversions import points_in_frame
 __all__ = ["PromptLayers"]
 
 POSITIVE, NEGATIVE = "lime", "red"
+#: diameter of a click marker on screen (min, max pixels), whatever the zoom
+POINT_SCREEN_PX = (8.0, 14.0)
+#: width of a box edge on screen, in pixels
+BOX_EDGE_SCREEN_PX = 2.0
 
 
 class PromptLayers:
@@ -40,23 +47,49 @@ class PromptLayers:
         viewer = self.w.viewer
         img = self.w.image_layer
         nd = self.w.layout_.ndim
-        geo = {"scale": img.scale[:nd], "translate": img.translate[:nd]}
+        geo = {"scale": img.scale[:nd], "translate": img.translate[:nd],
+               "axis_labels": tuple(img.axis_labels[:nd]), "units": tuple(img.units[:nd])}
         if self.points is None or self.points not in viewer.layers:
             self.points = viewer.add_points(
                 np.empty((0, nd)), ndim=nd, name="SAM 2 points", size=max(3, min(img.data.shape[-2:]) // 40),
                 features={"obj_id": np.zeros(0, int), "positive": np.zeros(0, bool)},
-                face_color=POSITIVE, border_color="white", **geo,
+                face_color=POSITIVE, border_color="white", canvas_size_limits=POINT_SCREEN_PX, **geo,
             )
             self.points.events.data.connect(self._points_changed)
         if self.shapes is None or self.shapes not in viewer.layers:
             self.shapes = viewer.add_shapes(
                 ndim=nd, name="SAM 2 boxes", edge_color="yellow", face_color="transparent",
-                edge_width=max(1, min(img.data.shape[-2:]) // 100), **geo,
+                edge_width=self._edge_width(), **geo,
             )
             self.shapes.events.data.connect(self._shapes_changed)
+            self._camera().events.zoom.connect(self._zoomed)
         self._set_defaults()
-        viewer.layers.selection.active = self.points
+        self.select_points()
+
+    def select_points(self):
+        """Make the Points layer the active one, in add mode: the next click is a prompt."""
+        self.w.viewer.layers.selection.active = self.points
         self.points.mode = "add"
+
+    def _camera(self):
+        viewer = self.w.viewer
+        scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before
+        return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+    def _edge_width(self) -> float:
+        """Data units that make BOX_EDGE_SCREEN_PX screen pixels at the current zoom."""
+        img = self.w.image_layer
+        zoom = float(self._camera().zoom) or 1.0
+        step = float(np.min(np.abs(img.scale[-2:]))) if img is not None else 1.0
+        return BOX_EDGE_SCREEN_PX / zoom / step
+
+    def _zoomed(self, event=None):
+        if self.shapes is None or self.shapes not in self.w.viewer.layers:
+            return
+        width = self._edge_width()
+        self.shapes.current_edge_width = width
+        if self.shapes.nshapes:
+            self.shapes.edge_width = [width] * self.shapes.nshapes
 
     def _set_defaults(self):
         if self.points is None:
@@ -77,12 +110,17 @@ class PromptLayers:
         for layer, slot in ((self.points, self._points_changed), (self.shapes, self._shapes_changed)):
             if layer is not None:
                 layer.events.data.disconnect(slot)
+        if self.shapes is not None:
+            self._camera().events.zoom.disconnect(self._zoomed)
 
     # ------------------------------------------------------------------ coordinates
+    def _image_coords(self, layer, coords) -> np.ndarray:
+        img = self.w.image_layer
+        return np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)[-self.w.layout_.ndim:]
+
     def _to_image(self, layer, coords):
         """Layer data coordinates -> (on this stack, frame, row, col) of the image data."""
-        img = self.w.image_layer
-        data = np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)
+        data = self._image_coords(layer, coords)
         lay = self.w.layout_
         return lay.on_this_stack(data), *lay.split(data)
 
@@ -104,6 +142,16 @@ class PromptLayers:
             self.w.ensure_session()
         except ValueError as err:
             return self.w._error(err)
+        if "added" in action and len(self.points.data):
+            on_stack, frame, *_ = self._to_image(self.points, self.points.data[-1])
+            if not on_stack:
+                lay = self.w.layout_
+                a = lay.other_axes[0]
+                where = int(round(self._image_coords(self.points, self.points.data[-1])[a]))
+                return self.w._error(ValueError(
+                    f"this click is at index {where} of {self.w.fixed_label.text()}, but the session "
+                    f"tracks index {lay.fixed.get(a, 0)} of that axis: tick 'follow' (Image) "
+                    "or set the index there"))
         self.sync_points()
 
     def _groups(self):

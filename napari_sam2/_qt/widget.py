@@ -1,52 +1,36 @@
 """The "SAM 2 segmentation" dock widget: prompts in napari layers, masks in a Labels layer.
 
-The widget is a thin layer over :class:`~napari_sam2.engine.session.Sam2Session`:
+One click reads down three files: the Points layer's change reaches
+:class:`~napari_sam2._qt.prompt_layers.PromptLayers`, which calls :meth:`Sam2Widget.run_prompt`;
+the engine call runs in a worker (:class:`~napari_sam2._qt.tasks.TaskQueue`) and the mask it
+returns is painted by the Qt-free :class:`~napari_sam2.annotator.Annotator` (objects, label
+writes, undo), then shown by :class:`~napari_sam2._qt.labels_view.LabelsView` (only the changed
+box, only when on screen). Propagation streams frame by frame the same way; each frame is
+cropped to the box that changes in the worker and painted on the GUI thread.
 
-* clicks in its Points layer, boxes in its Shapes layer and objects of a Labels layer become
-  prompts for the active object on the current frame; each prompt runs in a worker thread and its
-  mask is written into the target Labels layer;
-* propagation runs in a worker that yields frame by frame; every frame is written as it arrives,
-  Cancel stops between frames;
-* layers are touched only on the GUI thread (worker callbacks), and every write remembers the
-  pixels it changed (:mod:`napari_sam2.label_edits`) so prompts and runs can be undone exactly.
-
-``synchronous = True`` runs the work inline (for tests and scripts); otherwise napari's
-``create_worker`` runs it in a thread with a progress bar in the activity dock.
+``synchronous = True`` runs the work inline (for tests and scripts).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
-from napari_sam2._qt.layout import LayerChannels, StackLayout, parse_channels
+from napari_sam2._qt.files import DockFiles
+from napari_sam2._qt.labels_view import LabelsView
+from napari_sam2._qt.panels import MODEL_SIZES, build_dock
 from napari_sam2._qt.prompt_layers import PromptLayers
-from napari_sam2._qt.quality_strip import QualityStrip, flagged_frames
-from napari_sam2.label_edits import EditRun, paint_masks
+from napari_sam2._qt.tasks import TaskQueue
+from napari_sam2.annotator import Annotator
+from napari_sam2.label_edits import EditRun
+from napari_sam2.quality import flagged_frames
+from napari_sam2.stack_layout import LayerChannels, StackLayout, parse_channels
 
-__all__ = ["Sam2Widget"]
+__all__ = ["Sam2Widget", "MODEL_SIZES"]
 
-MODEL_SIZES = ["sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam2.1-large"]
 NEW_LABELS = "(new layer)"
 NO_LAYER = "(none)"
 #: key -> (method name, what it does), bound on the viewer while the widget is open
@@ -59,197 +43,104 @@ SHORTCUTS = {
 }
 
 
-class Sam2Widget(QWidget):
+class Sam2Widget(DockFiles, QWidget):
     """Dock widget driving a SAM 2 session from napari layers."""
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.synchronous = False
-        self.model = None
-        self.session = None
+        self.core = Annotator()
+        self.tasks = TaskQueue(self._error)
+        self.view = LabelsView()
         self.session_channels = None  # channels the session reads (None: as shown)
-        self.layout_ = None  # StackLayout of the session's image layer
         self.labels_layer = None
-        self.objects: dict[int, str] = {}
-        self.active_id: int | None = None
-        self.runs: list[EditRun] = []  # undo history of label writes, newest last
-        self._queue: deque = deque()
-        self._busy = False
-        self._worker = None
+        self.last_error = None
         self._cancel = False
         self._docked = False
-        self._build()
+        self._closed = False
+        self.ui = build_dock(self)
+        self.__dict__.update({k: v for k, v in vars(self.ui).items()})
+        self._connect()
         self.prompts = PromptLayers(self)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
-        self.viewer.dims.events.current_step.connect(self._update_quality)
+        self.viewer.dims.events.current_step.connect(self._step_changed)
         self._refresh_layer_choices()
-        self._closed = False
         # key -> (our handler, the handler it replaced): closing the widget puts the old ones back
         self._bound: dict[str, tuple] = {}
         for key, (method, _) in SHORTCUTS.items():
             handler = self._shortcut(method)
             self._bound[key] = (handler, self.viewer.bind_key(key, handler, overwrite=True))
 
-    # ------------------------------------------------------------------ UI
-    def _build(self):
-        root = QVBoxLayout(self)
+    # ------------------------------------------------------------------ state (in the core)
+    model = property(lambda self: self.core.model, lambda self, v: setattr(self.core, "model", v))
+    session = property(lambda self: self.core.session, lambda self, v: setattr(self.core, "session", v))
+    layout_ = property(lambda self: self.core.layout, lambda self, v: setattr(self.core, "layout", v))
+    objects = property(lambda self: self.core.objects)
+    runs = property(lambda self: self.core.runs)
+    active_id = property(lambda self: self.core.active_id)
+    synchronous = property(lambda self: self.tasks.synchronous,
+                           lambda self, v: setattr(self.tasks, "synchronous", bool(v)))
+    _busy = property(lambda self: self.tasks.busy)
+    _queue = property(lambda self: self.tasks)
 
-        box = QGroupBox("Image")
-        form = QFormLayout(box)
-        self.image_combo = QComboBox()
+    @property
+    def unit(self) -> str:
+        """What the tracked axis holds, in words: "frames" or "slices"."""
+        return "slices" if self.axis_kind.currentText() == "z" else "frames"
+
+    # ------------------------------------------------------------------ wiring
+    def _connect(self):
+        def press(button, slot):
+            button.clicked.connect(lambda *_: self._guard(slot))
+
         self.image_combo.currentIndexChanged.connect(self._image_changed)
-        self.axis_spin = QSpinBox(toolTip="Data axis tracked through (time or z)")
-        self.fixed_spin = QSpinBox(toolTip="Index of the other axis of a 4-D stack (e.g. z at each t)")
-        self.contrast_label = QLabel("-")
-        reread = QPushButton("Re-read contrast", toolTip="Use the image layer's current contrast limits")
-        reread.clicked.connect(self.reread_contrast)
-        self.axis_spin.valueChanged.connect(lambda *_: self._reset_session())
+        self.axis_spin.valueChanged.connect(lambda *_: self._axis_changed())
+        self.axis_kind.currentIndexChanged.connect(lambda *_: self._axis_named())
         self.fixed_spin.valueChanged.connect(lambda *_: self._reset_session())
-        form.addRow("image", self.image_combo)
-        form.addRow("video axis", self.axis_spin)
-        form.addRow("other axis index", self.fixed_spin)
-        # channels: some of an RGB(A)/multichannel layer's channels, or other (single-channel)
-        # image layers of the same stack as SAM 2's green and blue inputs
-        self.channels_edit = QLineEdit(
-            placeholderText="all (or e.g. 0 or 0,2)", enabled=False,
-            toolTip="Channels of an RGB/multichannel layer that feed SAM 2: one for gray, "
-                    "two or three for red, green(, blue)")
+        self.follow_check.toggled.connect(lambda on: self._step_changed())
         self.channels_edit.editingFinished.connect(self._channels_changed)
-        self.green_combo = QComboBox(toolTip="Another image layer of this stack fed as SAM 2's green input")
-        self.blue_combo = QComboBox(toolTip="Another image layer of this stack fed as SAM 2's blue input")
         for combo in (self.green_combo, self.blue_combo):
             combo.currentIndexChanged.connect(self._channels_changed)
-        form.addRow("channels", self.channels_edit)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("+ green"))
-        row.addWidget(self.green_combo, 1)
-        row.addWidget(QLabel("blue"))
-        row.addWidget(self.blue_combo, 1)
-        form.addRow("", row)
-        row = QHBoxLayout()
-        row.addWidget(self.contrast_label, 1)
-        row.addWidget(reread)
-        form.addRow("contrast", row)
-        root.addWidget(box)
-
-        box = QGroupBox("Model")
-        form = QFormLayout(box)
-        self.size_combo = QComboBox()
-        self.size_combo.addItems(MODEL_SIZES)
-        self.model_path = QLineEdit(placeholderText="or a model folder / Meta .pt file")
-        browse = QPushButton("…")
-        browse.clicked.connect(self._browse_model)
-        row = QHBoxLayout()
-        row.addWidget(self.model_path, 1)
-        row.addWidget(browse)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cuda", "mps", "cpu"])
-        self.load_button = QPushButton("Load model")
-        self.load_button.clicked.connect(self.load_model)
-        self.model_status = QLabel("no model loaded")
-        form.addRow("size", self.size_combo)
-        form.addRow("file", row)
-        form.addRow("device", self.device_combo)
-        form.addRow(self.load_button, self.model_status)
-        root.addWidget(box)
-
-        box = QGroupBox("Objects")
-        col = QVBoxLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("labels"))
-        self.labels_combo = QComboBox(toolTip="Labels layer the masks are written into")
         self.labels_combo.currentIndexChanged.connect(self._labels_changed)
-        row.addWidget(self.labels_combo, 1)
-        col.addLayout(row)
-        self.object_list = QListWidget()
         self.object_list.currentItemChanged.connect(self._object_selected)
         self.object_list.itemChanged.connect(self._object_renamed)
-        col.addWidget(self.object_list)
-        row = QHBoxLayout()
-        for text, slot in (("New (N)", self.new_object), ("Delete", self.delete_object)):
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            row.addWidget(b)
-        col.addLayout(row)
-        self.positive_check = QCheckBox("positive clicks (T toggles)", checked=True)
         self.positive_check.toggled.connect(lambda on: self.prompts.set_polarity(on))
-        col.addWidget(self.positive_check)
-        row = QHBoxLayout()
-        self.mask_source = QComboBox(toolTip="Labels layer with a seed (painted, Cellpose, StarDist...)")
-        self.mask_id = QSpinBox(minimum=0, maximum=2**31 - 1, toolTip="its label id (0: the active object's id)")
-        mask_button = QPushButton("Use as mask")
-        mask_button.clicked.connect(self.mask_from_labels)
-        row.addWidget(self.mask_source, 1)
-        row.addWidget(self.mask_id)
-        row.addWidget(mask_button)
-        col.addLayout(row)
-        root.addWidget(box)
-
-        box = QGroupBox("Propagate")
-        form = QFormLayout(box)
-        self.direction_combo = QComboBox()
-        self.direction_combo.addItems(["both", "forward", "backward"])
-        self.start_spin = QSpinBox(minimum=0, maximum=10**7)
-        self.stop_spin = QSpinBox(minimum=0, maximum=10**7, toolTip="0: to the last frame")
-        self.selected_only = QCheckBox("selected object only")
-        form.addRow("direction", self.direction_combo)
-        row = QHBoxLayout()
-        row.addWidget(self.start_spin)
-        row.addWidget(QLabel("to"))
-        row.addWidget(self.stop_spin)
-        form.addRow("frames", row)
-        form.addRow(self.selected_only)
-        row = QHBoxLayout()
-        self.propagate_button = QPushButton("Propagate (Shift-P)")
-        self.propagate_button.clicked.connect(self.propagate)
-        self.cancel_button = QPushButton("Cancel", enabled=False)
-        self.cancel_button.clicked.connect(self.cancel)
-        row.addWidget(self.propagate_button)
-        row.addWidget(self.cancel_button)
-        form.addRow(row)
-        self.progress = QProgressBar()
-        form.addRow(self.progress)
-        row = QHBoxLayout()
-        undo_prompt = QPushButton("Undo prompt")
-        undo_prompt.clicked.connect(self.undo_prompt)
-        revert = QPushButton("Revert last run")
-        revert.clicked.connect(self.revert_last_run)
-        row.addWidget(undo_prompt)
-        row.addWidget(revert)
-        form.addRow(row)
-        root.addWidget(box)
-
-        box = QGroupBox("Quality of the selected object")
-        col = QVBoxLayout(box)
-        self.strip = QualityStrip()
         self.strip.frame_clicked.connect(self.go_to_frame)
-        col.addWidget(self.strip)
-        self.quality_label = QLabel("")
-        col.addWidget(self.quality_label)
-        row = QHBoxLayout()
-        for text, slot in (("◀ flagged (,)", self.previous_flagged), ("flagged (.) ▶", self.next_flagged)):
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            row.addWidget(b)
-        col.addLayout(row)
-        root.addWidget(box)
+        self.cancel_button.clicked.connect(lambda *_: self.cancel())
+        for button, slot in ((self.reread_button, self.reread_contrast),
+                             (self.browse_button, self._browse_model),
+                             (self.load_button, self.load_model),
+                             (self.new_button, self.new_object),
+                             (self.delete_button, self.delete_selected),
+                             (self.mask_button, self.mask_from_labels),
+                             (self.propagate_button, self.propagate),
+                             (self.undo_button, self.undo_prompt),
+                             (self.revert_button, self.revert_last_run),
+                             (self.prev_flagged_button, self.previous_flagged),
+                             (self.next_flagged_button, self.next_flagged),
+                             (self.save_button, self._save_dialog),
+                             (self.load_session_button, self._load_dialog),
+                             (self.export_button, self._export_dialog)):
+            press(button, slot)
 
-        row = QHBoxLayout()
-        for text, slot in (("Save session…", self._save_dialog), ("Load session…", self._load_dialog)):
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            row.addWidget(b)
-        root.addLayout(row)
-        root.addStretch(1)
+    def _guard(self, fn, *args):
+        """Run a button's action; a ValueError/OSError becomes the status line's message."""
+        try:
+            return fn(*args)
+        except (ValueError, OSError) as err:
+            self._error(err)
+
+    def say(self, text: str) -> None:
+        """Tell the user what just happened (the dock's status line)."""
+        self.status.say(text)
 
     # ------------------------------------------------------------------ layers
     def _layers_of(self, kind):
         from napari.layers import Image, Labels
 
         cls = {"image": Image, "labels": Labels}[kind]
-        return [l for l in self.viewer.layers if isinstance(l, cls)]
+        return [lyr for lyr in self.viewer.layers if isinstance(lyr, cls)]
 
     def _refresh_layer_choices(self, *_):
         def refill(combo, names, extra=()):
@@ -261,8 +152,8 @@ class Sam2Widget(QWidget):
                 combo.setCurrentText(current)
             combo.blockSignals(False)
 
-        images = [l.name for l in self._layers_of("image")]
-        labels = [l.name for l in self._layers_of("labels")]
+        images = [lyr.name for lyr in self._layers_of("image")]
+        labels = [lyr.name for lyr in self._layers_of("labels")]
         before = self.image_combo.currentText()
         refill(self.image_combo, images)
         refill(self.labels_combo, labels, [NEW_LABELS])
@@ -271,11 +162,28 @@ class Sam2Widget(QWidget):
         refill(self.blue_combo, images, [NO_LAYER])
         if self.image_combo.currentText() != before:
             self._image_changed()
+        if self.model is not None and self.session is None and self.image_layer is not None:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self._ready_for_clicks)  # after napari has finished adding the layer
+
+    def _ready_for_clicks(self):
+        """A model and an image: make the prompt layers so that the next click segments."""
+        if self._closed or self.model is None or self.session is not None or self.image_layer is None:
+            return
+        self._guard(self.ensure_session)
 
     @property
     def image_layer(self):
         name = self.image_combo.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _axis_label(self, axis: int) -> str:
+        """The name napari gives a data axis of the image layer, or "" when it has none."""
+        layer = self.image_layer
+        labels = tuple(getattr(layer, "axis_labels", ()) or ())
+        text = str(labels[axis]) if axis < len(labels) else ""
+        return "" if not text or text.lstrip("-").isdigit() or text.startswith("axis") else text
 
     def _image_changed(self, *_):
         layer = self.image_layer
@@ -288,14 +196,54 @@ class Sam2Widget(QWidget):
         self.axis_spin.setValue(0)
         self.axis_spin.setEnabled(nd > 2)
         self.axis_spin.blockSignals(False)
-        self.fixed_spin.setEnabled(nd > 3)
         self.channels_edit.setEnabled(bool(layer.rgb))
+        self._axis_changed()
+
+    def _axis_changed(self):
+        """A new tracked axis: name it, give the other axis of a 4-D stack its name and range."""
+        layer = self.image_layer
+        if layer is None:
+            return
+        name = self._axis_label(self.axis_spin.value()).lower()
+        if name in ("z", "t", "time"):
+            self.axis_kind.blockSignals(True)
+            self.axis_kind.setCurrentText("z" if name == "z" else "time")
+            self.axis_kind.blockSignals(False)
+        lay = self._current_layout()
+        others = lay.other_axes
+        self.fixed_spin.setEnabled(bool(others))
+        self.follow_check.setEnabled(bool(others))
+        if others:
+            a = others[0]
+            self.fixed_label.setText(f"{self._axis_label(a) or 'other'} (axis {a})")
+            self.fixed_spin.blockSignals(True)
+            self.fixed_spin.setRange(0, max(0, lay.shape[a] - 1))
+            self.fixed_spin.blockSignals(False)
+        else:
+            self.fixed_label.setText("other axis")
+        self._axis_named()
         self._reset_session()
+        self._step_changed()
+
+    def _axis_named(self):
+        self.propagate_section.toggle.setText(f"Propagate through {'z' if self.unit == 'slices' else 'time'}")
+        self._update_quality()
+
+    def _step_changed(self, *_):
+        """The viewer's sliders moved: follow them on the other axis of a 4-D stack."""
+        if self.follow_check.isChecked() and self.fixed_spin.isEnabled() and self.image_layer is not None:
+            others = self._current_layout().other_axes
+            if others:
+                offset = self.viewer.dims.ndim - self.image_layer.ndim
+                value = int(self.viewer.dims.current_step[others[0] + offset])
+                if value != self.fixed_spin.value():
+                    self.fixed_spin.setValue(value)
+        self._update_quality()
 
     def _channels_changed(self, *_):
         """New channel choice: rebuild the session and replay its prompts (labels stay)."""
         if self.session is not None:
-            self.reread_contrast()
+            self._guard(self.reread_contrast)
 
     def _engine_input(self):
         """What SAM 2 reads: ``(array-like, has channel axis, contrast limits, channels)``.
@@ -305,7 +253,7 @@ class Sam2Widget(QWidget):
         """
         layer = self.image_layer
         if layer is None:
-            raise ValueError("add an image layer first")
+            raise ValueError("add an image layer first (File ▸ Open, or File ▸ Open Sample ▸ SAM 2)")
 
         def level0(lyr):
             return lyr.data[0] if lyr.multiscale else lyr.data
@@ -337,28 +285,45 @@ class Sam2Widget(QWidget):
         lay = StackLayout(tuple(shape), rgb=has_channels, video_axis=self.axis_spin.value())
         others = lay.other_axes
         if others:
-            self.fixed_spin.setMaximum(max(0, shape[others[0]] - 1))
             lay.fixed = {a: (self.fixed_spin.value() if i == 0 else 0) for i, a in enumerate(others)}
         return lay
 
     def _labels_changed(self, *_):
         name = self.labels_combo.currentText()
         if name != NEW_LABELS and name in self.viewer.layers:
-            self.labels_layer = self.viewer.layers[name]
+            self._use_labels(self.viewer.layers[name])
+
+    def _use_labels(self, layer):
+        if self.labels_layer is not None:
+            self.labels_layer.events.paint.disconnect(self._user_painted)
+        self.labels_layer = layer
+        self.core.set_labels(layer.data if isinstance(layer.data, np.ndarray) else None)
+        self.view.set_layer(layer)
+        layer.events.paint.connect(self._user_painted)
+
+    def _user_painted(self, *_):
+        self.core.forget_where()  # a brush stroke: look where the objects are again
 
     def _ensure_labels(self):
         lay = self.layout_
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers \
                 and self.labels_layer.data.shape == lay.labels_shape:
+            if self.core.labels is not self.labels_layer.data:
+                self._use_labels(self.labels_layer)
             return self.labels_layer
         img = self.image_layer
-        data = np.zeros(lay.labels_shape, np.uint16)
-        self.labels_layer = self.viewer.add_labels(
-            data, name="SAM 2 labels", scale=img.scale[: lay.ndim], translate=img.translate[: lay.ndim],
+        nd = lay.ndim
+        axis_labels = list(img.axis_labels[:nd])
+        if not lay.is_single_image:
+            axis_labels[lay.video_axis] = "z" if self.unit == "slices" else "t"
+        layer = self.viewer.add_labels(
+            np.zeros(lay.labels_shape, np.uint16), name="SAM 2 labels", scale=img.scale[:nd],
+            translate=img.translate[:nd], units=img.units[:nd], axis_labels=axis_labels,
             metadata=dict(img.metadata),
         )
-        self.labels_combo.setCurrentText(self.labels_layer.name)
-        return self.labels_layer
+        self._use_labels(layer)
+        self.labels_combo.setCurrentText(layer.name)
+        return layer
 
     # ------------------------------------------------------------------ model and session
     def _browse_model(self):
@@ -367,77 +332,27 @@ class Sam2Widget(QWidget):
             self.model_path.setText(str(Path(path).parent if path.endswith(".json") else path))
 
     def load_model(self, then=None):
-        """Load the chosen model in a worker; the session is (re)built when it arrives.
+        """Load the chosen model in a worker; then the prompt layers are ready for a click.
 
-        Download and loading progress goes to a bar in napari's activity dock (and the status
-        line); ``then`` is called on the GUI thread once the model is there (not after a failure).
+        Download and loading progress goes to a bar in napari's activity dock and to the model
+        line; ``then`` is called on the GUI thread once the model is there (not after a failure).
         """
-        from napari.utils import progress as activity_progress
+        from napari_sam2._qt.model_loading import load_in_worker
 
-        source = self.model_path.text().strip() or self.size_combo.currentText()
-        device = self.device_combo.currentText()
-        previous_status = self.model_status.text()
-        self.model_status.setText(f"loading {source}…")
-        self.load_button.setEnabled(False)
-        bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
-        self.model_progress = []  # (done, total, message) as reported, for the status line
+        load_in_worker(self, then)
 
-        def work():
-            # load_model blocks; it runs in a helper thread and its progress callbacks come
-            # back through a queue, so that this generator can yield them to the GUI thread
-            import queue
-            import threading
-
-            from napari_sam2 import load_model
-
-            reports: queue.Queue = queue.Queue()
-            out: dict = {}
-
-            def run():
-                try:
-                    out["model"] = load_model(source, device=device,
-                                              progress=lambda *r: reports.put(r))
-                except BaseException as err:  # noqa: BLE001 - re-raised in the worker below
-                    out["error"] = err
-                finally:
-                    reports.put(None)
-
-            threading.Thread(target=run, name="napari-sam2 model loading", daemon=True).start()
-            while (report := reports.get()) is not None:
-                yield report
-            if "error" in out:
-                raise out["error"]
-            return out["model"]
-
-        def on_progress(report):
-            done, total, message = report
-            self.model_progress.append(report)
-            if total > 0 and bar.total != total:
-                bar.total = total
-            bar.n = min(done, total) if total > 0 else done
-            bar.update(0)  # emits the new value to the activity dock
-            if message:
-                bar.set_description(message)
-            percent = f" {100 * done / total:.0f} %" if total > 0 else ""
-            self.model_status.setText(f"{message or 'loading'}{percent}")
-
-        loaded = []
-
-        def done(model):
-            loaded.append(model)
-            self.model = model
-            self.model_status.setText(f"{Path(str(source)).name} on {model.device}")
-            self._reset_session()
-            if then is not None:
-                then()
-
-        def finished():
-            bar.close()
-            self.load_button.setEnabled(True)
-            if not loaded:  # failed: the notification says why; the previous model stays
-                self.model_status.setText(previous_status if self.model is not None else "no model loaded")
-
-        self._submit(work, done, on_yield=on_progress, on_finish=finished)
+    def _model_loaded(self, model, source):
+        self.model = model
+        self.model_status.setText(f"{Path(str(source)).name} on {model.device}")
+        self._reset_session()
+        if self.image_layer is not None:
+            self.ensure_session()  # the labels and prompt layers appear: the next click segments
+            self.image_section.set_expanded(False)
+            self.model_section.set_expanded(False)
+            self.say(f"model loaded: click on an object to segment it ({self.unit} "
+                     f"0-{self.layout_.n_frames - 1}); N for a new object")
+        else:
+            self.say("model loaded: open an image to segment")
 
     def _reset_session(self):
         """Forget the engine session (a new image, axis or model); labels and prompts stay."""
@@ -481,6 +396,7 @@ class Sam2Widget(QWidget):
         def done(_):
             self.prompts.mark_all_sent()
             self._repaint_prompted_frames()
+            self.say("contrast re-read: prompts replayed")
 
         self._replay(saved, done, progress="Re-reading contrast")
 
@@ -492,36 +408,34 @@ class Sam2Widget(QWidget):
         """
         from napari_sam2.io.session_file import replay
 
-        try:
-            session = self.ensure_session()
-        except ValueError as err:
-            return self._error(err)
+        session = self.ensure_session()
 
         def work():
             replay(session_file, session)
             return session_file
 
-        self._submit(work, done, progress=progress)
+        self.tasks.submit(work, done, progress=progress)
 
     # ------------------------------------------------------------------ objects
     def next_free_id(self) -> int:
-        used = max([0, *self.objects])
-        if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
-            used = max(used, int(np.max(self.labels_layer.data)))
-        return used + 1
+        return self.core.next_free_id()
 
     def new_object(self, name: str | None = None) -> int:
-        """Add an object with the next free label id and make it active."""
-        obj_id = self.next_free_id()
-        self._add_object_item(obj_id, name or f"object {obj_id}")
+        """Add an object with the next free label id, make it active, get ready for clicks."""
+        if self.model is not None and self.image_layer is not None:
+            self.ensure_session()  # the prompt layers exist from here on
+        obj_id = self.core.add_object(name)
+        self._add_object_item(obj_id, self.core.objects[obj_id])
+        if self.prompts.points is not None and self.prompts.points in self.viewer.layers:
+            self.prompts.select_points()
+        self.say(f"{self.core.objects[obj_id]}: click on it")
         return obj_id
 
     def _add_object_item(self, obj_id, name):
-        from qtpy.QtCore import Qt
         from qtpy.QtGui import QColor, QIcon, QPixmap
 
-        self.objects[obj_id] = name
-        item = QListWidgetItem(f"{name}")
+        self.core.objects[obj_id] = name
+        item = QListWidgetItem(f"{obj_id}: {name}" if name != f"object {obj_id}" else name)
         item.setData(Qt.ItemDataRole.UserRole, obj_id)
         item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
         if self.labels_layer is not None:
@@ -533,44 +447,42 @@ class Sam2Widget(QWidget):
         self.object_list.setCurrentItem(item)
 
     def _object_selected(self, item, *_):
-        from qtpy.QtCore import Qt
-
-        self.active_id = None if item is None else int(item.data(Qt.ItemDataRole.UserRole))
+        self.core.active_id = None if item is None else int(item.data(Qt.ItemDataRole.UserRole))
         self.prompts.set_active(self.active_id)
         self._update_quality()
 
     def _object_renamed(self, item):
-        from qtpy.QtCore import Qt
-
         obj_id = item.data(Qt.ItemDataRole.UserRole)
         if obj_id is not None:
-            self.objects[int(obj_id)] = item.text()
+            self.core.objects[int(obj_id)] = item.text()
 
     def delete_object(self):
         """Remove the active object: its prompts, its pixels (undoable) and its memory."""
-        obj_id = self.active_id
-        if obj_id is None:
-            return
-        self.prompts.remove_object(obj_id)
-        if self.session is not None and obj_id in self.session.objects:
-            self.session.remove_object(obj_id)
+        if self.active_id is not None:
+            self._delete([self.active_id])
+
+    def delete_selected(self):
+        """Remove every selected object of the list (one undoable step)."""
+        ids = [int(i.data(Qt.ItemDataRole.UserRole)) for i in self.object_list.selectedItems()]
+        self._delete(ids or ([self.active_id] if self.active_id is not None else []))
+
+    def _delete(self, ids):
+        for obj_id in ids:
+            self.prompts.remove_object(obj_id)
+        self.core.delete_objects(ids)
+        for row in reversed(range(self.object_list.count())):
+            if int(self.object_list.item(row).data(Qt.ItemDataRole.UserRole)) in ids:
+                self.object_list.takeItem(row)
         if self.labels_layer is not None:
-            run = EditRun(f"delete object {obj_id}")
-            for f in range(self.layout_.n_frames if self.layout_ else 0):
-                edit = paint_masks(self.labels_layer.data, self.layout_.index(f),
-                                   {obj_id: np.zeros(self.session.frame_shape, bool)}, self.objects)
-                if edit is not None:
-                    run.edits.append(edit)
-            self._push_run(run)
-        del self.objects[obj_id]
-        self.object_list.takeItem(self.object_list.currentRow())
+            self.labels_layer.refresh()
+        self.say(f"deleted {', '.join(map(str, ids))}" if ids else "no object selected")
 
     def ensure_active(self) -> int:
         if self.active_id is None:
             self.new_object()
         return self.active_id
 
-    # ------------------------------------------------------------------ prompts
+    # ------------------------------------------------------------------ frames
     def current_frame(self) -> int:
         lay = self.layout_ or self._current_layout()
         if lay.is_single_image:
@@ -585,30 +497,56 @@ class Sam2Widget(QWidget):
         offset = self.viewer.dims.ndim - self.image_layer.ndim
         self.viewer.dims.set_current_step(lay.video_axis + offset, int(frame))
 
+    def _on_screen(self, frame: int) -> bool:
+        """Whether ``frame`` (with the fixed axes of this session) is the one the viewer shows."""
+        lay = self.layout_
+        if lay is None or lay.is_single_image:
+            return True
+        offset = self.viewer.dims.ndim - self.image_layer.ndim
+        step = self.viewer.dims.current_step
+        return all(isinstance(i, slice) or int(step[a + offset]) == i
+                   for a, i in enumerate(lay.index(frame)))
+
+    def _show(self, edit, now=True):
+        if edit is not None:
+            frame = 0 if self.layout_.is_single_image else edit.index[self.layout_.video_axis]
+            self.view.written(edit.index, edit.box, self._on_screen(int(frame)), now=now)
+
+    # ------------------------------------------------------------------ prompts
     def run_prompt(self, frame: int, obj_id: int, call, label: str):
-        """Run one engine prompt call in a worker and write the object's mask on that frame."""
+        """Run one engine prompt call in a worker and paint the mask it returned on that frame."""
         session = self.ensure_session()  # here, on the GUI thread: it may add layers
+        core = self.core
 
         def work():
-            call(session)
-            return frame, obj_id
+            mask = call(session)
+            if mask is None:  # a cleared prompt: what the engine has left (maybe nothing)
+                mask = core.engine_mask(frame, obj_id)
+            return core.prepare(frame, {obj_id: np.asarray(mask, bool)})
 
-        self._submit(work, lambda res: self._paint_object_frame(*res, label=label), progress=None)
+        def paint(write):
+            edit = core.apply(write)
+            core.push_run(EditRun(label, [edit] if edit is not None else []))
+            self._show(edit)
+            self._update_quality()
+            self.say(f"{self.objects.get(obj_id, obj_id)}: {label} on {self.unit[:-1]} {frame}")
+
+        self.tasks.submit(work, paint, progress=None)
 
     def mask_from_labels(self):
         """Prompt the active object with an object of the chosen Labels layer on this frame."""
         name = self.mask_source.currentText()
         if name not in self.viewer.layers:
-            return self._error(ValueError("choose a Labels layer holding the seed mask"))
+            raise ValueError("choose a Labels layer holding the seed mask (Objects ▸ Use as mask)")
         session = self.ensure_session()
         obj_id = self.ensure_active()
         frame = self.current_frame()
         source_id = self.mask_id.value() or obj_id
         seed = np.asarray(self.viewer.layers[name].data[self.layout_.index(frame)]) == source_id
         if seed.shape != tuple(session.frame_shape):
-            return self._error(ValueError("the seed Labels layer does not have the image's shape"))
+            raise ValueError("the seed Labels layer does not have the image's shape")
         if not seed.any():
-            return self._error(ValueError(f"label {source_id} is not on frame {frame} of '{name}'"))
+            raise ValueError(f"label {source_id} is not on {self.unit[:-1]} {frame} of '{name}'")
         self.prompts.record_mask(frame, obj_id)
         self.run_prompt(frame, obj_id, lambda s: s.add_mask(frame, obj_id, seed), "mask")
 
@@ -618,94 +556,69 @@ class Sam2Widget(QWidget):
     def undo_prompt(self):
         """Undo the last prompt (click, box, mask) of the session and redraw its frame."""
         if self.session is None:
-            return
-        res = self.session.undo()
-        if res is None:
-            return
-        frame, obj_id = res
-        self.prompts.after_undo(frame, obj_id)
-        if frame is not None:
-            self._paint_object_frame(frame, obj_id, label="undo")
+            return self.say("nothing to undo")
+        core = self.core
+
+        def done(result):
+            res, write = result
+            if res is None:
+                return self.say("nothing to undo")
+            frame, obj_id = res
+            self.prompts.after_undo(frame, obj_id)
+            if write is not None:
+                edit = core.apply(write)
+                core.push_run(EditRun("undo", [edit] if edit is not None else []))
+                self._show(edit)
+            self._update_quality()
+            self.say(f"undid the last prompt of object {obj_id}"
+                     + ("" if frame is None else f" on {self.unit[:-1]} {frame}"))
+
+        self.tasks.submit(core.undo_prompt_prepared, done)
 
     def _paint_object_frame(self, frame, obj_id, label="prompt"):
-        session = self.session
-        mask = None
-        if obj_id in session.objects:
-            mask = session.mask(frame, obj_id)
-        if mask is None:
-            mask = np.zeros(session.frame_shape, bool)
-        edit = paint_masks(self.labels_layer.data, self.layout_.index(frame), {obj_id: mask},
-                           set(self.objects) | set(session.objects))
-        self._push_run(EditRun(label, [edit] if edit else []))
+        run = self.core.paint(frame, {obj_id: self.core.engine_mask(frame, obj_id)}, label)
+        for edit in run.edits:
+            self._show(edit)
         self._update_quality()
+
+    def _repaint_prompted_frames(self):
+        for obj_id in self.session.objects:
+            for frame in self.session.prompted_frames(obj_id):
+                self._paint_object_frame(frame, obj_id, label="session")
 
     # ------------------------------------------------------------------ propagation
     def propagate(self):
         """Propagate all (or the selected) objects; results stream into the labels."""
-        session = self.ensure_session()
-        if self._busy:
-            return self._error(ValueError("wait for the running task to finish (or cancel it)"))
-        obj_ids = [self.active_id] if self.selected_only.isChecked() and self.active_id else None
-        stop = self.stop_spin.value() or None
-        kwargs = dict(direction=self.direction_combo.currentText(), start=self.start_spin.value(),
-                      stop=stop, obj_ids=obj_ids)
-        try:
-            total = len(session.plan_propagation(**kwargs))
-        except ValueError as err:
-            return self._error(err)
-        run = EditRun("propagation")
-        self.progress.setRange(0, total)
-        self.progress.setValue(0)
-        self.cancel_button.setEnabled(True)
-        self.propagate_button.setEnabled(False)
-        self._cancel = False
+        from napari_sam2._qt.propagation import start_propagation
 
-        def work():
-            for item in session.propagate(**kwargs):
-                yield item
-                if self._cancel:
-                    return
-
-        def on_frame(item):
-            frame, masks = item
-            edit = paint_masks(self.labels_layer.data, self.layout_.index(frame), masks,
-                               set(self.objects) | set(session.objects))
-            if edit is not None:
-                run.edits.append(edit)
-            self.progress.setValue(self.progress.value() + 1)
-            self.labels_layer.refresh()
-
-        def finished():
-            self._push_run(run)
-            self.cancel_button.setEnabled(False)
-            self.propagate_button.setEnabled(True)
-            self._update_quality()
-
-        self._submit(work, None, progress={"total": total, "desc": "SAM 2 propagation"},
-                     on_yield=on_frame, on_finish=finished)
+        start_propagation(self)
 
     def cancel(self):
         """Stop the propagation after the current frame; finished frames stay."""
         self._cancel = True
-        if self._worker is not None and hasattr(self._worker, "quit"):
-            self._worker.quit()
+        self.tasks.quit()
 
     def revert_last_run(self):
-        """Put the labels back exactly as they were before the last propagation run."""
-        for i in range(len(self.runs) - 1, -1, -1):
-            if self.runs[i].label == "propagation":
-                run = self.runs.pop(i)
-                run.undo(self.labels_layer.data)
-                self.labels_layer.refresh()
-                return run
-        return None
+        """Put the labels back exactly as they were before the last propagation run.
 
-    def _push_run(self, run: EditRun):
-        if run.edits:
-            self.runs.append(run)
-            del self.runs[:-50]
-        if self.labels_layer is not None:
-            self.labels_layer.refresh()
+        The run leaves the history at once; its pixels are put back in the worker (a masked copy
+        per frame), then the labels are redrawn.
+        """
+        run = self.core.take_last_run()
+        if run is None:
+            self.say("no propagation run to revert")
+            return None
+        n = len(self.core.frames_of(run))
+
+        def done(_):
+            if self.labels_layer is not None:
+                self.labels_layer.refresh()
+            self.say(f"reverted the last propagation: {n} {self.unit} back as they were "
+                     "(the tracking stays in the session: Propagate redoes it)")
+            self._update_quality()
+
+        self.tasks.submit(lambda: self.core.undo_run(run), done)
+        return run
 
     # ------------------------------------------------------------------ quality
     def _update_quality(self, *_):
@@ -721,7 +634,7 @@ class Sam2Widget(QWidget):
         self.strip.set_quality(q, current)
         flagged = flagged_frames(q, self.strip.iou_threshold)
         done = int(np.count_nonzero(~np.isnan(q[:, 0])))
-        self.quality_label.setText(f"{done} frames tracked, {len(flagged)} flagged"
+        self.quality_label.setText(f"{done} {self.unit} tracked, {len(flagged)} flagged"
                                    + (f": {', '.join(map(str, flagged[:8]))}{'…' if len(flagged) > 8 else ''}"
                                       if len(flagged) else ""))
 
@@ -740,152 +653,27 @@ class Sam2Widget(QWidget):
         if earlier:
             self.go_to_frame(earlier[-1])
 
-    # ------------------------------------------------------------------ session files
-    def save_session(self, path) -> Path:
-        """Write the objects and prompts as a session file (the command line reads it too)."""
-        from napari_sam2.io.session_file import SessionSettings, session_from_engine, write_session
-
-        if self.session is None or not self.session.objects:
-            raise ValueError("there is nothing to save yet: add a prompt first")
-        model = self.model_path.text().strip() or self.size_combo.currentText()
-        layers = [c.currentText() for c in (self.green_combo, self.blue_combo)
-                  if c.currentText() not in (NO_LAYER, self.image_layer.name)]
-        settings = SessionSettings(model=model, axis=self.layout_.video_axis,
-                                   image_layer=self.image_layer.name,
-                                   channels=None if layers else self.session_channels,
-                                   extra={"channel_layers": layers} if layers else {})
-        sf = session_from_engine(self.session, settings, names=self.objects)
-        return write_session(path, sf)
-
-    def load_session(self, path):
-        """Read a session file, replay its prompts and show their masks."""
-        from napari_sam2.io.session_file import read_session
-
-        sf = read_session(path)
-        if self.model is None and sf.settings.model:
-            self.model_path.setText(str(sf.settings.model))
-        if sf.settings.axis is not None and self.axis_spin.isEnabled():
-            self.axis_spin.setValue(int(sf.settings.axis))
-        if sf.settings.channels and self.channels_edit.isEnabled():
-            self.channels_edit.setText(",".join(str(c) for c in sf.settings.channels))
-        names = list(sf.settings.extra.get("channel_layers", []))[:2]
-        for combo, name in zip((self.green_combo, self.blue_combo), names):
-            if combo.findText(name) >= 0:
-                combo.setCurrentText(name)
-
-        def done(sf):
-            for obj in sf.objects:
-                if obj.id not in self.objects:
-                    self._add_object_item(obj.id, obj.name or f"object {obj.id}")
-            self.prompts.show_session_prompts(sf)
-            self._repaint_prompted_frames()
-
-        def start_replay():
-            self._replay(sf, done, progress="Loading session")
-
-        if self.model is None:
-            self.load_model(then=start_replay)
-        else:
-            start_replay()
-
-    def _repaint_prompted_frames(self):
-        for obj_id in self.session.objects:
-            for frame in self.session.prompted_frames(obj_id):
-                self._paint_object_frame(frame, obj_id, label="session")
-
-    def _save_dialog(self):
-        path, _ = QFileDialog.getSaveFileName(self, "Save SAM 2 session", "session.json", "JSON (*.json)")
-        if path:
-            try:
-                self.save_session(path)
-            except (ValueError, OSError) as err:
-                self._error(err)
-
-    def _load_dialog(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Load SAM 2 session", "", "JSON (*.json)")
-        if path:
-            try:
-                self.load_session(path)
-            except (ValueError, OSError) as err:
-                self._error(err)
-
-    # ------------------------------------------------------------------ workers
+    # ------------------------------------------------------------------ work and errors
     def _submit(self, fn, on_result, progress=None, on_yield=None, on_finish=None):
-        """Queue work; one task runs at a time, in order, so prompts apply in the order given."""
-        self._queue.append((fn, on_result, progress, on_yield, on_finish))
-        if not self._busy:
-            self._run_next()
-
-    def _run_next(self):
-        if not self._queue:
-            self._busy = False
-            self._worker = None
-            return
-        self._busy = True
-        fn, on_result, progress, on_yield, on_finish = self._queue.popleft()
-        if self.synchronous:
-            try:
-                result = fn()
-                if on_yield is not None:  # a generator: yields, then maybe returns a value
-                    while True:
-                        try:
-                            item = next(result)
-                        except StopIteration as stop:
-                            result = stop.value
-                            break
-                        on_yield(item)
-                if on_result is not None:
-                    on_result(result)
-            except Exception as err:  # noqa: BLE001 - shown to the user, the widget stays usable
-                self._error(err)
-            finally:
-                if on_finish is not None:
-                    on_finish()
-            self._run_next()
-            return
-        from napari.qt.threading import create_worker
-
-        prog = {"desc": progress} if isinstance(progress, str) else progress
-        worker = create_worker(fn, _progress=prog, _ignore_errors=True)
-        if on_yield is not None:
-            worker.yielded.connect(on_yield)
-        if on_result is not None:
-            worker.returned.connect(on_result)
-        worker.errored.connect(self._error)
-        if on_finish is not None:
-            worker.finished.connect(on_finish)
-        worker.finished.connect(self._run_next)
-        self._worker = worker
-        worker.start()
+        self.tasks.submit(fn, on_result, progress=progress, on_yield=on_yield, on_finish=on_finish)
 
     def wait(self, timeout: float = 60.0) -> None:
         """Process Qt events until queued work is done (for scripts and tests)."""
-        import time
-
-        from qtpy.QtWidgets import QApplication
-
-        end = time.monotonic() + timeout
-        while (self._busy or self._queue) and time.monotonic() < end:
-            QApplication.processEvents()
-            time.sleep(0.01)
-        if self._busy or self._queue:
-            raise TimeoutError("SAM 2 work did not finish in time")
+        self.tasks.wait(timeout)
 
     def _error(self, err):
         from napari.utils.notifications import show_error
 
         self.last_error = err
-        show_error(f"SAM 2: {err}")
+        self.status.error(f"{err}")
+        show_error(f"SAM 2: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
 
     # ------------------------------------------------------------------ shortcuts
     def _shortcut(self, method):
         def handler(viewer):
             if self._closed:
                 return
-            try:
-                getattr(self, method)()
-            except ValueError as err:
-                self._error(err)
+            self._guard(getattr(self, method))
 
         handler.__name__ = f"sam2_{method}"
         return handler
@@ -906,12 +694,12 @@ class Sam2Widget(QWidget):
             return
         self._closed = True
         self.cancel()
-        self._queue.clear()
+        self.tasks.clear()
         self.unbind_shortcuts()
         self.prompts.disconnect()
         for emitter, slot in ((self.viewer.layers.events.inserted, self._refresh_layer_choices),
                               (self.viewer.layers.events.removed, self._refresh_layer_choices),
-                              (self.viewer.dims.events.current_step, self._update_quality)):
+                              (self.viewer.dims.events.current_step, self._step_changed)):
             emitter.disconnect(slot)
 
     def event(self, ev):

@@ -212,6 +212,7 @@ def test_channels_of_an_rgb_stack_equal_the_same_channels_as_separate_layers(
     as_rgb = _dock(make_napari_viewer(), rgb, tiny_model_dir)
     assert as_rgb.channels_edit.isEnabled()
     as_rgb.channels_edit.setText("0,1")  # red and green only: the blue plane is ignored
+    as_rgb.channels_edit.editingFinished.emit()  # what Enter or leaving the field does
     as_rgb.new_object()
     _click(as_rgb, 2, 30, 30)
     assert as_rgb.session_channels == [0, 1]

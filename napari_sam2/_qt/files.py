@@ -1,0 +1,163 @@
+"""The dock's files: session save / load (with the labels) and label export.
+
+A saved session is the session file (prompts, objects, settings; the command line reads it too)
+plus, next to it, the label volume as an ImageJ TIFF, referenced from the file's settings
+(``extra["labels_file"]``): loading shows the masks at once, without propagating again.
+Export writes the tracked stack's labels with the image's voxel size and units, and says whether
+the tracked axis is z or time (ImageJ slices or frames, OME-Zarr axis type).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QFileDialog
+
+__all__ = ["DockFiles", "labels_geometry"]
+
+LABELS_SUFFIX = ".labels.tif"
+
+
+def labels_geometry(image_layer, layout, axis_kind: str):
+    """The FrameGeometry of a stack's labels: voxel size and units of the image layer."""
+    from napari_sam2._npe2_io import geometry_from_layer_meta
+
+    nd = layout.ndim
+    axes = [layout.video_axis, nd - 2, nd - 1] if not layout.is_single_image else [nd - 2, nd - 1]
+    scale = [float(image_layer.scale[a]) for a in axes]
+    units = [image_layer.units[a] for a in axes]
+    labels = (["z" if axis_kind == "z" else "t"] if not layout.is_single_image else []) + ["y", "x"]
+    meta = {"scale": scale, "units": [None if str(u) == "pixel" else u for u in units],
+            "axis_labels": labels, "metadata": dict(image_layer.metadata)}
+    return geometry_from_layer_meta(meta, len(axes))
+
+
+class DockFiles:
+    """Session files and label export for :class:`~napari_sam2._qt.widget.Sam2Widget`."""
+
+    # ------------------------------------------------------------------ export
+    def tracked_labels(self):
+        """The labels of the stack the session tracks: ``(T, Y, X)`` (or ``(Y, X)``)."""
+        lay = self.layout_
+        if self.labels_layer is None or lay is None:
+            raise ValueError("there are no SAM 2 labels yet: click on an object first")
+        if lay.is_single_image or lay.ndim == 3:
+            return self.labels_layer.data
+        index = list(lay.index(0))
+        index[lay.video_axis] = slice(None)
+        return self.labels_layer.data[tuple(index)]
+
+    def export_labels(self, path) -> Path:
+        """Write the labels as ImageJ TIFF (``.tif``) or OME-Zarr (``.zarr``)."""
+        from napari_sam2.io.writers import write_labels
+
+        data = self.tracked_labels()
+        geometry = labels_geometry(self.image_layer, self.layout_, self.axis_kind.currentText())
+        out = write_labels(path, np.asarray(data), geometry)
+        self.say(f"labels exported to {out} ({'z' if geometry.axis_name == 'Z' else 'time'} axis, "
+                 f"pixel {abs(geometry.scale[-1]):g} {geometry.units[1] or 'px'})")
+        return out
+
+    def _export_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export SAM 2 labels", "labels.tif",
+            "ImageJ TIFF (*.tif);;OME-Zarr (*.zarr)")
+        if path:
+            self.export_labels(path)
+
+    # ------------------------------------------------------------------ sessions
+    def save_session(self, path) -> Path:
+        """Write the objects and prompts as a session file, and the labels next to it."""
+        from napari_sam2.io.session_file import SessionSettings, session_from_engine, write_session
+        from napari_sam2.io.writers import write_labels
+
+        if self.session is None or not self.session.objects:
+            raise ValueError("there is nothing to save yet: add a prompt first")
+        path = Path(path)
+        model = self.model_path.text().strip() or self.size_combo.currentText()
+        layers = [c.currentText() for c in (self.green_combo, self.blue_combo)
+                  if c.currentText() not in ("(none)", self.image_layer.name)]
+        extra = {"channel_layers": layers} if layers else {}
+        labels_path = path.with_name(path.stem + LABELS_SUFFIX)
+        write_labels(labels_path, np.asarray(self.tracked_labels()),
+                     labels_geometry(self.image_layer, self.layout_, self.axis_kind.currentText()))
+        extra["labels_file"] = labels_path.name
+        extra["axis_kind"] = self.axis_kind.currentText()
+        settings = SessionSettings(model=model, axis=self.layout_.video_axis,
+                                   image_layer=self.image_layer.name,
+                                   channels=None if layers else self.session_channels, extra=extra)
+        sf = session_from_engine(self.session, settings, names=self.objects)
+        out = write_session(path, sf)
+        self.say(f"session saved: {out.name} and {labels_path.name} ({len(sf.objects)} objects)")
+        return out
+
+    def _read_saved_labels(self, sf):
+        name = sf.settings.extra.get("labels_file")
+        if not name or sf.path is None:
+            return None
+        file = Path(sf.path).parent / name
+        if not file.is_file():
+            return None
+        import tifffile
+
+        data = tifffile.imread(file)
+        want = self.tracked_labels().shape
+        return data.reshape(want) if data.size == int(np.prod(want)) else None
+
+    def load_session(self, path):
+        """Read a session file, replay its prompts and show its saved labels (or repaint)."""
+        from napari_sam2.io.session_file import read_session
+
+        sf = read_session(path)
+        if self.model is None and sf.settings.model:
+            self.model_path.setText(str(sf.settings.model))
+        if sf.settings.axis is not None and self.axis_spin.isEnabled():
+            self.axis_spin.setValue(int(sf.settings.axis))
+        if sf.settings.extra.get("axis_kind") in ("time", "z"):
+            self.axis_kind.setCurrentText(sf.settings.extra["axis_kind"])
+        if sf.settings.channels and self.channels_edit.isEnabled():
+            self.channels_edit.setText(",".join(str(c) for c in sf.settings.channels))
+        names = list(sf.settings.extra.get("channel_layers", []))[:2]
+        for combo, name in zip((self.green_combo, self.blue_combo), names):
+            if combo.findText(name) >= 0:
+                combo.setCurrentText(name)
+
+        def done(sf):
+            for obj in sf.objects:
+                if obj.id not in self.objects:
+                    self._add_object_item(obj.id, obj.name or f"object {obj.id}")
+            self.prompts.show_session_prompts(sf)
+            saved = None
+            try:
+                saved = self._read_saved_labels(sf)
+            except (OSError, ValueError) as err:
+                self._error(ValueError(f"the session's labels could not be read ({err}): "
+                                       "its prompted frames are repainted instead"))
+            if saved is not None:
+                target = self.tracked_labels()
+                target[...] = saved  # a loaded session starts a new history
+                self.core.forget_where()
+                self.labels_layer.refresh()
+                self.say(f"session loaded: {len(sf.objects)} objects, labels from {sf.settings.extra['labels_file']}")
+            else:
+                self._repaint_prompted_frames()
+                self.say(f"session loaded: {len(sf.objects)} objects (prompted {self.unit} repainted)")
+
+        def start_replay():
+            self._replay(sf, done, progress="Loading session")
+
+        if self.model is None:
+            self.load_model(then=start_replay)
+        else:
+            start_replay()
+
+    def _save_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save SAM 2 session", "session.json", "JSON (*.json)")
+        if path:
+            self.save_session(path)
+
+    def _load_dialog(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Load SAM 2 session", "", "JSON (*.json)")
+        if path:
+            self.load_session(path)

@@ -1,0 +1,213 @@
+"""The dock's sections, built: widgets and their layout only (no behaviour).
+
+:func:`build_dock` lays the sections out in a scroll area and returns the named widgets; the
+dock (:mod:`napari_sam2._qt.widget`) connects them. Sizes are chosen for a 350 px wide dock that
+still works on a 1366 x 768 screen: combo boxes do not grow with long layer names, lists are
+short, and rarely changed settings sit under "more".
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_sam2._qt.quality_strip import QualityStrip
+from napari_sam2._qt.sections import ProgressLine, Section, StatusLine
+
+__all__ = ["build_dock", "MODEL_SIZES", "DOCK_WIDTH"]
+
+MODEL_SIZES = ["sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam2.1-large"]
+DOCK_WIDTH = 350
+
+
+def _combo(tip: str = "") -> QComboBox:
+    c = QComboBox(toolTip=tip)
+    c.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    c.setMinimumContentsLength(6)
+    c.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    return c
+
+
+def _row(*widgets, stretch=None) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.setSpacing(4)
+    for i, w in enumerate(widgets):
+        if isinstance(w, str):
+            w = QLabel(w)
+        row.addWidget(w, 1 if stretch == i else 0)
+    return row
+
+
+def _form(section: Section) -> QFormLayout:
+    form = QFormLayout(section.body)
+    form.setContentsMargins(4, 0, 0, 0)
+    form.setSpacing(3)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    return form
+
+
+def build_dock(root: QWidget) -> SimpleNamespace:
+    """Build the dock's widgets into ``root``; returns them by name."""
+    w = SimpleNamespace()
+    outer = QVBoxLayout(root)
+    outer.setContentsMargins(2, 2, 2, 2)
+    w.scroll = QScrollArea(widgetResizable=True)
+    w.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    # the content follows the dock's width (no sideways scrolling), only its height scrolls
+    w.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    inner = QWidget()
+    col = QVBoxLayout(inner)
+    col.setContentsMargins(2, 2, 2, 2)
+    col.setSpacing(4)
+    w.scroll.setWidget(inner)
+    outer.addWidget(w.scroll, 1)
+
+    # ---- image
+    w.image_section = Section("Image")
+    form = _form(w.image_section)
+    w.image_combo = _combo("Image layer SAM 2 segments")
+    form.addRow("image", w.image_combo)
+    w.axis_spin = QSpinBox(toolTip="Data axis tracked through")
+    w.axis_kind = QComboBox(toolTip="What the tracked axis is: time points or z slices "
+                                    "(used in words and when labels are saved)")
+    w.axis_kind.addItems(["time", "z"])
+    form.addRow("through", _row(w.axis_kind, "axis", w.axis_spin, stretch=0))
+    w.fixed_label = QLabel("other axis")
+    w.fixed_spin = QSpinBox(toolTip="Index of the other axis of a 4-D stack (e.g. z at each t)")
+    w.follow_check = QCheckBox("follow", checked=True,
+                               toolTip="Take the index from the viewer's slider")
+    form.addRow(w.fixed_label, _row(w.fixed_spin, w.follow_check, stretch=1))
+    w.contrast_label = QLabel("-")
+    w.reread_button = QPushButton("Re-read", toolTip="Use the image layer's current contrast limits")
+    form.addRow("contrast", _row(w.contrast_label, w.reread_button, stretch=0))
+    w.channels_section = Section("more (channels)", expanded=False)
+    w.channels_section.toggle.setStyleSheet("QToolButton { border: none; }")
+    sub = _form(w.channels_section)
+    w.channels_edit = QLineEdit(
+        placeholderText="all (or e.g. 0 or 0,2)", enabled=False,
+        toolTip="Channels of an RGB/multichannel layer that feed SAM 2: one for gray, "
+                "two or three for red, green(, blue)")
+    w.green_combo = _combo("Another image layer of this stack fed as SAM 2's green input")
+    w.blue_combo = _combo("Another image layer of this stack fed as SAM 2's blue input")
+    sub.addRow("channels", w.channels_edit)
+    sub.addRow("+ green", w.green_combo)
+    sub.addRow("+ blue", w.blue_combo)
+    form.addRow(w.channels_section)
+    col.addWidget(w.image_section)
+
+    # ---- model
+    w.model_section = Section("Model")
+    form = _form(w.model_section)
+    w.size_combo = _combo()
+    w.size_combo.addItems(MODEL_SIZES)
+    w.device_combo = QComboBox()
+    w.device_combo.addItems(["auto", "cuda", "mps", "cpu"])
+    form.addRow("size", _row(w.size_combo, "device", w.device_combo, stretch=0))
+    w.model_path = QLineEdit(placeholderText="or a model folder / Meta .pt file")
+    w.browse_button = QPushButton("…")
+    w.browse_button.setFixedWidth(28)
+    form.addRow("file", _row(w.model_path, w.browse_button, stretch=0))
+    w.load_button = QPushButton("Load model")
+    w.model_status = QLabel("no model loaded", wordWrap=True)
+    form.addRow(_row(w.load_button, w.model_status, stretch=1))
+    col.addWidget(w.model_section)
+
+    # ---- objects
+    w.objects_section = Section("Objects")
+    box = QVBoxLayout(w.objects_section.body)
+    box.setContentsMargins(4, 0, 0, 0)
+    box.setSpacing(3)
+    w.labels_combo = _combo("Labels layer the masks are written into")
+    box.addLayout(_row("labels", w.labels_combo, stretch=1))
+    w.object_list = QListWidget()
+    w.object_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+    w.object_list.setMaximumHeight(110)
+    w.object_list.setMinimumHeight(48)
+    box.addWidget(w.object_list)
+    w.new_button = QPushButton("New (N)")
+    w.delete_button = QPushButton("Delete", toolTip="Delete the selected objects (their pixels too)")
+    w.positive_check = QCheckBox("positive (T)", checked=True,
+                                 toolTip="Positive (on the object) or negative (background) clicks; T toggles")
+    box.addLayout(_row(w.new_button, w.delete_button))
+    box.addWidget(w.positive_check)
+    w.mask_source = _combo("Labels layer with a seed (painted, Cellpose, StarDist...)")
+    w.mask_id = QSpinBox(minimum=0, maximum=2**31 - 1, toolTip="its label id (0: the active object's id)")
+    w.mask_button = QPushButton("Use as mask", toolTip="Prompt the active object with this label")
+    box.addLayout(_row(w.mask_source, w.mask_id, w.mask_button, stretch=0))
+    col.addWidget(w.objects_section)
+
+    # ---- propagate
+    w.propagate_section = Section("Propagate")
+    form = _form(w.propagate_section)
+    w.direction_combo = QComboBox()
+    w.direction_combo.addItems(["both", "forward", "backward"])
+    w.selected_only = QCheckBox("selected only")
+    form.addRow("direction", _row(w.direction_combo, w.selected_only, stretch=1))
+    w.range_section = Section("more (frame range)", expanded=False)
+    w.range_section.toggle.setStyleSheet("QToolButton { border: none; }")
+    sub = _form(w.range_section)
+    w.start_spin = QSpinBox(minimum=0, maximum=10**7)
+    w.stop_spin = QSpinBox(minimum=0, maximum=10**7, toolTip="0: to the last frame")
+    sub.addRow("from", _row(w.start_spin, "to", w.stop_spin, stretch=0))
+    form.addRow(w.range_section)
+    w.propagate_button = QPushButton("Propagate (Shift-P)")
+    w.cancel_button = QPushButton("Cancel", enabled=False)
+    form.addRow(_row(w.propagate_button, w.cancel_button, stretch=0))
+    w.progress = ProgressLine()
+    form.addRow(w.progress)
+    w.undo_button = QPushButton("Undo prompt")
+    w.revert_button = QPushButton("Revert last run")
+    form.addRow(_row(w.undo_button, w.revert_button))
+    col.addWidget(w.propagate_section)
+
+    # ---- quality
+    w.quality_section = Section("Quality of the selected object")
+    box = QVBoxLayout(w.quality_section.body)
+    box.setContentsMargins(4, 0, 0, 0)
+    w.strip = QualityStrip()
+    box.addWidget(w.strip)
+    w.quality_label = QLabel("", wordWrap=True)
+    box.addWidget(w.quality_label)
+    w.prev_flagged_button = QPushButton("◀ flagged (,)")
+    w.next_flagged_button = QPushButton("flagged (.) ▶")
+    box.addLayout(_row(w.prev_flagged_button, w.next_flagged_button))
+    col.addWidget(w.quality_section)
+
+    # ---- files
+    w.files_section = Section("Files")
+    box = QVBoxLayout(w.files_section.body)
+    box.setContentsMargins(4, 0, 0, 0)
+    w.save_button = QPushButton("Save session…")
+    w.load_session_button = QPushButton("Load session…")
+    box.addLayout(_row(w.save_button, w.load_session_button))
+    w.export_button = QPushButton("Export labels…", toolTip="ImageJ TIFF or OME-Zarr "
+                                  "with the image's voxel size and units")
+    box.addWidget(w.export_button)
+    col.addWidget(w.files_section)
+    col.addStretch(1)
+
+    # ---- always visible: the last word
+    w.status = StatusLine()
+    outer.addWidget(w.status)
+
+    inner.setMinimumWidth(DOCK_WIDTH - 60)
+    root.setMinimumWidth(DOCK_WIDTH - 30)
+    root.setMaximumWidth(2 * DOCK_WIDTH)
+    return w

@@ -1,0 +1,94 @@
+"""Small Qt pieces of the dock: folding sections, the status line and the progress line."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QProgressBar, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+
+from napari_sam2.annotator import ProgressClock
+
+__all__ = ["Section", "StatusLine", "ProgressLine"]
+
+
+class Section(QWidget):
+    """A titled part of the dock whose content folds away (click the title)."""
+
+    def __init__(self, title: str, parent=None, expanded: bool = True):
+        super().__init__(parent)
+        self.toggle = QToolButton(text=title, checkable=True, checked=expanded)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
+        self.toggle.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.toggle.toggled.connect(self.set_expanded)
+        self.body = QWidget()
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 2, 0, 2)
+        col.setSpacing(2)
+        col.addWidget(self.toggle)
+        col.addWidget(self.body)
+        self.set_expanded(expanded)
+
+    @property
+    def expanded(self) -> bool:
+        return self.toggle.isChecked()
+
+    def set_expanded(self, on: bool) -> None:
+        self.toggle.blockSignals(True)
+        self.toggle.setChecked(bool(on))
+        self.toggle.blockSignals(False)
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.body.setVisible(bool(on))
+
+
+class StatusLine(QLabel):
+    """The dock's last word: the last error in full (with its fix), or what just happened.
+
+    It stays until the next message, unlike napari's notifications, which fade.
+    """
+
+    def __init__(self, parent=None):
+        super().__init__("", parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.is_error = False
+
+    def say(self, text: str) -> None:
+        self.is_error = False
+        self.setStyleSheet("")
+        self.setText(text)
+
+    def error(self, text: str) -> None:
+        self.is_error = True
+        self.setStyleSheet("color: #ff7f7f;")
+        self.setText(text)
+
+
+class ProgressLine(QProgressBar):
+    """A progress bar that shows frames done, the rate and the time left."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.unit = "frames"
+        self.clock = None
+        self.setValue(0)
+        self.setFormat("")
+        self.setTextVisible(True)
+
+    def start(self, total: int, unit: str = "frames") -> None:
+        self.unit = unit
+        self.clock = ProgressClock(total)
+        self.setRange(0, max(1, total))
+        self.setValue(0)
+        self.setFormat(self.clock.text(unit))
+
+    def step(self, n: int = 1) -> None:
+        if self.clock is None:
+            self.start(self.maximum())
+        self.clock.step(n)
+        self.setValue(self.clock.done)
+        self.setFormat(self.clock.text(self.unit))
+
+    @property
+    def done(self) -> int:
+        return 0 if self.clock is None else self.clock.done

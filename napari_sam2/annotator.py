@@ -1,0 +1,293 @@
+"""The annotator's state and rules, without Qt or napari: what the dock drives.
+
+:class:`Annotator` holds what an annotation session is made of (the model, the engine session
+and the stack layout, the label array the masks go into, the objects and the active one, the undo
+history of label writes) and the rules for changing it: a prompt's mask is painted from what the
+engine returned, a propagated frame is prepared (cropped to the box that changes) where the work
+runs and applied where the labels live, undo and revert put back exactly the pixels they changed.
+
+The Qt dock (:mod:`napari_sam2._qt.widget`) keeps only widgets, signals and workers; a test or a
+script can drive an :class:`Annotator` with no display at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_sam2.label_edits import EditRun, FrameEdit, box_slices, mask_box, paint_masks, painted, union_box
+
+__all__ = ["Annotator", "FrameWrite", "ProgressClock"]
+
+#: how many label writes (prompts, runs) can be undone
+UNDO_DEPTH = 50
+
+
+@dataclass
+class FrameWrite:
+    """A frame's new masks, cropped to the region that can change, and the region painted.
+
+    ``region`` is ``(row slice, column slice)`` of the frame, or None when nothing changes;
+    ``new`` is what the region holds once written and ``edit`` how to undo it (None: no change),
+    both computed where the work ran; ``epoch`` tells whether the labels changed since.
+    """
+
+    frame: int
+    masks: dict
+    region: tuple | None
+    new: np.ndarray | None = None
+    edit: FrameEdit | None = None
+    boxes: dict | None = None
+    epoch: int = -1
+
+
+class Annotator:
+    """Objects, label writes and undo for one image stack (no Qt, no napari).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray, optional
+        The label array masks are painted into (a napari Labels layer's data).
+    """
+
+    def __init__(self, labels: np.ndarray | None = None):
+        self.model = None
+        self.session = None  # napari_sam2.Sam2Session
+        self.layout = None  # napari_sam2.stack_layout.StackLayout (Qt-free)
+        self.objects: dict[int, str] = {}
+        self.active_id: int | None = None
+        self.runs: list[EditRun] = []  # undo history of label writes, newest last
+        self._boxes: dict[int, dict[int, tuple | None]] = {}  # frame -> {obj id: box of its pixels}
+        # bumped whenever the labels change other than through prepare() + apply(): a write
+        # prepared before then is painted again from its masks
+        self.epoch = 0
+        self.labels = None
+        self.set_labels(labels)
+
+    # ------------------------------------------------------------------ labels and objects
+    def set_labels(self, labels: np.ndarray | None) -> None:
+        """Write into another label array (its objects' whereabouts are looked up again)."""
+        self.labels = labels
+        self._boxes.clear()
+        self.epoch += 1
+
+    def forget_where(self, frame: int | None = None) -> None:
+        """Someone else changed the labels of ``frame`` (all frames when None): look again."""
+        self.epoch += 1
+        if frame is None:
+            self._boxes.clear()
+        else:
+            self._boxes.pop(int(frame), None)
+
+    def sam_ids(self) -> set[int]:
+        ids = set(self.objects)
+        if self.session is not None:
+            ids |= set(self.session.objects)
+        return ids
+
+    def next_free_id(self) -> int:
+        used = max([0, *self.objects])
+        if self.labels is not None and self.labels.size:
+            used = max(used, int(np.max(self.labels)))
+        return used + 1
+
+    def add_object(self, name: str | None = None, obj_id: int | None = None) -> int:
+        """Add an object (the next free label id unless given) and make it the active one."""
+        obj_id = self.next_free_id() if obj_id is None else int(obj_id)
+        self.objects[obj_id] = name or f"object {obj_id}"
+        self.active_id = obj_id
+        return obj_id
+
+    def ensure_active(self) -> int:
+        return self.active_id if self.active_id is not None else self.add_object()
+
+    def delete_objects(self, obj_ids) -> EditRun:
+        """Remove objects: their memory in the engine and their pixels (one undoable run)."""
+        obj_ids = [int(i) for i in obj_ids if int(i) in self.objects]
+        run = EditRun("delete " + ", ".join(f"object {i}" for i in obj_ids))
+        for obj_id in obj_ids:
+            if self.session is not None and obj_id in self.session.objects:
+                self.session.remove_object(obj_id)
+        if self.labels is not None and self.layout is not None and obj_ids:
+            empty = np.zeros(self.labels.shape[-2:], bool)
+            for f in range(self.layout.n_frames):
+                edit = self.apply(self.prepare(f, {i: empty for i in obj_ids}))
+                if edit is not None:
+                    run.edits.append(edit)
+        for obj_id in obj_ids:
+            del self.objects[obj_id]
+            if self.active_id == obj_id:
+                self.active_id = None
+        self.push_run(run)
+        return run
+
+    # ------------------------------------------------------------------ painting
+    def _where(self, frame: int, obj_ids) -> dict:
+        """Boxes of the objects' current pixels on a frame (looked up once, then remembered)."""
+        known = self._boxes.setdefault(int(frame), {})
+        missing = [i for i in obj_ids if i not in known]
+        if missing:
+            plane = self.labels[self.layout.index(frame)]
+            for obj_id in missing:
+                known[obj_id] = mask_box(plane == obj_id)
+        return {i: known[i] for i in obj_ids}
+
+    def prepare(self, frame: int, masks: dict) -> FrameWrite:
+        """Crop ``{obj id: bool (H, W) mask}`` to the region that changes and paint it aside.
+
+        Only reads the labels: it runs in the worker thread, so that the GUI thread only copies
+        the painted region in (:meth:`apply`), whatever the frame size.
+        """
+        frame = int(frame)
+        epoch = self.epoch
+        ids = sorted(int(i) for i in masks)
+        boxes = {i: mask_box(masks[i]) for i in ids}
+        old = self._where(frame, ids)
+        box = union_box(*boxes.values(), *old.values())
+        if box is None:
+            return FrameWrite(frame, {}, None, epoch=epoch)
+        region = box_slices(box)
+        crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
+        index = self.layout.index(frame)
+        before = np.array(self.labels[index][region], copy=True)
+        new = painted(before, crops, self.sam_ids())
+        edit = FrameEdit.between(index, before, new, region)
+        return FrameWrite(frame, crops, region, new, edit, boxes, epoch)
+
+    def apply(self, write: FrameWrite) -> FrameEdit | None:
+        """Write a prepared frame into the labels (on the thread that owns them)."""
+        if write.region is None:
+            return None
+        index = self.layout.index(write.frame)
+        if write.epoch == self.epoch and write.new is not None:
+            edit = write.edit
+            if edit is not None:
+                self.labels[index][write.region] = write.new
+        else:  # the labels changed since it was prepared: paint from the masks again
+            edit = paint_masks(self.labels, index, write.masks, self.sam_ids(), region=write.region)
+        known = self._boxes.setdefault(write.frame, {})
+        for obj_id, b in (write.boxes or {i: mask_box(m) for i, m in write.masks.items()}).items():
+            known[obj_id] = b
+        if edit is not None:  # a higher id may have kept pixels of a lower one: look again then
+            for obj_id in self.sam_ids() - set(write.masks):
+                known.pop(obj_id, None)
+        return edit
+
+    def paint(self, frame: int, masks: dict, label: str) -> EditRun:
+        """Paint masks on one frame as one undoable step (a prompt, an undo, a loaded session)."""
+        edit = self.apply(self.prepare(frame, masks))
+        run = EditRun(label, [edit] if edit is not None else [])
+        self.push_run(run)
+        return run
+
+    def engine_mask(self, frame: int, obj_id: int) -> np.ndarray:
+        """The engine's mask of an object on a frame (empty when it has none)."""
+        mask = None
+        if self.session is not None and obj_id in self.session.objects:
+            mask = self.session.mask(frame, obj_id)
+        return np.zeros(self.session.frame_shape, bool) if mask is None else mask
+
+    def push_run(self, run: EditRun) -> None:
+        if run.edits:
+            self.runs.append(run)
+            del self.runs[:-UNDO_DEPTH]
+
+    def _undo_run(self, run: EditRun) -> None:
+        run.undo(self.labels)
+        self.epoch += 1
+        for edit in run.edits:
+            frame = edit.index[self.layout.video_axis] if not self.layout.is_single_image else 0
+            self.forget_where(int(frame))
+
+    # ------------------------------------------------------------------ undo
+    def undo_prompt(self):
+        """Undo the engine's last prompt and repaint its frame; ``(frame, obj id)`` or None."""
+        res, write = self.undo_prompt_prepared()
+        if write is not None:
+            self.push_run(EditRun("undo", [e for e in [self.apply(write)] if e is not None]))
+        return res
+
+    def undo_prompt_prepared(self):
+        """The engine's undo and the frame's new masks, prepared (worker side of undo_prompt)."""
+        if self.session is None:
+            return None, None
+        res = self.session.undo()
+        if res is None or res[0] is None:
+            return res, None
+        frame, obj_id = res
+        return res, self.prepare(frame, {obj_id: self.engine_mask(frame, obj_id)})
+
+    def revert_last_run(self) -> EditRun | None:
+        """Put the labels back exactly as they were before the last propagation run."""
+        run = self.take_last_run()
+        if run is not None:
+            self.undo_run(run)
+        return run
+
+    def take_last_run(self) -> EditRun | None:
+        """Remove the last propagation run from the history (undo it with :meth:`undo_run`)."""
+        for i in range(len(self.runs) - 1, -1, -1):
+            if self.runs[i].label == "propagation":
+                return self.runs.pop(i)
+        return None
+
+    def undo_run(self, run: EditRun) -> None:
+        """Put back the pixels a run changed (may run in a worker: a masked copy per frame)."""
+        self._undo_run(run)
+
+    def frames_of(self, run: EditRun) -> list[int]:
+        """The frame numbers a run wrote."""
+        if self.layout is None or self.layout.is_single_image:
+            return [0] * bool(run.edits)
+        return sorted({int(e.index[self.layout.video_axis]) for e in run.edits})
+
+
+class ProgressClock:
+    """Frames done, rate and time left of a long task (the text of the dock's progress bar)."""
+
+    def __init__(self, total: int, clock=time.monotonic):
+        self.total = int(total)
+        self.done = 0
+        self._clock = clock
+        self._start = clock()
+
+    def step(self, n: int = 1) -> None:
+        self.done += int(n)
+
+    @property
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    @property
+    def rate(self) -> float:
+        """Items per second so far (0 before the first)."""
+        t = self.elapsed
+        return self.done / t if self.done and t > 0 else 0.0
+
+    @property
+    def left(self) -> float | None:
+        """Seconds left at the rate so far (None before the first item)."""
+        r = self.rate
+        return (self.total - self.done) / r if r > 0 else None
+
+    def text(self, unit: str = "frames") -> str:
+        parts = [f"{self.done} / {self.total} {unit}"]
+        if self.rate > 0:
+            parts.append(f"{self.rate:.1f} {unit}/s" if self.rate >= 1 else f"{1 / self.rate:.1f} s each")
+            left = self.left
+            if left is not None and self.done < self.total:
+                parts.append(f"{_duration(left)} left")
+        return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    m, s = divmod(seconds, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"

@@ -1,0 +1,63 @@
+"""A user's actions for GUI tests: a click in add mode, a key on the canvas, a button press."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def click_canvas(viewer, world_pos, modifiers=()):
+    """A left click on the canvas at ``world_pos``, seen by the active layer (as in napari's tests)."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    layer = viewer.layers.selection.active
+    assert layer is not None, "no layer is selected: a click would go nowhere"
+
+    class Event:
+        def __init__(self, type_):
+            self.type = type_
+            self.is_dragging = False
+            self.modifiers = list(modifiers)
+            self.position = tuple(float(c) for c in world_pos)
+            self.pos = np.zeros(2)
+            self.view_direction = None
+            self.up_direction = None
+            self.dims_displayed = list(viewer.dims.displayed)
+            self.dims_point = list(viewer.dims.point)
+            self.button = 1
+            self.handled = False
+
+    mouse_press_callbacks(layer, ReadOnlyWrapper(Event("mouse_press"), exceptions=("handled",)))
+    mouse_release_callbacks(layer, ReadOnlyWrapper(Event("mouse_release"), exceptions=("handled",)))
+    return layer
+
+
+def press_key(qtbot, viewer, key):
+    """Press a key with the canvas focused, as a user does."""
+    from qtpy.QtCore import Qt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, getattr(Qt.Key, f"Key_{key.upper()}") if len(key) == 1 else key)
+
+
+def press(qtbot, button):
+    """Click a button of the dock with the mouse (it must be visible and enabled)."""
+    from qtpy.QtCore import Qt
+
+    assert button.isEnabled(), f"{button.text()!r} is disabled"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def world(layer, data_coords):
+    """A layer's data coordinates in world coordinates (where a user clicks)."""
+    return np.asarray(layer.data_to_world(np.asarray(data_coords, float)))
+
+
+def same(a, b) -> bool:
+    """Whether two layers are one (napari hands plugins proxies of its objects)."""
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)

@@ -1,0 +1,243 @@
+"""Whole workflows as a user makes them: the dock's buttons, keys on the canvas, clicks in add mode.
+
+The model is found offline in a Hugging Face cache folder built by the test (``hub_cache``), the
+work runs in napari's real thread workers, and every test fails if napari shows a warning or an
+error on the way (``no_alerts``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from _user_actions import click_canvas, press, press_key, same, world
+
+from napari_sam2.samples import make_cells_timelapse, make_organ_volume
+
+TIMEOUT = 120_000
+
+
+def _open_dock(viewer):
+    _, dock = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
+    return dock
+
+
+def _idle(qtbot, dock):
+    qtbot.waitUntil(lambda: not dock.tasks.busy and not len(dock.tasks), timeout=TIMEOUT)
+
+
+def _load(qtbot, dock):
+    assert dock.load_button.text() == "Load model"
+    press(qtbot, dock.load_button)
+    _idle(qtbot, dock)
+    assert dock.model is not None, dock.status.text()
+
+
+def _click(qtbot, dock, frame_coords):
+    """Click where the image layer's data coordinates ``frame_coords`` are, on that frame."""
+    viewer = dock.viewer
+    coords = np.asarray(frame_coords, float)
+    dock.go_to_frame(int(coords[dock._current_layout().video_axis]))
+    click_canvas(viewer, world(dock.image_layer, coords))
+    _idle(qtbot, dock)
+
+
+@pytest.fixture
+def cells():
+    return make_cells_timelapse(n_frames=8, shape=(64, 64), n_cells=3, seed=1)
+
+
+def _cell_centre(cells, frame, cell_id=None):
+    lab = cells.labels[frame]
+    cell_id = cell_id or int(lab[lab > 0][0])
+    rows, cols = np.nonzero(lab == cell_id)
+    return float(np.median(rows)), float(np.median(cols))
+
+
+def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_alerts, qtbot, cells, tmp_path,
+                                           monkeypatch):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells", axis_labels=("t", "y", "x"))
+    dock = _open_dock(viewer)
+    assert dock.size_combo.currentText() == "sam2.1-tiny"
+    _load(qtbot, dock)  # from the hub cache, offline, in the worker
+
+    # the prompt layers are there and the next click segments
+    points = dock.prompts.points
+    assert points is not None, dock.status.text()
+    assert same(viewer.layers.selection.active, points)
+    assert points.mode == "add"
+    assert "SAM 2 labels" in viewer.layers
+    assert not dock.image_section.expanded and not dock.model_section.expanded
+    assert dock.objects_section.isVisible() and dock.propagate_button.isVisible()
+
+    r, c = _cell_centre(cells, 0)
+    _click(qtbot, dock, (0, r, c))
+    labels = dock.labels_layer.data
+    assert dock.objects == {1: "object 1"} and dock.active_id == 1
+    mask = dock.session.mask(0, 1)
+    assert mask.any(), "the test model must see something"
+    np.testing.assert_array_equal(labels[0] == 1, mask)
+    assert not labels[1:].any(), "only the clicked frame changes"
+
+    # T: negative clicks; a negative click refines the same object
+    press_key(qtbot, viewer, "t")
+    assert not dock.positive_check.isChecked()
+    _click(qtbot, dock, (0, 3, 3))
+    assert dock.session.prompts(1)[-1].labels.tolist() == [0, ] or dock.session.prompts(1)[-1].labels[-1] == 0
+    np.testing.assert_array_equal(labels[0] == 1, dock.session.mask(0, 1))
+    press_key(qtbot, viewer, "t")
+
+    # Propagate: every frame gets a mask, progress says frames, rate and time left
+    press(qtbot, dock.propagate_button)
+    _idle(qtbot, dock)
+    assert all((labels[f] == 1).any() for f in range(8))
+    assert dock.progress.text().startswith("8 / 8 frames")
+    assert "propagated 8 frames" in dock.status.text()
+    assert "8 frames tracked" in dock.quality_label.text()
+    after_first_run = labels.copy()
+
+    # correct frame 5 with a second positive click, propagate again, revert that run exactly
+    _click(qtbot, dock, (5, r, c))
+    corrected = labels.copy()
+    press(qtbot, dock.propagate_button)
+    _idle(qtbot, dock)
+    press(qtbot, dock.revert_button)
+    np.testing.assert_array_equal(labels, corrected)
+    assert re.match(r"reverted the last propagation: \d+ frames back", dock.status.text())
+    press(qtbot, dock.undo_button)  # the correction click goes, frame 5 as after the first run
+    np.testing.assert_array_equal(labels[5], after_first_run[5])
+
+    # N: a new object, and the points layer is ready for its first click
+    viewer.layers.selection.active = dock.image_layer
+    press_key(qtbot, viewer, "n")
+    assert dock.active_id == 2 and same(viewer.layers.selection.active, points) and points.mode == "add"
+
+    # save the session through the dock's button (the file dialog answers with a path)
+    from qtpy.QtWidgets import QFileDialog
+
+    path = tmp_path / "cells.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
+    press(qtbot, dock.save_button)
+    assert path.is_file() and (tmp_path / "cells.labels.tif").is_file()
+    assert "session saved" in dock.status.text()
+
+    # a new viewer: Load session… loads the model, the prompts and the labels as they were
+    other_viewer = make_napari_viewer()
+    other_viewer.add_image(cells.image, name="cells", axis_labels=("t", "y", "x"))
+    other = _open_dock(other_viewer)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    press(qtbot, other.load_session_button)
+    _idle(qtbot, other)
+    np.testing.assert_array_equal(other.labels_layer.data, labels)
+    assert "labels from cells.labels.tif" in other.status.text()
+    assert len(other.prompts.points.data) == len(points.data)
+
+
+def test_load_model_without_an_image_then_click_and_n(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer()
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    assert "open an image" in dock.status.text()
+    viewer.add_image(cells.image, name="cells")
+    press_key(qtbot, viewer, "n")  # N with an image: layers appear, ready for the click
+    assert same(viewer.layers.selection.active, dock.prompts.points) and dock.prompts.points.mode == "add"
+    r, c = _cell_centre(cells, 2)
+    _click(qtbot, dock, (2, r, c))
+    assert (dock.labels_layer.data[2] == dock.active_id).any()
+
+
+def test_a_failed_load_shows_the_whole_message_in_the_dock(make_napari_viewer, qtbot, tmp_path, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image)
+    dock = _open_dock(viewer)
+    dock.size_combo.setCurrentText("sam2.1-large")  # not in any cache here, and offline
+    press(qtbot, dock.load_button)
+    _idle(qtbot, dock)
+    assert dock.model is None and dock.load_button.isEnabled()
+    text = dock.status.text()
+    assert dock.status.is_error and "HF_HOME" in text and "hf download" in text, text
+
+
+def test_a_ct_volume_is_tracked_through_z_and_exported_with_its_voxel_size(
+    make_napari_viewer, hub_cache, no_alerts, qtbot, tmp_path, monkeypatch
+):
+    import tifffile
+
+    from napari_sam2.samples import organ_volume_sample
+
+    vol = make_organ_volume(shape=(10, 64, 64), seed=0)
+    viewer = make_napari_viewer()
+    data, meta, _ = organ_volume_sample()[0]
+    meta = dict(meta)
+    viewer.add_image(vol.image, **meta)
+    dock = _open_dock(viewer)
+    assert dock.axis_kind.currentText() == "z", "the layer's axis label says z"
+    _load(qtbot, dock)
+    assert dock.propagate_section.toggle.text() == "Propagate through z"
+    assert viewer.layers["SAM 2 labels"].axis_labels[0] == "z"
+    np.testing.assert_allclose(viewer.layers["SAM 2 labels"].scale, vol.spacing)
+    rows, cols = np.nonzero(vol.labels[5] == 1)
+    _click(qtbot, dock, (5, np.median(rows), np.median(cols)))
+    press(qtbot, dock.propagate_button)
+    _idle(qtbot, dock)
+    assert "propagated 10 slices" in dock.status.text()
+    assert "10 slices tracked" in dock.quality_label.text()
+
+    from qtpy.QtWidgets import QFileDialog
+
+    out = tmp_path / "organ.tif"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    press(qtbot, dock.export_button)
+    with tifffile.TiffFile(out) as tif:
+        ij = tif.imagej_metadata
+        np.testing.assert_array_equal(tif.asarray(), dock.labels_layer.data)
+        x_res = tif.pages[0].tags["XResolution"].value
+    assert ij.get("slices") == 10 and not ij.get("frames"), ij
+    assert ij.get("spacing") == pytest.approx(2.5) and ij.get("unit") in ("mm", "millimeter")
+    assert x_res[1] / x_res[0] == pytest.approx(0.8, rel=1e-3)
+
+
+def test_4d_the_other_axis_follows_the_slider_and_names_itself(
+    make_napari_viewer, hub_cache, no_alerts, qtbot, cells
+):
+    stack = np.stack([cells.image, np.roll(cells.image, 9, axis=2), cells.image[:, ::-1]], axis=1)  # (T, Z, Y, X)
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
+    dock = _open_dock(viewer)
+    assert dock.fixed_label.text() == "z (axis 1)" and dock.fixed_spin.maximum() == 2
+    _load(qtbot, dock)
+    viewer.dims.set_current_step(1, 2)  # the user moves the z slider
+    assert dock.fixed_spin.value() == 2
+    r, c = _cell_centre(cells, 3)
+    c_flipped = 63 - c
+    _click(qtbot, dock, (3, 2, r, c_flipped))
+    labels = dock.labels_layer.data
+    assert (labels[3, 2] == 1).any() and not labels[:, :2].any(), "only z = 2 of t = 3 is written"
+    np.testing.assert_array_equal(labels[3, 2] == 1, dock.session.mask(3, 1))
+
+
+def test_a_click_on_another_slice_says_so(make_napari_viewer, hub_cache, qtbot, cells):
+    stack = np.stack([cells.image, cells.image], axis=1)
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.follow_check.setChecked(False)
+    viewer.dims.set_current_step(1, 1)
+    _click(qtbot, dock, (0, 1, 30, 30))
+    assert "session tracks index 0" in dock.status.text() and "follow" in dock.status.text()
+    assert not dock.labels_layer.data.any()
+
+
+def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8))
+    dock = _open_dock(viewer)
+    hint = dock.minimumSizeHint()
+    assert hint.width() <= 360 and hint.height() <= 300, (hint.width(), hint.height())
+    viewer.window._qt_window.resize(1366, 740)
+    qtbot.wait(50)
+    assert dock.width() <= 420
+    assert viewer.window._qt_window.width() <= 1366
