@@ -155,17 +155,57 @@ class Sam2Adapter:
         """
         vision, vision_pos = feats[-1], pos[-1]
         if len(states) == 1:
-            state = states[0]
-        else:
-            vision = vision.expand(-1, len(states), -1)
-            vision_pos = vision_pos.expand(-1, len(states), -1)
-            state = self._merged_state(states, frame, reverse, n_frames)
-        return self.network._prepare_memory_conditioned_features(
-            inference_session=state, frame_idx=frame, obj_idx=0,
-            is_initial_conditioning_frame=is_init,
-            current_vision_features=vision, current_vision_positional_embeddings=vision_pos,
-            num_total_frames=n_frames, track_in_reverse_time=reverse, streaming=False,
+            return self.network._prepare_memory_conditioned_features(
+                inference_session=states[0], frame_idx=frame, obj_idx=0,
+                is_initial_conditioning_frame=is_init,
+                current_vision_features=vision, current_vision_positional_embeddings=vision_pos,
+                num_total_frames=n_frames, track_in_reverse_time=reverse, streaming=False,
+            )
+        if is_init:
+            raise ValueError("a batch of objects is conditioned on memory for tracking only")
+        b = len(states)
+        state = self._merged_state(states, frame, reverse, n_frames)
+        return self._condition_batch(state, frame, vision.expand(-1, b, -1), vision_pos.expand(-1, b, -1),
+                                     n_frames, reverse)
+
+    def _condition_batch(self, state, frame, vision, vision_pos, n_frames, reverse):
+        """``_prepare_memory_conditioned_features`` for a batch of objects (tracking frames).
+
+        transformers' version reshapes the memory attention's output in a way that is right
+        for a batch of one only, so its steps are taken here with its own helpers and the
+        output laid out per object. ``tests/engine/test_transformers_api.py`` checks that a
+        batch of one gives exactly transformers' result.
+        """
+        net = self.network
+        b = vision.size(1)
+        h, w = self.feature_sizes[-1]
+        device = vision.device
+        if self.num_maskmem == 0:
+            return vision.permute(1, 2, 0).reshape(b, self.hidden_dim, h, w)
+        previous = net._gather_memory_frame_outputs(
+            inference_session=state, obj_idx=0, frame_idx=frame, track_in_reverse_time=reverse)
+        memories, memory_pos = net._build_memory_attention_inputs(
+            temporal_positions_and_previous_outputs=previous, device=device)
+        offsets, pointers, max_pointers = net._get_object_pointers(
+            inference_session=state, obj_idx=0, frame_idx=frame, num_total_frames=n_frames, device=device,
+            track_in_reverse_time=reverse, streaming=False)
+        n_pointer_tokens = 0
+        if pointers:
+            obj_ptrs, obj_ptrs_pos = net._process_object_pointers(
+                temporal_offsets=offsets, pointer_tokens=pointers, max_object_pointers_to_use=max_pointers,
+                batch_size=b, num_channels=self.hidden_dim, device=device)
+            if obj_ptrs is not None:
+                memories.append(obj_ptrs)
+                memory_pos.append(obj_ptrs_pos)
+                n_pointer_tokens = obj_ptrs.shape[0]
+        memory = torch.cat(memories, dim=0).to(dtype=state.dtype)
+        memory_pos = torch.cat(memory_pos, dim=0)
+        out = net.memory_attention(
+            current_vision_features=vision, current_vision_position_embeddings=vision_pos,
+            memory=memory, memory_posision_embeddings=memory_pos, num_object_pointer_tokens=n_pointer_tokens,
         )
+        # (1, batch, H*W, C) -> (batch, C, H, W)
+        return out.squeeze(0).transpose(1, 2).reshape(b, self.hidden_dim, h, w)
 
     def memory_window(self, n_frames: int) -> int:
         """How many frames behind the current one SAM 2 reads (memories and object pointers)."""

@@ -46,6 +46,12 @@ _PREV_LOGITS_CLAMP = 32.0
 # Logit magnitude for a mask known only as a binary record (same scale as SAM 2's mask inputs).
 _BINARY_LOGIT = 10.0
 _UNDO_DEPTH = 50
+# Objects tracked in one batch on a CPU: past this a batch gains no speed and costs memory.
+_CPU_MAX_BATCH = 16
+_GPU_MAX_BATCH = 256
+# Working memory of one object in a batch, per model-input pixel (memory attention over ~7
+# frames of memories, the decoder's candidate masks, the memory encoder's input): ~100 MB at 1024 px
+_WORK_BYTES_PER_PIXEL = 96
 
 
 class ObjectScore(NamedTuple):
@@ -145,6 +151,17 @@ class Sam2Session:
     encode_batch : int
         Frames the image encoder runs on at once during propagation (1: one at a time). Worth
         trying on a GPU; float results differ from one at a time in the last bits.
+    batch_objects : bool
+        Track objects together: on each frame, the objects whose memories are read from the
+        same frames (the same prompted frames and tracked frames, e.g. all seeded on one frame)
+        go through memory attention, mask decoder and memory encoder in one batch. An object
+        whose memory differs (a correction, another prompted frame, added later) is tracked in
+        its own batch until its memory matches again. ``False`` tracks them one at a time, as
+        transformers' own session does. The masks are the same either way; the logits differ
+        in the last bits at most.
+    max_batch : int, optional
+        The most objects in one batch. Default: chosen from the free memory on a GPU, 16 on
+        a CPU or an Apple GPU.
 
     Examples
     --------
@@ -156,7 +173,8 @@ class Sam2Session:
 
     def __init__(self, model, frames, *, channels=None, contrast="auto", rgb=None,
                  keep_frames: int | None = 16, cache_frames: int = 8, disk_cache=None,
-                 prefetch: int = 0, encode_batch: int = 1):
+                 prefetch: int = 0, encode_batch: int = 1, batch_objects: bool = True,
+                 max_batch: int | None = None):
         self.model = as_sam2_model(model)
         self._adapter = adapter_for(self.model.network)
         self.source = FrameSource(frames, self.model.image_size, channels=channels,
@@ -164,7 +182,8 @@ class Sam2Session:
         if keep_frames is not None and keep_frames < 1:
             raise Sam2InputError("keep_frames must be at least 1, or None to keep every frame")
         self.keep_frames = keep_frames
-        for name, value, low in (("encode_batch", encode_batch, 1), ("prefetch", prefetch, 0)):
+        for name, value, low in (("encode_batch", encode_batch, 1), ("prefetch", prefetch, 0),
+                                 ("max_batch", 1 if max_batch is None else max_batch, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise Sam2InputError(f"{name} must be an integer >= {low}, got {value!r}")
         store = None
@@ -187,7 +206,31 @@ class Sam2Session:
         self._undo: list[tuple] = []
         self._undo_group: list | None = None  # collects the entries of one add_label_image call
         self._lock = threading.RLock()
+        self._cancel_lock = threading.Lock()
         self._pos_enc = None  # one memory positional encoding shared by all stored memories
+        self.batch_objects = bool(batch_objects)
+        self.max_batch = int(max_batch) if max_batch is not None else self._default_max_batch()
+        self._cancelled = 0  # cancel() count: a propagation stops when it changes
+
+    def _default_max_batch(self) -> int:
+        dev = self.model.device
+        if dev.type != "cuda":
+            return _CPU_MAX_BATCH
+        free, _ = torch.cuda.mem_get_info(dev)
+        per_object = _WORK_BYTES_PER_PIXEL * self.model.image_size ** 2
+        return int(max(1, min(_GPU_MAX_BATCH, 0.5 * free // per_object)))
+
+    def cancel(self) -> None:
+        """Stop every running :meth:`propagate` after the frame it is computing.
+
+        Safe to call from any thread (a GUI button, a signal handler). The propagation yields
+        the frame it was computing, if any, and ends; every finished frame stays in the session.
+        A propagation started after this call is not affected. (Closing the generator from
+        another thread while it runs raises ``ValueError: generator already executing``: this
+        is the way to stop one from outside.)
+        """
+        with self._cancel_lock:
+            self._cancelled += 1
 
     # ------------------------------------------------------------------ properties
     @property
@@ -569,20 +612,26 @@ class Sam2Session:
         ------
         (int, FrameMasks)
             The frame index and ``{obj_id: bool (H, W)}`` for the objects tracked on it, with
-            ``.scores``. Prompted frames yield their prompt's mask unchanged. Stop iterating
-            (``break`` or ``close()``) to cancel: every finished frame stays in the session.
+            ``.scores``. Prompted frames yield their prompt's mask unchanged. With objects
+            prompted on different frames, ``"both"`` yields a frame twice: once for the
+            objects tracked forward and again for those tracked backward; use
+            :meth:`labels` (or merge the yields) to compose a frame. To stop, break out of
+            the loop, or call :meth:`cancel` from another thread: every finished frame stays
+            in the session.
         """
         with self._lock:
             plan = self._plan(direction, start, stop, obj_ids)
-        return self._run_plan(plan)
+        return self._run_plan(plan, self._cancelled)
 
-    def _run_plan(self, plan):
+    def _run_plan(self, plan, cancelled):
         if self._prefetch is not None:
             # the frames whose image features will be looked up, in order (not prompted ones)
             self._prefetch.start([f for _, f, ids in plan
                                   if any(i in self._tracks and f not in self._tracks[i].cond for i in ids)])
         try:
             for reverse, frame, obj_ids in plan:
+                if self._cancelled != cancelled:
+                    return
                 with self._lock, self.model.inference():
                     result = self._track_frame(frame, obj_ids, reverse)
                 yield frame, result
@@ -878,30 +927,76 @@ class Sam2Session:
             del out["high_res_masks"]
 
     def _track_frame(self, frame: int, obj_ids: list[int], reverse: bool) -> FrameMasks:
-        result = FrameMasks()
-        new = []
-        for obj_id in obj_ids:
-            track = self._tracks.get(obj_id)
-            if track is None:  # removed while the propagation was running
-                continue
-            if frame in track.cond:
-                out = track.cond[frame]
-                mask = track.exact_masks.get(frame)
-                result[obj_id] = mask.copy() if mask is not None else self._upsample(out["pred_masks"])
-                q = track.quality[frame]
-                result.scores[obj_id] = ObjectScore(float(q[0]), float(q[1]))
-                continue
-            out, iou = self._infer(track, frame, False, None, None, reverse, None)
-            track.non_cond[frame] = out
-            track.tracked[frame] = {"reverse": reverse}
-            self._record(track, frame, out, iou)
-            result[obj_id] = self._upsample(out["pred_masks"])
-            result.scores[obj_id] = self.score(frame, obj_id)
-            new.append((track, out))
-        self._encode_memories(frame, new, from_prompt=False)
-        for track, _ in new:
+        tracks = [self._tracks[i] for i in obj_ids if i in self._tracks]  # some may be removed
+        todo = [t for t in tracks if frame not in t.cond]
+        if self.batch_objects:
+            self._encode_pending_batched(todo)
+        new = {}
+        for group in self._groups(todo, frame, reverse):
+            for track, out, iou in self._infer_group(group, frame, reverse):
+                track.non_cond[frame] = out
+                track.tracked[frame] = {"reverse": reverse}
+                self._record(track, frame, out, iou)
+                new[track.obj_id] = out
+        items = [(self._tracks[i], out) for i, out in new.items()]
+        step = self.max_batch if self.batch_objects else max(len(items), 1)
+        for k in range(0, len(items), step):
+            self._encode_memories(frame, items[k:k + step], from_prompt=False)
+        for track, _ in items:
             self._prune(track, frame)
+        # the frame's masks, upsampled in batches
+        result = FrameMasks()
+        upsample = [(t.obj_id, new[t.obj_id]["pred_masks"]) for t in tracks if t.obj_id in new]
+        upsample += [(t.obj_id, t.cond[frame]["pred_masks"]) for t in tracks
+                     if t.obj_id not in new and frame not in t.exact_masks]
+        masks = {}
+        for k in range(0, len(upsample), self.max_batch):
+            chunk = upsample[k:k + self.max_batch]
+            for (obj_id, _), m in zip(chunk, self._upsample_many([x for _, x in chunk])):
+                masks[obj_id] = m
+        for track in tracks:
+            exact = track.exact_masks.get(frame) if track.obj_id not in new else None
+            result[track.obj_id] = exact.copy() if exact is not None else masks[track.obj_id]
+            q = track.quality[frame]
+            result.scores[track.obj_id] = ObjectScore(float(q[0]), float(q[1]))
         return result
+
+    def _groups(self, todo: list[_Track], frame: int, reverse: bool) -> list[list[_Track]]:
+        """Objects tracked together on ``frame``: those whose memories SAM 2 reads alike."""
+        if not self.batch_objects:
+            return [[t] for t in todo]
+        by_memory: dict[tuple, list[_Track]] = {}
+        for t in todo:
+            key = self._adapter.memory_signature(t.state, frame, reverse, self.n_frames)
+            by_memory.setdefault(key, []).append(t)
+        return [g[k:k + self.max_batch] for g in by_memory.values() for k in range(0, len(g), self.max_batch)]
+
+    def _infer_group(self, group: list[_Track], frame: int, reverse: bool):
+        """Track a group of objects on one frame: ``[(track, out, iou)]``."""
+        if len(group) == 1:
+            out, iou = self._infer(group[0], frame, False, None, None, reverse, None)
+            return [(group[0], out, iou)]
+        ad = self._adapter
+        feats, pos = ad.vision_features(group[0].state, frame)
+        pix = ad.condition_on_memory([t.state for t in group], frame, feats, pos, is_init=False,
+                                     n_frames=self.n_frames, reverse=reverse)
+        out, iou = ad.decode(pix, ad.high_res_features(feats, batch=len(group)))
+        ious = iou.tolist()
+        return [(t, {k: v[i:i + 1] for k, v in out.items()}, ious[i]) for i, t in enumerate(group)]
+
+    def _encode_pending_batched(self, tracks: list[_Track]) -> None:
+        """Encode the put-off memories of prompted frames (see _prompt), a batch per frame."""
+        by_frame: dict[int, list] = {}
+        for track in tracks:
+            for frame, out in track.cond.items():
+                if "pending_vision" in out:
+                    by_frame.setdefault(frame, []).append((track, out))
+        for frame, items in by_frame.items():
+            for k in range(0, len(items), self.max_batch):
+                chunk = items[k:k + self.max_batch]
+                self._encode_memories(frame, chunk, from_prompt=True, vision=chunk[0][1]["pending_vision"])
+                for _, out in chunk:
+                    del out["pending_vision"]
 
     def _record(self, track: _Track, frame: int, out: dict, iou: float) -> None:
         presence = float(torch.sigmoid(out["object_score_logits"].float()).max())
@@ -924,6 +1019,15 @@ class Sam2Session:
             if abs(f - frame) <= k or any(abs(f - a) <= k for a in anchors):
                 continue
             del track.non_cond[f]
+
+    def _upsample_many(self, logits: list) -> list[np.ndarray]:
+        """Several objects' low-resolution logits -> bool masks, in one interpolation."""
+        if len(logits) == 1:
+            return [self._upsample(logits[0])]
+        x = torch.cat([t.to(torch.float32).reshape(1, 1, *t.shape[-2:]) for t in logits], dim=0)
+        x = F.interpolate(x, size=tuple(self.frame_shape), mode="bilinear", align_corners=False)
+        m = (x[:, 0] > 0).cpu().numpy()
+        return list(m)
 
     def _upsample(self, low_res_logits) -> np.ndarray:
         """Low-resolution mask logits -> bool mask at the frame's size (as SAM 2's predictor)."""

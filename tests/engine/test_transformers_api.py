@@ -34,10 +34,17 @@ REQUIRED = {
     "_use_multimask": ["is_init_cond_frame", "point_inputs"],
     "_encode_new_memory": ["current_vision_feats", "pred_masks_high_res", "object_score_logits",
                            "is_mask_from_pts"],
+    # the steps of _prepare_memory_conditioned_features, taken one by one for a batch of objects
+    "_gather_memory_frame_outputs": ["inference_session", "obj_idx", "frame_idx", "track_in_reverse_time"],
+    "_build_memory_attention_inputs": ["temporal_positions_and_previous_outputs", "device"],
+    "_get_object_pointers": ["inference_session", "obj_idx", "frame_idx", "num_total_frames", "device",
+                             "track_in_reverse_time", "streaming"],
+    "_process_object_pointers": ["temporal_offsets", "pointer_tokens", "max_object_pointers_to_use",
+                                 "batch_size", "num_channels", "device"],
 }
 # submodules and attributes the adapter's batched decoder reads
 MODULES = ("prompt_encoder", "mask_decoder", "object_pointer_proj", "no_object_pointer",
-           "get_image_wide_positional_embeddings")
+           "get_image_wide_positional_embeddings", "memory_attention")
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
@@ -120,3 +127,28 @@ def test_batched_decoder_equals_single_frame_forward(tiny_model, multimask):
                 torch.testing.assert_close(batched[key][i:i + 1], ref, rtol=1e-4, atol=1e-4, msg=key)
             assert float(iou_1[0]) == float(sam.iou_scores.float().max())
             assert abs(float(iou_b[i]) - float(iou_1[0])) < 1e-5
+
+
+def test_batched_memory_attention_equals_transformers(tiny_model, blobs_stack):
+    from napari_sam2 import Sam2Session
+
+    s = Sam2Session(tiny_model, blobs_stack, batch_objects=False)
+    s.add_points(0, 1, [[40, 45]], [1])
+    s.add_points(0, 2, [[20, 90]], [1])
+    list(s.propagate("forward", stop=4))
+    ad = s._adapter
+    states = [s._tracks[i].state for i in (1, 2)]
+    with torch.inference_mode():
+        feats, pos = ad.vision_features(states[0], 4)
+        refs = [tiny_model._prepare_memory_conditioned_features(
+            inference_session=st, frame_idx=4, obj_idx=0, is_initial_conditioning_frame=False,
+            current_vision_features=feats[-1], current_vision_positional_embeddings=pos[-1],
+            num_total_frames=s.n_frames, track_in_reverse_time=False, streaming=False) for st in states]
+        for st, ref in zip(states, refs):  # a batch of one, through the adapter's own steps
+            one = ad._condition_batch(ad._merged_state([st], 4, False, s.n_frames), 4, feats[-1], pos[-1],
+                                      s.n_frames, False)
+            torch.testing.assert_close(one, ref, rtol=0, atol=0)
+        assert ad.memory_signature(states[0], 4, False, s.n_frames) == \
+            ad.memory_signature(states[1], 4, False, s.n_frames) == ((0,), (3, 2, 1))
+        both = ad.condition_on_memory(states, 4, feats, pos, is_init=False, n_frames=s.n_frames, reverse=False)
+        torch.testing.assert_close(both, torch.cat(refs), rtol=1e-5, atol=1e-5)
