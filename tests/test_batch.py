@@ -24,7 +24,6 @@ import tifffile
 pytest.importorskip("distributed")
 
 from napari_sam2.batch import run_batch  # noqa: E402
-from napari_sam2.batch.report import plan_stack  # noqa: E402
 from napari_sam2.batch.stacks import make_jobs, read_list  # noqa: E402
 from napari_sam2.cli import main  # noqa: E402
 from napari_sam2.engine.errors import BatchInputError  # noqa: E402
