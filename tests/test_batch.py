@@ -24,7 +24,6 @@ import tifffile
 pytest.importorskip("distributed")
 
 from napari_sam2.batch import run_batch  # noqa: E402
-from napari_sam2.batch.report import plan_stack  # noqa: E402
 from napari_sam2.batch.stacks import make_jobs, read_list  # noqa: E402
 from napari_sam2.cli import main  # noqa: E402
 from napari_sam2.engine.errors import BatchInputError  # noqa: E402
@@ -176,9 +175,10 @@ def test_existing_output_without_record_is_never_overwritten(data, tmp_path):
     out.mkdir()
     mine = out / "a01_labels.tif"
     mine.write_bytes(b"the user's own file")
-    report = run_batch([str(data["dir"] / "a01.tif")], out, prompts=str(data["session"]),
-                       model=data["model"], progress=False)
-    assert [r["status"] for r in report] == ["failed"]
+    report = run_batch([str(data["dir"] / "a01.tif"), str(tmp_path / "gone.tif")], out, prompts=str(data["session"]),
+                       model=data["model"], progress=False)  # nothing to run: no cluster is started
+    assert [r["status"] for r in report] == ["failed", "failed"]
+    assert report[1]["error"] == f"input '{tmp_path / 'gone.tif'}' does not exist"
     assert "never overwritten" in report[0]["error"] and "a01_labels.tif" in report[0]["error"]
     assert mine.read_bytes() == b"the user's own file"
     assert json.loads((out / "batch-report.json").read_text()) == report

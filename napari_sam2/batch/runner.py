@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import queue
 import sys
-import time
 import uuid
 from pathlib import Path
 
