@@ -328,8 +328,8 @@ def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry, name: st
     if first_unit:
         first["unit"] = first_unit
     axes = [first]
-    for name in ("y", "x"):
-        ax = {"name": name, "type": "space"}
+    for axis_name in ("y", "x"):
+        ax = {"name": axis_name, "type": "space"}
         if _NGFF_UNITS.get(unit):
             ax["unit"] = _NGFF_UNITS[unit]
         axes.append(ax)
