@@ -802,7 +802,7 @@ class Sam2Session:
             track.masks.pop(frame, None)
             track.exact_masks.pop(frame, None)
         else:
-            track.masks[frame] = mi
+            track.masks[frame] = mi.to(torch.bool)  # a record (0/1): 1 byte a pixel, not 4
             track.points.pop(frame, None)
             track.exact_masks[frame] = exact
             mask = exact

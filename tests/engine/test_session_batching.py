@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from napari_sam2 import Sam2Session
 
 
-def _cells(n_frames=7, h=96, w=112, seed=2):
+def _cells(n_frames=5, h=96, w=112, seed=2):
     """A stack of 24 bright drifting blocks and their label image on frame 0."""
     rng = np.random.default_rng(seed)
     stack = 40 + 30 * rng.random((n_frames, h, w))
