@@ -114,6 +114,7 @@ class Sam2Widget(DockFiles, QWidget):
                              (self.new_button, self.new_object),
                              (self.delete_button, self.delete_selected),
                              (self.mask_button, self.mask_from_labels),
+                             (self.seed_button, self.seed_from_labels),
                              (self.propagate_button, self.propagate),
                              (self.undo_button, self.undo_prompt),
                              (self.revert_button, self.revert_last_run),
@@ -550,6 +551,40 @@ class Sam2Widget(DockFiles, QWidget):
         self.prompts.record_mask(frame, obj_id)
         self.run_prompt(frame, obj_id, lambda s: s.add_mask(frame, obj_id, seed), "mask")
 
+    def seed_from_labels(self):
+        """Turn every label of the chosen Labels layer on this frame into an object (ids kept)."""
+        name = self.mask_source.currentText()
+        if name not in self.viewer.layers:
+            raise ValueError("choose a Labels layer holding the objects (Objects ▸ Seed from labels)")
+        session = self.ensure_session()
+        frame = self.current_frame()
+        plane = np.asarray(self.viewer.layers[name].data[self.layout_.index(frame)])
+        if plane.shape != tuple(session.frame_shape):
+            raise ValueError(f"'{name}' does not have the image's shape: choose a Labels layer of this stack")
+        if not plane.any():
+            raise ValueError(f"'{name}' has no labels on {self.unit[:-1]} {frame}")
+        core = self.core
+
+        def work():
+            ids = session.add_label_image(frame, plane)
+            masks = {i: core.engine_mask(frame, i) for i in ids}
+            return ids, core.prepare(frame, masks)
+
+        def done(result):
+            ids, write = result
+            for obj_id in ids:
+                if obj_id not in self.objects:
+                    self._add_object_item(obj_id, f"object {obj_id}")
+            self.prompts.record_mask(frame, ids[0])
+            edit = core.apply(write)
+            core.push_run(EditRun("seed", [edit] if edit is not None else []))
+            self._show(edit)
+            self._update_quality()
+            self.say(f"seeded {len(ids)} objects from '{name}' on {self.unit[:-1]} {frame} "
+                     f"(ids {', '.join(map(str, ids[:6]))}{'…' if len(ids) > 6 else ''})")
+
+        self.tasks.submit(work, done)
+
     def toggle_polarity(self):
         self.positive_check.setChecked(not self.positive_check.isChecked())
 
@@ -596,6 +631,8 @@ class Sam2Widget(DockFiles, QWidget):
     def cancel(self):
         """Stop the propagation after the current frame; finished frames stay."""
         self._cancel = True
+        if self.session is not None and hasattr(self.session, "cancel"):
+            self.session.cancel()  # the engine stops after the frame it is computing
         self.tasks.quit()
 
     def revert_last_run(self):

@@ -104,9 +104,11 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     press(qtbot, dock.propagate_button)
     _idle(qtbot, dock)
     press(qtbot, dock.revert_button)
+    _idle(qtbot, dock)  # the pixels go back in the worker
     np.testing.assert_array_equal(labels, corrected)
     assert re.match(r"reverted the last propagation: \d+ frames back", dock.status.text())
     press(qtbot, dock.undo_button)  # the correction click goes, frame 5 as after the first run
+    _idle(qtbot, dock)
     np.testing.assert_array_equal(labels[5], after_first_run[5])
 
     # N: a new object, and the points layer is ready for its first click
@@ -241,3 +243,24 @@ def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
     qtbot.wait(50)
     assert dock.width() <= 420
     assert viewer.window._qt_window.width() <= 1366
+
+
+def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    seeds = np.zeros_like(cells.labels)
+    ids = [i for i in np.unique(cells.labels[2]) if i][:3]
+    for new_id, old in zip((7, 42, 300), ids):  # ids of a Cellpose result: any values
+        seeds[2][cells.labels[2] == old] = new_id
+    viewer.add_labels(seeds, name="cellpose")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.mask_source.setCurrentText("cellpose")
+    dock.go_to_frame(2)
+    press(qtbot, dock.seed_button)
+    _idle(qtbot, dock)
+    assert set(dock.objects) == {7, 42, 300}
+    labels = dock.labels_layer.data
+    for i in (7, 42, 300):
+        np.testing.assert_array_equal(labels[2] == i, seeds[2] == i)  # a mask prompt is kept exactly
+    assert "seeded 3 objects" in dock.status.text()
