@@ -3,6 +3,7 @@
 ::
 
     napari-sam2 segment INPUT --prompts SESSION.json --out LABELS.tif [options]
+    napari-sam2 segment INPUT --seeds LABELS.tif|--auto-seed N --out LABELS.tif [options]
     napari-sam2 view INPUT [--prompts SESSION.json]
 
 Exit status: 0 on success, 2 on bad input (one line on stderr naming the problem), 130 when
@@ -32,6 +33,10 @@ OME-TIFF in uint32 for ids above 65535) with the input's voxel size and, for Geo
 georeferencing; .zarr gives an OME-Zarr image written frame by frame (for stacks larger than
 memory). Frames that are not segmented (outside --start/--stop, before the first prompt of a
 forward run...) are 0.
+
+Objects come from --prompts, from --seeds (every label id of a label image becomes an object
+with that id) or from --auto-seed (every object SAM 2 finds on one frame), or from --prompts
+with one of the others.
 
 Settings recorded in the session file (model, axis, channels, contrast) are used unless given
 on the command line. Ctrl-C stops after the current frame and writes what finished.
@@ -65,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_SEGMENT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     seg.add_argument("input", metavar="INPUT", help="image stack to segment")
-    seg.add_argument("--prompts", metavar="SESSION.json", required=True,
-                     help="session file with the objects and their prompts (saved by the widget)")
+    seg.add_argument("--prompts", metavar="SESSION.json",
+                     help="session file with the objects and their prompts (saved by the widget); "
+                          "required unless --seeds or --auto-seed gives the objects")
     seg.add_argument("--out", metavar="LABELS", required=True,
                      help="output labels: .tif/.tiff or .zarr")
     seg.add_argument("--model", metavar="NAME|FOLDER|FILE.pt",
@@ -90,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write per-object statistics (area, centroid, box, scores) as CSV")
     seg.add_argument("--save-session", metavar="SESSION.json",
                      help="also write the session as run (resolved model and contrast) for reproducing it")
+    seeds = seg.add_argument_group("seeding objects (with or without --prompts)")
+    seeds.add_argument("--seeds", metavar="LABELS",
+                       help="instance label image (e.g. Cellpose/StarDist): every id becomes an object "
+                            "with that id; 2-D for one frame, or a stack whose non-empty frames all seed")
+    seeds.add_argument("--seed-frame", type=int, metavar="N",
+                       help="the frame a 2-D --seeds image is for (default 0); with a stack, only this frame")
+    seeds.add_argument("--auto-seed", type=int, metavar="N",
+                       help="seed every object SAM 2 finds on frame N (automatic mask generation)")
+    seeds.add_argument("--auto-seed-out", metavar="FOUND.tif",
+                       help="also write the labels --auto-seed found, for review (reuse with --seeds)")
+    seeds.add_argument("--auto-seed-points", type=int, default=32, metavar="K",
+                       help="--auto-seed tries a K x K grid of points (default 32; 16 is 4x faster)")
+    seeds.add_argument("--auto-seed-min-area", type=int, default=64, metavar="PX",
+                       help="--auto-seed drops objects, holes and islands smaller than PX pixels (default 64)")
+    seeds.add_argument("--auto-seed-iou", type=float, default=0.8, metavar="T",
+                       help="--auto-seed keeps masks whose predicted IoU is above T (default 0.8; lower finds more)")
+    seeds.add_argument("--auto-seed-stability", type=float, default=0.9, metavar="T",
+                       help="--auto-seed keeps masks whose stability score is at least T (default 0.9)")
 
     view = sub.add_parser("view", help="open a stack in napari with the SAM 2 widget",
                           description="Open INPUT (or a sample) in napari with the SAM 2 widget docked.")
@@ -191,26 +215,31 @@ def _load_model(args, settings):
 
 
 def _segment(args) -> int:
+    from napari_sam2 import seeding
     from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
     from napari_sam2.io.session_file import (
-        SessionSettings, check_session_fits, read_session, replay, session_from_engine, write_session,
+        SessionFile, SessionSettings, check_session_fits, read_session, replay, session_from_engine,
+        write_session,
     )
     from napari_sam2.io.stats import ObjectStats
     from napari_sam2.io.writers import LabelsWriter, label_dtype
 
     input_path = Path(args.input)
+    seeding.check_options(args)
     if not input_path.exists():
         raise CliError(f"input '{input_path}' does not exist")
     _check_outputs(args, input_path)
-    session_file = read_session(args.prompts)
+    session_file = read_session(args.prompts) if args.prompts else SessionFile()
     settings = session_file.settings
     stack = open_stack(input_path)
     axis = args.axis if args.axis is not None else settings.axis
     frames, geometry = video_frames(stack, axis)
     n_frames, frame_shape = int(frames.shape[0]), tuple(int(s) for s in frames.shape[1:3])
-    check_session_fits(session_file, n_frames, frame_shape)
+    if args.prompts:
+        check_session_fits(session_file, n_frames, frame_shape)
     _check_bounds(args, n_frames)
-    label_dtype(max(session_file.ids))
+    seeds = seeding.check_seed_inputs(args, n_frames, frame_shape, input_path)
+    label_dtype(max([0, *session_file.ids, *(seeds.ids if seeds else [])]))
 
     # ---- the model and the prompts (minutes at most; Ctrl-C here writes nothing)
     from napari_sam2.engine.session import Sam2Session
@@ -219,22 +248,26 @@ def _segment(args) -> int:
     contrast = list(args.contrast) if args.contrast is not None else (settings.contrast or "auto")
     channels = args.channels if args.channels is not None else settings.channels
     session = Sam2Session(model, frames, channels=channels, contrast=contrast)
-    _say(f"napari-sam2: {len(session_file.objects)} object(s), {n_frames} frames of "
-         f"{frame_shape[0]}x{frame_shape[1]} px from {input_path.name}")
-    replay(session_file, session)
+    prompted = f"{len(session_file.objects)} object(s), " if args.prompts else ""
+    _say(f"napari-sam2: {prompted}{n_frames} frames of {frame_shape[0]}x{frame_shape[1]} px from {input_path.name}")
+    if args.prompts:
+        replay(session_file, session)
+    seeding.seed_session(args, session, seeds, geometry, _say)
+    ids = session.objects
+    names = {**{i: f"object {i}" for i in ids}, **session_file.names}
     if args.save_session:
         used_axis = axis if axis is not None else default_video_axis(stack)
         run_settings = SessionSettings(**{**settings.__dict__, "model": model.name,
                                           "axis": used_axis if used_axis >= 0 else None,
                                           "channels": channels, "contrast": None})
-        write_session(args.save_session, session_from_engine(session, run_settings, session_file.names,
+        write_session(args.save_session, session_from_engine(session, run_settings, names,
                                                              {o.id: o.extra for o in session_file.objects}))
 
     # ---- propagation, streamed to the output
     plan = session.plan_propagation(args.direction, args.start, args.stop)
-    stats = ObjectStats(geometry, session_file.names) if args.stats else None
+    stats = ObjectStats(geometry, names) if args.stats else None
     written_frames = len(set(plan))
-    writer = LabelsWriter(args.out, (n_frames, *frame_shape), max(session_file.ids), geometry)
+    writer = LabelsWriter(args.out, (n_frames, *frame_shape), max(ids), geometry)
     from tqdm import tqdm
 
     from napari_sam2.label_edits import paint_masks
@@ -250,7 +283,7 @@ def _segment(args) -> int:
                     # a frame can come twice (forward for one object, backward for another):
                     # add to what it holds, with the widget's rules (higher ids win overlaps)
                     labels = writer.read_frame(frame)
-                    paint_masks(labels, (Ellipsis,), masks, session_file.ids)
+                    paint_masks(labels, (Ellipsis,), masks, ids)
                     writer.write_frame(frame, labels)
                     scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
                     done += 1
@@ -352,6 +385,8 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit status (0, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "segment" and not (args.prompts or args.seeds or args.auto_seed is not None):
+        parser.error("the following arguments are required: --prompts (or --seeds or --auto-seed)")
     try:
         if args.command == "segment":
             return _segment(args)

@@ -667,6 +667,59 @@ class Sam2Session:
         plan += [(True, f, backward[f]) for f in sorted(backward, reverse=True)]
         return plan
 
+    # ------------------------------------------------------------------ automatic masks
+    def segment_everything(self, frame: int, *, points_per_side: int = 32, pred_iou_thresh: float = 0.8,
+                           stability_score_thresh: float = 0.9, min_area: int = 64,
+                           max_area: int | None = None, crop_n_layers: int = 0, progress=None,
+                           **options) -> np.ndarray:
+        """Find every object on one frame: SAM 2's automatic mask generation, as labels.
+
+        A grid of point prompts runs through SAM 2's decoder on the frame's image features
+        (encoded once, shared with tracking); masks are filtered by predicted IoU and
+        stability, de-duplicated, cleaned of small holes and islands, and painted without
+        overlaps (smaller objects on top). The session's objects, prompts and undo history are
+        not touched: review or edit the result, then pass it to :meth:`add_label_image`.
+
+        Parameters
+        ----------
+        frame : int
+        points_per_side : int
+            Grid of ``points_per_side**2`` point prompts over the frame.
+        pred_iou_thresh, stability_score_thresh : float
+            Keep masks with a predicted IoU above, and a stability score at least, these (0..1).
+        min_area : int
+            Holes, islands and objects smaller than this many pixels are removed.
+        max_area : int, optional
+            Drop masks larger than this many pixels (e.g. the background).
+        crop_n_layers : int
+            Also search ``4, 16, ...`` overlapping crops, each encoded on its own (slower;
+            finds small objects on large frames).
+        progress : callable(done, total), optional
+            Called after each decoder batch; raise from it to cancel.
+        **options
+            The other :class:`~napari_sam2.engine.everything.AutoMaskSettings`
+            (``points_per_batch``, ``box_nms_thresh``, ``stability_score_offset``, ...).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H, W)`` label image, uint16 (uint32 beyond 65,535 objects), ids ``1..n``.
+        """
+        from napari_sam2.engine import everything
+
+        frame = self._check_frame(frame)
+        settings = everything.AutoMaskSettings.from_options(
+            points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh, min_area=min_area, max_area=max_area,
+            crop_n_layers=crop_n_layers, **options)
+        with self.model.inference():
+            with self._lock:  # reads of the stack and of the cache, as a click does
+                feats = everything.frame_features(self.model, self.cache, self._frames, frame)
+                image = self.source.normalized(frame) if settings.crop_n_layers else None
+            found = everything.generate_masks(self.model, feats, self.frame_shape, settings,
+                                              image=image, progress=progress)
+        return everything.labels_from_masks(found, self.frame_shape, settings.min_area)
+
     # ------------------------------------------------------------------ internals
     def _track(self, obj_id) -> _Track:
         try:
