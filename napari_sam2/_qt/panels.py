@@ -153,7 +153,9 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     box.addLayout(_row(w.mask_source, w.mask_id, w.mask_button, stretch=0))
     w.seed_button = QPushButton("Seed from labels", toolTip="Every label of the chosen Labels layer "
                                 "on this frame becomes an object with the same id")
-    box.addWidget(w.seed_button)
+    w.find_button = QPushButton("Find objects on this frame", toolTip="SAM 2's automatic masks on "
+                                "this frame, into a Labels layer to review, then Seed from labels")
+    box.addLayout(_row(w.seed_button, w.find_button))
     col.addWidget(w.objects_section)
 
     # ---- propagate

@@ -115,6 +115,7 @@ class Sam2Widget(DockFiles, QWidget):
                              (self.delete_button, self.delete_selected),
                              (self.mask_button, self.mask_from_labels),
                              (self.seed_button, self.seed_from_labels),
+                             (self.find_button, self.find_objects),
                              (self.propagate_button, self.propagate),
                              (self.undo_button, self.undo_prompt),
                              (self.revert_button, self.revert_last_run),
@@ -584,6 +585,41 @@ class Sam2Widget(DockFiles, QWidget):
                      f"(ids {', '.join(map(str, ids[:6]))}{'…' if len(ids) > 6 else ''})")
 
         self.tasks.submit(work, done)
+
+    def find_objects(self, points_per_side: int = 16):
+        """Find the objects on this frame (SAM 2's automatic masks) into a Labels layer to review.
+
+        Nothing becomes an object yet: edit the layer if needed (erase, merge, paint), then
+        press "Seed from labels" with it.
+        """
+        session = self.ensure_session()
+        frame = self.current_frame()
+        self.say(f"finding objects on {self.unit[:-1]} {frame}…")
+
+        def work():
+            return session.segment_everything(frame, points_per_side=points_per_side)
+
+        def done(found):
+            lay = self.layout_
+            name = "SAM 2 found objects"
+            if name in self.viewer.layers and self.viewer.layers[name].data.shape == lay.labels_shape:
+                layer = self.viewer.layers[name]
+            else:
+                img = self.image_layer
+                layer = self.viewer.add_labels(
+                    np.zeros(lay.labels_shape, found.dtype if found.dtype.itemsize >= 2 else np.uint16),
+                    name=name, scale=img.scale[:lay.ndim], translate=img.translate[:lay.ndim],
+                    opacity=0.5)
+            layer.data[lay.index(frame)] = found
+            layer.refresh()
+            self._refresh_layer_choices()
+            self.mask_source.setCurrentText(name)
+            n = len(np.unique(found[found > 0]))
+            self.prompts.select_points()
+            self.say(f"found {n} objects on {self.unit[:-1]} {frame} in '{name}': review them, "
+                     "then press Seed from labels")
+
+        self.tasks.submit(work, done, progress="SAM 2: finding objects")
 
     def toggle_polarity(self):
         self.positive_check.setChecked(not self.positive_check.isChecked())

@@ -264,3 +264,19 @@ def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alert
     for i in (7, 42, 300):
         np.testing.assert_array_equal(labels[2] == i, seeds[2] == i)  # a mask prompt is kept exactly
     assert "seeded 3 objects" in dock.status.text()
+
+
+def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.go_to_frame(1)
+    press(qtbot, dock.find_button)
+    _idle(qtbot, dock)
+    found = viewer.layers["SAM 2 found objects"].data
+    assert found.shape == cells.image.shape and not found[[0, 2]].any(), "only frame 1 is filled"
+    n = len(np.unique(found[1][found[1] > 0]))
+    assert f"found {n} objects on frame 1" in dock.status.text()
+    assert dock.mask_source.currentText() == "SAM 2 found objects", "ready for Seed from labels"
+    assert dock.objects == {}, "nothing is an object before the review"
