@@ -65,6 +65,7 @@ class Sam2Widget(DockFiles, QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
         self.viewer.dims.events.current_step.connect(self._step_changed)
+        self.viewer.mouse_drag_callbacks.append(self._pick_object)
         self._refresh_layer_choices()
         # key -> (our handler, the handler it replaced): closing the widget puts the old ones back
         self._bound: dict[str, tuple] = {}
@@ -479,6 +480,22 @@ class Sam2Widget(DockFiles, QWidget):
             self.labels_layer.refresh()
         self.say(f"deleted {', '.join(map(str, ids))}" if ids else "no object selected")
 
+    def _pick_object(self, viewer, event):
+        """Alt-click on the canvas: select the object under the cursor (whatever layer is active)."""
+        if "Alt" not in [str(getattr(m, "name", m)) for m in event.modifiers] or self.labels_layer is None:
+            return
+        value = self.labels_layer.get_value(event.position, world=True)
+        obj_id = int(value) if value is not None and not isinstance(value, tuple) else 0
+        for row in range(self.object_list.count()):
+            item = self.object_list.item(row)
+            if int(item.data(Qt.ItemDataRole.UserRole)) == obj_id:
+                self.object_list.setCurrentItem(item)
+                self.say(f"selected {self.objects[obj_id]}")
+                break
+        else:
+            self.say("Alt-click on an object's mask selects it; there is none here")
+        event.handled = True
+
     def ensure_active(self) -> int:
         if self.active_id is None:
             self.new_object()
@@ -774,6 +791,8 @@ class Sam2Widget(DockFiles, QWidget):
                               (self.viewer.layers.events.removed, self._refresh_layer_choices),
                               (self.viewer.dims.events.current_step, self._step_changed)):
             emitter.disconnect(slot)
+        if self._pick_object in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._pick_object)
 
     def event(self, ev):
         # napari closes a dock widget by taking the widget out of its dock (setParent(None)),

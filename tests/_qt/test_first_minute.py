@@ -280,3 +280,44 @@ def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cac
     assert f"found {n} objects on frame 1" in dock.status.text()
     assert dock.mask_source.currentText() == "SAM 2 found objects", "ready for Seed from labels"
     assert dock.objects == {}, "nothing is an object before the review"
+
+
+def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
+    make_napari_viewer, hub_cache, no_alerts, qtbot, cells
+):
+    from napari.utils.interactions import mouse_press_callbacks
+
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    seeds = np.zeros_like(cells.labels)
+    ids = [i for i in np.unique(cells.labels[0]) if i][:3]
+    for new_id, old in zip((5, 6, 9), ids):
+        seeds[0][cells.labels[0] == old] = new_id
+    viewer.add_labels(seeds, name="seeds")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.mask_source.setCurrentText("seeds")
+    dock.go_to_frame(0)
+    press(qtbot, dock.seed_button)
+    _idle(qtbot, dock)
+    assert dock.active_id == 9
+    rows, cols = np.nonzero(dock.labels_layer.data[0] == 6)
+
+    class Event:  # an Alt-click as vispy reports it to the viewer
+        type = "mouse_press"
+        modifiers = ["Alt"]
+        position = tuple(world(dock.labels_layer, (0, rows[0], cols[0])))
+        handled = False
+        is_dragging = False
+        pos = np.zeros(2)
+        dims_displayed = [1, 2]
+
+    mouse_press_callbacks(viewer, Event())
+    assert dock.active_id == 6 and dock.status.text() == "selected object 6"
+    for row in range(dock.object_list.count()):  # Shift-click: 5 and 6 selected
+        item = dock.object_list.item(row)
+        item.setSelected(item.text() in ("object 5", "object 6"))
+    press(qtbot, dock.delete_button)
+    assert set(dock.objects) == {9}
+    labels = dock.labels_layer.data
+    assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()
