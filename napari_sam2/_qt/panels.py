@@ -151,6 +151,11 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.mask_id = QSpinBox(minimum=0, maximum=2**31 - 1, toolTip="its label id (0: the active object's id)")
     w.mask_button = QPushButton("Use as mask", toolTip="Prompt the active object with this label")
     box.addLayout(_row(w.mask_source, w.mask_id, w.mask_button, stretch=0))
+    w.seed_button = QPushButton("Seed from labels", toolTip="Every label of the chosen Labels layer "
+                                "on this frame becomes an object with the same id")
+    w.find_button = QPushButton("Find objects on this frame", toolTip="SAM 2's automatic masks on "
+                                "this frame, into a Labels layer to review, then Seed from labels")
+    box.addLayout(_row(w.seed_button, w.find_button))
     col.addWidget(w.objects_section)
 
     # ---- propagate

@@ -65,6 +65,7 @@ class Sam2Widget(DockFiles, QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
         self.viewer.dims.events.current_step.connect(self._step_changed)
+        self.viewer.mouse_drag_callbacks.append(self._pick_object)
         self._refresh_layer_choices()
         # key -> (our handler, the handler it replaced): closing the widget puts the old ones back
         self._bound: dict[str, tuple] = {}
@@ -114,6 +115,8 @@ class Sam2Widget(DockFiles, QWidget):
                              (self.new_button, self.new_object),
                              (self.delete_button, self.delete_selected),
                              (self.mask_button, self.mask_from_labels),
+                             (self.seed_button, self.seed_from_labels),
+                             (self.find_button, self.find_objects),
                              (self.propagate_button, self.propagate),
                              (self.undo_button, self.undo_prompt),
                              (self.revert_button, self.revert_last_run),
@@ -477,6 +480,22 @@ class Sam2Widget(DockFiles, QWidget):
             self.labels_layer.refresh()
         self.say(f"deleted {', '.join(map(str, ids))}" if ids else "no object selected")
 
+    def _pick_object(self, viewer, event):
+        """Alt-click on the canvas: select the object under the cursor (whatever layer is active)."""
+        if "Alt" not in [str(getattr(m, "name", m)) for m in event.modifiers] or self.labels_layer is None:
+            return
+        value = self.labels_layer.get_value(event.position, world=True)
+        obj_id = int(value) if value is not None and not isinstance(value, tuple) else 0
+        for row in range(self.object_list.count()):
+            item = self.object_list.item(row)
+            if int(item.data(Qt.ItemDataRole.UserRole)) == obj_id:
+                self.object_list.setCurrentItem(item)
+                self.say(f"selected {self.objects[obj_id]}")
+                break
+        else:
+            self.say("Alt-click on an object's mask selects it; there is none here")
+        event.handled = True
+
     def ensure_active(self) -> int:
         if self.active_id is None:
             self.new_object()
@@ -550,6 +569,75 @@ class Sam2Widget(DockFiles, QWidget):
         self.prompts.record_mask(frame, obj_id)
         self.run_prompt(frame, obj_id, lambda s: s.add_mask(frame, obj_id, seed), "mask")
 
+    def seed_from_labels(self):
+        """Turn every label of the chosen Labels layer on this frame into an object (ids kept)."""
+        name = self.mask_source.currentText()
+        if name not in self.viewer.layers:
+            raise ValueError("choose a Labels layer holding the objects (Objects ▸ Seed from labels)")
+        session = self.ensure_session()
+        frame = self.current_frame()
+        plane = np.asarray(self.viewer.layers[name].data[self.layout_.index(frame)])
+        if plane.shape != tuple(session.frame_shape):
+            raise ValueError(f"'{name}' does not have the image's shape: choose a Labels layer of this stack")
+        if not plane.any():
+            raise ValueError(f"'{name}' has no labels on {self.unit[:-1]} {frame}")
+        core = self.core
+
+        def work():
+            ids = session.add_label_image(frame, plane)
+            masks = {i: core.engine_mask(frame, i) for i in ids}
+            return ids, core.prepare(frame, masks)
+
+        def done(result):
+            ids, write = result
+            for obj_id in ids:
+                if obj_id not in self.objects:
+                    self._add_object_item(obj_id, f"object {obj_id}")
+            self.prompts.record_mask(frame, ids[0])
+            edit = core.apply(write)
+            core.push_run(EditRun("seed", [edit] if edit is not None else []))
+            self._show(edit)
+            self._update_quality()
+            self.say(f"seeded {len(ids)} objects from '{name}' on {self.unit[:-1]} {frame} "
+                     f"(ids {', '.join(map(str, ids[:6]))}{'…' if len(ids) > 6 else ''})")
+
+        self.tasks.submit(work, done)
+
+    def find_objects(self, points_per_side: int = 16):
+        """Find the objects on this frame (SAM 2's automatic masks) into a Labels layer to review.
+
+        Nothing becomes an object yet: edit the layer if needed (erase, merge, paint), then
+        press "Seed from labels" with it.
+        """
+        session = self.ensure_session()
+        frame = self.current_frame()
+        self.say(f"finding objects on {self.unit[:-1]} {frame}…")
+
+        def work():
+            return session.segment_everything(frame, points_per_side=points_per_side)
+
+        def done(found):
+            lay = self.layout_
+            name = "SAM 2 found objects"
+            if name in self.viewer.layers and self.viewer.layers[name].data.shape == lay.labels_shape:
+                layer = self.viewer.layers[name]
+            else:
+                img = self.image_layer
+                layer = self.viewer.add_labels(
+                    np.zeros(lay.labels_shape, found.dtype if found.dtype.itemsize >= 2 else np.uint16),
+                    name=name, scale=img.scale[:lay.ndim], translate=img.translate[:lay.ndim],
+                    opacity=0.5)
+            layer.data[lay.index(frame)] = found
+            layer.refresh()
+            self._refresh_layer_choices()
+            self.mask_source.setCurrentText(name)
+            n = len(np.unique(found[found > 0]))
+            self.prompts.select_points()
+            self.say(f"found {n} objects on {self.unit[:-1]} {frame} in '{name}': review them, "
+                     "then press Seed from labels")
+
+        self.tasks.submit(work, done, progress="SAM 2: finding objects")
+
     def toggle_polarity(self):
         self.positive_check.setChecked(not self.positive_check.isChecked())
 
@@ -596,6 +684,8 @@ class Sam2Widget(DockFiles, QWidget):
     def cancel(self):
         """Stop the propagation after the current frame; finished frames stay."""
         self._cancel = True
+        if self.session is not None and hasattr(self.session, "cancel"):
+            self.session.cancel()  # the engine stops after the frame it is computing
         self.tasks.quit()
 
     def revert_last_run(self):
@@ -701,6 +791,8 @@ class Sam2Widget(DockFiles, QWidget):
                               (self.viewer.layers.events.removed, self._refresh_layer_choices),
                               (self.viewer.dims.events.current_step, self._step_changed)):
             emitter.disconnect(slot)
+        if self._pick_object in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._pick_object)
 
     def event(self, ev):
         # napari closes a dock widget by taking the widget out of its dock (setParent(None)),

@@ -104,9 +104,11 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     press(qtbot, dock.propagate_button)
     _idle(qtbot, dock)
     press(qtbot, dock.revert_button)
+    _idle(qtbot, dock)  # the pixels go back in the worker
     np.testing.assert_array_equal(labels, corrected)
     assert re.match(r"reverted the last propagation: \d+ frames back", dock.status.text())
     press(qtbot, dock.undo_button)  # the correction click goes, frame 5 as after the first run
+    _idle(qtbot, dock)
     np.testing.assert_array_equal(labels[5], after_first_run[5])
 
     # N: a new object, and the points layer is ready for its first click
@@ -241,3 +243,81 @@ def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
     qtbot.wait(50)
     assert dock.width() <= 420
     assert viewer.window._qt_window.width() <= 1366
+
+
+def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    seeds = np.zeros_like(cells.labels)
+    ids = [i for i in np.unique(cells.labels[2]) if i][:3]
+    for new_id, old in zip((7, 42, 300), ids):  # ids of a Cellpose result: any values
+        seeds[2][cells.labels[2] == old] = new_id
+    viewer.add_labels(seeds, name="cellpose")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.mask_source.setCurrentText("cellpose")
+    dock.go_to_frame(2)
+    press(qtbot, dock.seed_button)
+    _idle(qtbot, dock)
+    assert set(dock.objects) == {7, 42, 300}
+    labels = dock.labels_layer.data
+    for i in (7, 42, 300):
+        np.testing.assert_array_equal(labels[2] == i, seeds[2] == i)  # a mask prompt is kept exactly
+    assert "seeded 3 objects" in dock.status.text()
+
+
+def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.go_to_frame(1)
+    press(qtbot, dock.find_button)
+    _idle(qtbot, dock)
+    found = viewer.layers["SAM 2 found objects"].data
+    assert found.shape == cells.image.shape and not found[[0, 2]].any(), "only frame 1 is filled"
+    n = len(np.unique(found[1][found[1] > 0]))
+    assert f"found {n} objects on frame 1" in dock.status.text()
+    assert dock.mask_source.currentText() == "SAM 2 found objects", "ready for Seed from labels"
+    assert dock.objects == {}, "nothing is an object before the review"
+
+
+def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
+    make_napari_viewer, hub_cache, no_alerts, qtbot, cells
+):
+    from napari.utils.interactions import mouse_press_callbacks
+
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    seeds = np.zeros_like(cells.labels)
+    ids = [i for i in np.unique(cells.labels[0]) if i][:3]
+    for new_id, old in zip((5, 6, 9), ids):
+        seeds[0][cells.labels[0] == old] = new_id
+    viewer.add_labels(seeds, name="seeds")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.mask_source.setCurrentText("seeds")
+    dock.go_to_frame(0)
+    press(qtbot, dock.seed_button)
+    _idle(qtbot, dock)
+    assert dock.active_id == 9
+    rows, cols = np.nonzero(dock.labels_layer.data[0] == 6)
+
+    class Event:  # an Alt-click as vispy reports it to the viewer
+        type = "mouse_press"
+        modifiers = ["Alt"]
+        position = tuple(world(dock.labels_layer, (0, rows[0], cols[0])))
+        handled = False
+        is_dragging = False
+        pos = np.zeros(2)
+        dims_displayed = [1, 2]
+
+    mouse_press_callbacks(viewer, Event())
+    assert dock.active_id == 6 and dock.status.text() == "selected object 6"
+    for row in range(dock.object_list.count()):  # Shift-click: 5 and 6 selected
+        item = dock.object_list.item(row)
+        item.setSelected(item.text() in ("object 5", "object 6"))
+    press(qtbot, dock.delete_button)
+    assert set(dock.objects) == {9}
+    labels = dock.labels_layer.data
+    assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()
