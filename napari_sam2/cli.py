@@ -5,7 +5,7 @@
     napari-sam2 segment INPUT --prompts SESSION.json --out LABELS.tif [options]
     napari-sam2 segment INPUT --seeds LABELS.tif|--auto-seed N --out LABELS.tif [options]
     napari-sam2 view INPUT [--prompts SESSION.json]
-    napari-sam2 batch INPUT... --out-dir DIR --prompts SESSION.json [options]   (napari_sam2.batch)
+    napari-sam2 batch INPUT... --out-dir DIR --prompts SESSION.json|--seeds-dir DIR|--auto-seed N [options]
 
 Exit status: 0 on success, 2 on bad input or a failed run (one line on stderr naming the
 problem), 130 when interrupted with Ctrl-C (SIGINT) and 143 when stopped with SIGTERM (what a

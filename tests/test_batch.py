@@ -102,6 +102,16 @@ def by_input(report):
     return {Path(r["input"]).stem: r for r in report}
 
 
+def write_seeds(path, discs):
+    """A 2-D seed label image: {id: (row, col, radius)}."""
+    yy, xx = np.mgrid[:64, :64]
+    labels = np.zeros((64, 64), np.uint16)
+    for i, (cy, cx, r) in discs.items():
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = i
+    tifffile.imwrite(path, labels)
+    return path
+
+
 # --------------------------------------------------------------------------- no cluster needed
 def test_list_files_lines_and_csv(tmp_path):
     (tmp_path / "sub").mkdir()
@@ -109,8 +119,11 @@ def test_list_files_lines_and_csv(tmp_path):
     assert [e["input"] for e in read_list(tmp_path / "list.txt")] == [str(tmp_path / "sub" / "a.tif"), "/abs/b.tif"]
     (tmp_path / "list.csv").write_text("input,prompts,output\nsub/a.tif,p.json,\nc.tif,,well_c.tif\n")
     rows = read_list(tmp_path / "list.csv")
-    assert rows == [{"input": str(tmp_path / "sub" / "a.tif"), "prompts": str(tmp_path / "p.json"), "output": None},
-                    {"input": str(tmp_path / "c.tif"), "prompts": None, "output": "well_c.tif"}]
+    assert rows == [{"input": str(tmp_path / "sub" / "a.tif"), "prompts": str(tmp_path / "p.json"), "seeds": None,
+                     "output": None},
+                    {"input": str(tmp_path / "c.tif"), "prompts": None, "seeds": None, "output": "well_c.tif"}]
+    (tmp_path / "seeds.csv").write_text("input,seeds\nsub/a.tif,s/a_seg.tif\n")
+    assert read_list(tmp_path / "seeds.csv")[0]["seeds"] == str(tmp_path / "s" / "a_seg.tif")
     (tmp_path / "bad.csv").write_text("input,promts\na.tif,p.json\n")
     with pytest.raises(BatchInputError, match="unknown column.*promts"):
         read_list(tmp_path / "bad.csv")
@@ -184,6 +197,44 @@ def test_existing_output_without_record_is_never_overwritten(data, tmp_path):
     assert json.loads((out / "batch-report.json").read_text()) == report
 
 
+def test_seeds_dir_names_keys_and_missing_seed_file(data, tmp_path):
+    d, seeds = data["dir"], tmp_path / "seeds"
+    seeds.mkdir()
+    write_seeds(seeds / "a01.tif", {7: (20, 20, 8)})
+    write_seeds(seeds / "a02_labels.tif", {5: (40, 40, 9)})
+    inputs = [str(d / f"{n}.tif") for n in NAMES]
+    jobs = make_jobs(inputs, tmp_path / "out", seeds_dir=str(seeds))
+    assert [Path(j.seeds).name if j.seeds else None for j in jobs] == ["a01.tif", "a02_labels.tif", None]
+    assert [j.error is None for j in jobs] == [True, True, False]
+    assert "no seed file for" in jobs[2].error and "b01_labels.tif" in jobs[2].error and "no prompts" in jobs[2].error
+    with_prompts = make_jobs(inputs, tmp_path / "out", seeds_dir=str(seeds), prompts=str(data["session"]))
+    assert with_prompts[2].error is None and with_prompts[2].seeds is None  # prompts alone
+    # the key follows the seed file's content and the auto-seed options
+    key = jobs[0].key
+    write_seeds(seeds / "a01.tif", {7: (20, 21, 8)})
+    assert make_jobs(inputs[:1], tmp_path / "out", seeds_dir=str(seeds))[0].key != key
+    auto = [make_jobs(inputs[:1], tmp_path / "out", options={"auto_seed": 0, "auto_seed_iou": t})[0].key
+            for t in (0.8, 0.5)]
+    assert auto[0] != auto[1]
+    # the input folder as --seeds-dir: the input itself is not its own seed file
+    assert make_jobs(inputs[:1], tmp_path / "out", seeds_dir=str(d))[0].error.startswith("no seed file")
+
+
+def test_seed_usage_errors_exit_2(data, tmp_path, capsys):
+    d = data["dir"]
+    cases = [
+        (["--seeds-dir", str(tmp_path / "nope")], "is not a folder"),
+        (["--seeds-dir", str(tmp_path), "--auto-seed", "0"], "choose --seeds-dir or --auto-seed"),
+        (["--auto-seed", "0", "--auto-seed-iou", "2"], "--auto-seed-iou 2"),
+        (["--prompts", str(data["session"]), "--seed-frame", "1"], "--seed-frame needs --seeds-dir"),
+    ]
+    for extra, message in cases:
+        assert main(["batch", str(d / "a01.tif"), "--out-dir", str(tmp_path / "out"), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
 # --------------------------------------------------------------------------- on a local cluster
 def test_two_workers_match_serial_segment(data, client, tmp_path):
     d, ref = data["dir"], data["ref"]
@@ -240,6 +291,58 @@ def test_broken_stack_then_rerun_skips_done_and_retries_failed(data, client, tmp
                        model=data["model"], stats=True, contrast=(0, 255), progress=False)
     assert report[0]["status"] == "failed" and "other settings" in report[0]["error"]
     assert (out / "a01_labels.tif").stat().st_mtime_ns == before["a01_labels.tif"][1]
+
+
+def test_seeds_dir_matches_serial_segment_and_changed_seeds_rerun(data, client, tmp_path):
+    d, seeds, ref, out = data["dir"], tmp_path / "seeds", tmp_path / "ref", tmp_path / "out"
+    seeds.mkdir()
+    ref.mkdir()
+    write_seeds(seeds / "a01.tif", {7: (20, 20, 8), 300: (40, 44, 10)})
+    write_seeds(seeds / "a02_labels.tif", {5: (40, 40, 9)})
+
+    def serial(name, seed_file):
+        assert main(["segment", str(d / f"{name}.tif"), "--seeds", str(seed_file), "--seed-frame", "1",
+                     "--out", str(ref / f"{name}_labels.tif"), "--stats", str(ref / f"{name}_stats.csv"),
+                     "--model", data["model"]]) == 0
+
+    def batch():
+        return by_input(run_batch([str(d / f"{n}.tif") for n in NAMES], out, client=client, seeds_dir=str(seeds),
+                                  seed_frame=1, model=data["model"], stats=True, progress=False))
+
+    serial("a01", seeds / "a01.tif")
+    serial("a02", seeds / "a02_labels.tif")
+    report = batch()
+    assert [report[n]["status"] for n in NAMES] == ["done", "done", "failed"], report
+    assert report["b01"]["error"].startswith(f"no seed file for '{d / 'b01.tif'}'") and report["b01"]["attempts"] == 0
+    for name in ("a01", "a02"):
+        same_files(out / f"{name}_labels.tif", ref / f"{name}_labels.tif")
+        same_files(out / f"{name}_stats.csv", ref / f"{name}_stats.csv")
+    assert set(np.unique(tifffile.imread(out / "a01_labels.tif")[1]).tolist()) == {0, 7, 300}
+
+    # new seeds for a02 under the same name: not skipped; its old output is kept, never overwritten
+    write_seeds(seeds / "a02_labels.tif", {9: (20, 44, 7)})
+    report = batch()
+    assert [report[n]["status"] for n in NAMES] == ["skipped", "failed", "failed"]
+    assert "other settings" in report["a02"]["error"]
+    (out / "a02_labels.tif").unlink()  # the user moves the old result away: the stack reruns
+    (out / "a02_stats.csv").unlink()
+    report = batch()
+    assert [report[n]["status"] for n in NAMES] == ["skipped", "done", "failed"]
+    serial("a02", seeds / "a02_labels.tif")
+    same_files(out / "a02_labels.tif", ref / "a02_labels.tif")
+    assert partials(out) == []
+
+
+def test_auto_seed_matches_serial_segment(data, client, tmp_path):
+    d, out = data["dir"], tmp_path / "out"
+    loose = dict(auto_seed_points=4, auto_seed_min_area=20, auto_seed_iou=0.0, auto_seed_stability=0.0)
+    (entry,) = run_batch([str(d / "a01.tif")], out, client=client, auto_seed=2, model=data["model"],
+                         progress=False, **loose)
+    assert entry["status"] == "done", entry
+    assert main(["segment", str(d / "a01.tif"), "--auto-seed", "2", "--out", str(tmp_path / "serial.tif"),
+                 "--model", data["model"], *[f"--{k.replace('_', '-')}={v}" for k, v in loose.items()]]) == 0
+    same_files(out / "a01_labels.tif", tmp_path / "serial.tif")
+    assert tifffile.imread(out / "a01_labels.tif").max() > 0
 
 
 def test_worker_killed_mid_stack_is_retried(data, client, tmp_path):

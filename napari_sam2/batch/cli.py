@@ -16,6 +16,9 @@ __all__ = ["add_batch_parser", "run_command"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 #: ``segment`` options that batch takes unchanged (same names, help and defaults).
 _SEGMENT_OPTIONS = ("model", "device", "direction", "start", "stop", "axis", "channels", "contrast")
+#: ``segment``'s seeding options that batch takes unchanged (``--seeds`` becomes ``--seeds-dir``).
+_SEED_OPTIONS = ("seed_frame", "auto_seed", "auto_seed_points", "auto_seed_min_area", "auto_seed_iou",
+                 "auto_seed_stability")
 
 _EPILOG = """\
 Each INPUT (or line of --list) is one stack; anything `napari-sam2 segment` reads. Results go to
@@ -23,11 +26,17 @@ DIR/<stem>_labels.tif (or .zarr), DIR/<stem>_stats.csv with --stats, and DIR/bat
 a list of {"input", "output", "status": "done"|"failed"|"skipped", "error", "frames", "seconds"}
 rewritten as stacks finish. A stack's labels are exactly what `segment` writes for it.
 
-A list file holds one path per line, or (.csv) a header row with an 'input' column and
-optionally 'prompts' (a session file for that stack) and 'output' (its label file name).
+Objects come from --prompts (replayed on every stack), from --seeds-dir (each stack's label
+image DIR/<stem>.tif, or <stem>.tiff, <stem>_labels.tif, <stem>_labels.tiff, <stem>.npy,
+<stem>_labels.npy, is its `segment --seeds`), from --auto-seed N, or from --prompts with one of
+the two. A stack with no seed file and no prompts fails (in the report); the others go on.
 
-Rerunning the same command skips the stacks already done for the same input and settings,
-and runs the failed and unfinished ones; finished outputs are never rewritten.
+A list file holds one path per line, or (.csv) a header row with an 'input' column and
+optionally 'prompts' (a session file for that stack), 'seeds' (its seed label image) and
+'output' (its label file name).
+
+Rerunning the same command skips the stacks already done for the same input and settings
+(options, prompts and seed file contents), and runs the failed and unfinished ones; finished outputs are never rewritten.
 
 Without --scheduler a cluster is started on this machine: one worker per GPU (each pinned to
 its GPU), or a few CPU workers that split the cores. With --scheduler tcp://HOST:PORT the stacks
@@ -41,20 +50,30 @@ def add_batch_parser(subparsers, segment_parser):
     import argparse
 
     p = subparsers.add_parser(
-        "batch", help="segment many stacks with the same prompts, on a dask cluster",
+        "batch", help="segment many stacks with the same prompts or seeding, on a dask cluster",
         description="Segment many stacks with the same options, one dask task per stack, on this\n"
                     "machine or on a running dask scheduler's workers.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", metavar="INPUT", nargs="*", help="image stacks to segment")
     p.add_argument("--list", metavar="FILE", dest="list_file",
-                   help="file with one stack per line, or a CSV with input[,prompts][,output] columns")
+                   help="file with one stack per line, or a CSV with input[,prompts][,seeds][,output] columns")
     p.add_argument("--out-dir", metavar="DIR", required=True, help="folder for the results (created)")
     p.add_argument("--prompts", metavar="SESSION.json",
                    help="session file replayed on every stack (a CSV list may give one per stack)")
     for action in segment_parser._actions:
         if action.dest in _SEGMENT_OPTIONS:
             p._add_action(copy.copy(action))
+    seeding = p.add_argument_group("seeding objects (with or without --prompts), as for segment")
+    seeding.add_argument("--seeds-dir", metavar="DIR",
+                         help="folder with one seed label image per stack, named DIR/<stem>.tif (or "
+                              ".tiff, _labels.tif, _labels.tiff, .npy, _labels.npy): segment --seeds")
+    for action in segment_parser._actions:
+        if action.dest in _SEED_OPTIONS:
+            action = copy.copy(action)
+            if action.dest == "seed_frame":
+                action.help = "the frame a 2-D seed image is for (default 0); with a stack, only this frame"
+            seeding._add_action(action)
     p.add_argument("--stats", action="store_true",
                    help="also write per-object statistics as DIR/<stem>_stats.csv")
     p.add_argument("--format", choices=("tif", "zarr"), default="tif",
@@ -117,6 +136,9 @@ def run_command(args) -> int:
     try:
         report = run_batch(
             args.inputs, args.out_dir, prompts=args.prompts, list_file=args.list_file,
+            seeds_dir=args.seeds_dir, seed_frame=args.seed_frame, auto_seed=args.auto_seed,
+            auto_seed_points=args.auto_seed_points, auto_seed_min_area=args.auto_seed_min_area,
+            auto_seed_iou=args.auto_seed_iou, auto_seed_stability=args.auto_seed_stability,
             model=args.model, device=args.device, axis=args.axis, direction=args.direction,
             start=args.start, stop=args.stop, channels=args.channels, contrast=args.contrast,
             stats=args.stats, format=args.format, workers=args.workers, scheduler=args.scheduler,

@@ -108,4 +108,5 @@ def entry(job, status, *, error=None, frames=None, seconds=None, **extra) -> dic
     return {"input": job.input, "output": str(job.output), "status": status, "error": error,
             "frames": frames, "seconds": None if seconds is None else round(float(seconds), 3),
             "stats": None if job.stats is None else str(job.stats), "prompts": job.prompts,
+            "seeds": getattr(job, "seeds", None),
             "key": job.key, "input_identity": job.identity, "settings": job.settings, **extra}

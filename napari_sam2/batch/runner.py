@@ -31,6 +31,25 @@ def _check_prompts(prompts) -> None:
     read_session(prompts)  # a bad session file stops the batch before anything starts
 
 
+def _check_seeding(seeds_dir, options) -> None:
+    """The seeding options, checked as ``segment`` checks them (before anything starts)."""
+    import argparse
+
+    from napari_sam2.seeding import check_options
+
+    if seeds_dir is not None:
+        if not Path(seeds_dir).is_dir():
+            raise BatchInputError(f"--seeds-dir '{seeds_dir}' is not a folder: give the folder holding "
+                                  "one seed label image per stack")
+        if options["auto_seed"] is not None:
+            raise BatchInputError("choose --seeds-dir or --auto-seed (as for segment --seeds / --auto-seed)")
+    if options["auto_seed"] is not None and options["auto_seed"] < 0:
+        raise BatchInputError(f"--auto-seed {options['auto_seed']}: give a frame number, 0 or more")
+    # --seed-frame without seeds is not checked here: a CSV list may give seeds to some stacks
+    check_options(argparse.Namespace(**{**options, "seeds": seeds_dir, "seed_frame": None,
+                                        "auto_seed_out": None}))
+
+
 def _out_dir(out_dir) -> Path:
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -43,7 +62,8 @@ def _out_dir(out_dir) -> Path:
 
 
 def _job_message(job, index: int) -> dict:
-    return {"index": index, "input": job.input, "prompts": job.prompts, "output": str(job.output),
+    return {"index": index, "input": job.input, "prompts": job.prompts, "seeds": job.seeds,
+            "output": str(job.output),
             "stats": None if job.stats is None else str(job.stats), "record": str(job.record_path),
             "key": job.key, "options": job.options}
 
@@ -57,9 +77,11 @@ def _lost(err: BaseException) -> str:
     return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
-def run_batch(inputs, out_dir, *, client=None, prompts=None, list_file=None, model=None,
-              device="auto", axis=None, direction="both", start=None, stop=None, channels=None,
-              contrast=None, stats=False, format="tif", workers=None, scheduler=None,
+def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, seed_frame=None,
+              auto_seed=None, auto_seed_points=32, auto_seed_min_area=64, auto_seed_iou=0.8,
+              auto_seed_stability=0.9, list_file=None, model=None, device="auto", axis=None,
+              direction="both", start=None, stop=None, channels=None, contrast=None, stats=False,
+              format="tif", workers=None, scheduler=None,
               retries=1, torch_threads=None, progress=True, dashboard_address=":8787") -> list[dict]:
     """Segment many stacks with the same options, one dask task per stack.
 
@@ -75,8 +97,17 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, list_file=None, mod
         a local cluster is started (and shut down at the end).
     prompts : str, optional
         Session file replayed on every stack without its own (``prompts`` column of a CSV list).
+    seeds_dir : str, optional
+        Folder with one seed label image per stack, ``<input stem>.tif`` (also ``.tiff``,
+        ``_labels.tif``, ``_labels.tiff``, ``.npy``, ``_labels.npy``), given to its ``segment``
+        run as ``--seeds`` (a ``seeds`` column of a CSV list names a stack's own). A stack with
+        no seed file and no prompts fails (reported), the others go on.
+    seed_frame : int, optional
+        ``segment --seed-frame``: the frame a 2-D seed image is for (default 0).
+    auto_seed, auto_seed_points, auto_seed_min_area, auto_seed_iou, auto_seed_stability
+        ``segment --auto-seed N`` and its settings, for every stack (not with seeds).
     list_file : str, optional
-        One stack per line, or a CSV with ``input``, ``prompts``, ``output`` columns.
+        One stack per line, or a CSV with ``input``, ``prompts``, ``seeds``, ``output`` columns.
     model, device, axis, direction, start, stop, channels, contrast
         As for ``napari-sam2 segment``.
     stats : bool
@@ -118,8 +149,16 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, list_file=None, mod
     _check_prompts(prompts)
     options = dict(model=model, device=device, axis=axis, direction=direction, start=start,
                    stop=stop, channels=list(channels) if channels else None,
-                   contrast=list(contrast) if contrast is not None else None)
-    jobs = make_jobs(entries, out, prompts=prompts, options=options, stats=stats, fmt=format)
+                   contrast=list(contrast) if contrast is not None else None, seed_frame=seed_frame,
+                   auto_seed=auto_seed, auto_seed_points=auto_seed_points,
+                   auto_seed_min_area=auto_seed_min_area, auto_seed_iou=auto_seed_iou,
+                   auto_seed_stability=auto_seed_stability)
+    _check_seeding(seeds_dir, options)
+    if seed_frame is not None and seeds_dir is None and not any(isinstance(e, dict) and e.get("seeds")
+                                                                for e in entries):
+        raise BatchInputError("--seed-frame needs --seeds-dir DIR (or a 'seeds' column in the --list CSV)")
+    jobs = make_jobs(entries, out, prompts=prompts, seeds_dir=seeds_dir, options=options, stats=stats,
+                     fmt=format)
     report_path = out / REPORT_NAME
     results: dict[int, dict] = {}
     to_run = []
@@ -132,6 +171,8 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, list_file=None, mod
             results[i] = entry(job, "failed", error=message, attempts=0)
         elif job.identity is None:
             results[i] = entry(job, "failed", error=f"input '{job.input}' does not exist", attempts=0)
+        elif job.error is not None:  # no seed file and no prompts: the others go on
+            results[i] = entry(job, "failed", error=job.error, attempts=0)
         else:
             remove_partials(job)
             to_run.append(i)

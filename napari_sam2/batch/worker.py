@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -75,15 +76,28 @@ class ModelCache(WorkerPlugin):
             return self.models[key]
 
 
+@functools.lru_cache(maxsize=1)
+def _segment_defaults() -> dict:
+    """Every option of ``segment`` with its default, from its own parser (an option added to
+    ``segment`` later is then set here too, at the value a plain ``segment`` run has)."""
+    from napari_sam2 import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.default for a in sub.choices["segment"]._actions
+            if a.dest != "help" and a.default is not argparse.SUPPRESS}
+
+
 def _segment_args(job: dict, out: Path, stats: Path | None) -> argparse.Namespace:
     o = job["options"]
-    return argparse.Namespace(
-        command="segment", input=job["input"], prompts=job["prompts"], out=str(out),
-        stats=None if stats is None else str(stats), save_session=None,
-        model=o.get("model"), device=o.get("device") or "auto", direction=o.get("direction") or "both",
-        start=o.get("start"), stop=o.get("stop"), axis=o.get("axis"), channels=o.get("channels"),
-        contrast=o.get("contrast"),
-    )
+    args = argparse.Namespace(**dict(_segment_defaults()))
+    for name, value in o.items():  # None: not given, segment's default (e.g. --auto-seed-iou 0.8)
+        if value is not None:
+            setattr(args, name, value)
+    args.command, args.input, args.prompts, args.seeds = "segment", job["input"], job["prompts"], job.get("seeds")
+    args.out, args.stats = str(out), None if stats is None else str(stats)
+    args.save_session = args.auto_seed_out = None
+    return args
 
 
 def _remove(path: Path | None) -> None:
@@ -124,8 +138,8 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
     Parameters
     ----------
     job : dict
-        ``index``, ``input``, ``prompts``, ``output``, ``stats``, ``record``, ``key`` and the
-        ``segment`` ``options``.
+        ``index``, ``input``, ``prompts``, ``seeds``, ``output``, ``stats``, ``record``, ``key``
+        and the ``segment`` ``options``.
     topic : str, optional
         Event topic for progress messages to the client.
 
@@ -136,7 +150,7 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
         ``seconds``, ``worker``, ``log`` (the last lines ``segment`` printed).
     """
     from napari_sam2 import cli
-    from napari_sam2.io.session_file import read_session
+    from napari_sam2.io.session_file import SessionFile, read_session
 
     t0 = time.perf_counter()
     try:
@@ -181,7 +195,7 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
             if tmp is not None:
                 tmp.parent.mkdir()
         with contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-            settings = read_session(job["prompts"]).settings
+            settings = (read_session(job["prompts"]) if job["prompts"] else SessionFile()).settings
             model = cache.get(args, settings)
             status = cli._segment(args, model=model, on_frame=on_frame)
         if status != cli.EXIT_OK:
