@@ -67,10 +67,16 @@ def cache_position_encodings(network) -> int:
         child = getattr(module, "position_encoding", None)
         if isinstance(child, _SharedSineEncoding):
             count += 1
-        elif isinstance(child, nn.Module) and type(child).__name__.endswith("PositionEmbeddingSine"):
+        elif isinstance(child, nn.Module) and _is_sine_encoding(type(child).__name__):
             module.position_encoding = _SharedSineEncoding(child)
             count += 1
     return count
+
+
+def _is_sine_encoding(name: str) -> bool:
+    # Sam2SinePositionEmbedding (the neck's), Sam3SinePositionEmbedding, EdgeTamSinePositionEmbedding,
+    # Sam2VideoPositionEmbeddingSine ...: weight-free (shape, device, dtype[, mask]) -> tensor
+    return "Sine" in name and "Position" in name
 
 
 def _targets(network) -> dict[str, nn.Module]:
