@@ -11,6 +11,10 @@ transformers session gets wrong for interactive work:
 * **Objects are independent.** Every object has its own memory bank (one transformers inference
   state each, sharing one image-feature cache), so an object can be added after propagation,
   removed, or have its prompts cleared without touching the others.
+* **Objects in batches.** On each frame, objects whose memories SAM 2 reads from the same
+  frames are tracked in one batch (``batch_objects``), which gives the masks of tracking them
+  one at a time; seeding hundreds of objects from a label image is one call
+  (:meth:`Sam2Session.add_label_image`).
 * **Bounded memory.** Frames are read and preprocessed when needed (see
   :mod:`napari_sam2.engine.frames`); image features sit in a bounded cache; per-frame tracking
   state is pruned to what SAM 2 reads again: conditioning frames, the last ``keep_frames``
