@@ -81,6 +81,8 @@ class Sam2Adapter:
     session_class = "Sam2VideoInferenceSession"
     #: The object (batch) axis of stored memories: ``(H*W, batch, 64)``.
     memory_batch_dim = 1
+    #: Whether memory attention and the decoder take several objects in one batch.
+    tracks_batches = True
 
     def __init__(self, network):
         self.network = network
@@ -381,6 +383,8 @@ class EdgeTamAdapter(Sam2Adapter):
 
     session_class = "EdgeTamVideoInferenceSession"
     memory_batch_dim = 0
+    # its memory attention's rotary encoding reshapes keys for one object only
+    tracks_batches = False
 
     def encode_memory(self, vision, high_res_masks, score_logits, *, from_prompt: bool):
         feats, poss = [], []

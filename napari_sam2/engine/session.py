@@ -162,7 +162,8 @@ class Sam2Session:
         go through memory attention, mask decoder and memory encoder in one batch. An object
         whose memory differs (a correction, another prompted frame, added later) is tracked in
         its own batch until its memory matches again. ``False`` tracks them one at a time, as
-        transformers' own session does. The masks are the same either way; the logits differ
+        transformers' own session does (and as EdgeTAM always does: its memory attention takes
+        one object at a time). The masks are the same either way; the logits differ
         in the last bits at most.
     max_batch : int, optional
         The most objects in one batch. Default: chosen from the free memory on a GPU, 4 on
@@ -214,7 +215,8 @@ class Sam2Session:
         self._lock = threading.RLock()
         self._cancel_lock = threading.Lock()
         self._pos_enc = None  # one memory positional encoding shared by all stored memories
-        self.batch_objects = bool(batch_objects)
+        # a family whose tracker takes one object at a time tracks them one after the other
+        self.batch_objects = bool(batch_objects) and self._adapter.tracks_batches
         self.max_batch = int(max_batch) if max_batch is not None else self._default_max_batch()
         self._cancelled = 0  # cancel() count: a propagation stops when it changes
 
@@ -917,6 +919,11 @@ class Sam2Session:
             return
         if vision is None:
             vision = ad.vision_features(items[0][0].state, frame)[0][-1]
+        if len({tuple(out["object_score_logits"].shape) for _, out in items}) > 1:
+            # some families (EdgeTAM) shape a mask prompt's scores unlike the decoder's: one by one
+            for item in items:
+                self._encode_memories(frame, [item], from_prompt, vision=vision)
+            return
         high_res = torch.cat([out["high_res_masks"] for _, out in items], dim=0)
         scores = torch.cat([out["object_score_logits"] for _, out in items], dim=0)
         mem, pos = ad.encode_memory(vision, high_res, scores, from_prompt=from_prompt)
