@@ -36,8 +36,13 @@ def tiny_config(image_size: int = 256):
     """
     from transformers import Sam2VideoConfig
 
+    return Sam2VideoConfig(**_tiny_tracker(image_size))
+
+
+def _tiny_tracker(image_size: int) -> dict:
+    """The settings SAM 2's small test trackers share: small encoder, one memory-attention layer."""
     s16 = image_size // 16
-    return Sam2VideoConfig(
+    return dict(
         vision_config=_tiny_hiera(image_size),
         prompt_encoder_config={"image_size": image_size, "hidden_size": 256, "patch_size": 16},
         mask_decoder_config={"hidden_size": 256},
@@ -131,17 +136,11 @@ def tiny_edgetam_config(image_size: int = 256):
     # the perceiver's 2-D latents tile the memory features in square windows
     side = s16 // 2
     return EdgeTamVideoConfig(
-        vision_config=_tiny_hiera(image_size),
-        prompt_encoder_config={"image_size": image_size, "hidden_size": 256, "patch_size": 16},
-        mask_decoder_config={"hidden_size": 256},
-        image_size=image_size,
-        memory_attention_num_layers=1,
-        memory_attention_rope_feat_sizes=[s16, s16],
+        **_tiny_tracker(image_size),
         memory_attention_rope_k_sizes=[side, side],
         perceiver_resampler_num_latents=side * side,
         perceiver_resampler_num_latents_2d=side * side,
         perceiver_resampler_num_layers=1,
-        memory_encoder_output_channels=64,
     )
 
 

@@ -18,10 +18,12 @@ import pytest
 import torch
 
 from napari_sam2 import Sam2Session, load_model
-from napari_sam2.conversions import box_to_model_corners, rowcol_to_model_xy
+from napari_sam2.conversions import rowcol_to_model_xy
 from napari_sam2.engine.families import FAMILIES
 from napari_sam2.engine.models import ModelLoadError
 from napari_sam2.testing import make_tiny_model, save_tiny_model
+
+import _reference_session
 
 FAMILY_KEYS = ["sam3", "edgetam"]
 
@@ -32,51 +34,8 @@ def net(request):
     return make_tiny_model(family=request.param, seed=0)
 
 
-class Reference:
-    """The family's own transformers session, all frames preloaded, prompted like its processor."""
-
-    def __init__(self, model, session: Sam2Session):
-        self.model = model
-        self.s = session
-        video = torch.stack([session.source.model_input(t) for t in range(session.n_frames)])
-        h, w = session.frame_shape
-        cls = session.model.family.inference_session_class()
-        self.state = cls(video=video, video_height=h, video_width=w, dtype=torch.float32)
-        self.new = []
-
-    def points(self, frame, obj_id, points, labels):
-        xy = rowcol_to_model_xy(points, self.s.frame_shape, self.s.model.image_size)
-        self._add(frame, obj_id, torch.from_numpy(xy)[None, None],
-                  torch.tensor(labels, dtype=torch.int32)[None, None])
-
-    def box(self, frame, obj_id, box):
-        xy = box_to_model_corners(box, self.s.frame_shape, self.s.model.image_size)
-        self._add(frame, obj_id, torch.from_numpy(xy)[None, None], torch.tensor([[[2, 3]]], dtype=torch.int32))
-
-    def _add(self, frame, obj_id, coords, labels):
-        idx = self.state.obj_id_to_idx(obj_id)
-        self.state.add_point_inputs(idx, frame, {"point_coords": coords, "point_labels": labels})
-        self.state.remove_mask_inputs(idx, frame)
-        self.new.append(obj_id)
-
-    def mask(self, frame, obj_id, mask):
-        s = self.s.model.image_size
-        m = torch.from_numpy(np.asarray(mask, bool)).float()[None, None]
-        m = torch.nn.functional.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        idx = self.state.obj_id_to_idx(obj_id)
-        self.state.add_mask_inputs(idx, frame, (m >= 0.5).float())
-        self.state.remove_point_inputs(idx, frame)
-        self.new.append(obj_id)
-
-    def run_frame(self, frame):
-        self.state.obj_with_new_inputs = list(self.new)
-        self.new = []
-        with torch.inference_mode():
-            return self._masks(self.model(self.state, frame_idx=frame))
-
-    def propagate(self, reverse=False):
-        for out in self.model.propagate_in_video_iterator(self.state, reverse=reverse):
-            yield out.frame_idx, self._masks(out)
+class Reference(_reference_session.Reference):
+    """The family's own session, with a correction click kept as SAM 2's predictor keeps it."""
 
     def correct(self, frame, obj_id, points, labels):
         """A click on a tracked frame, refining its mask, kept as a conditioning frame (as the
@@ -108,9 +67,6 @@ class Reference:
         outputs["cond_frame_outputs"][frame] = out
         del outputs["non_cond_frame_outputs"][frame]
         return self.s._upsample(out["pred_masks"])
-
-    def _masks(self, out):
-        return {obj_id: self.s._upsample(out.pred_masks[i:i + 1]) for i, obj_id in enumerate(out.object_ids)}
 
 
 def _stack(n=10, h=72, w=88, seed=3):

@@ -9,58 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
+from _reference_session import Reference
 from napari_sam2 import Sam2Session
-from napari_sam2.conversions import box_to_model_corners, rowcol_to_model_xy
-
-
-class Reference:
-    """transformers' session with all frames preloaded, prompted like its processor does."""
-
-    def __init__(self, model, session: Sam2Session):
-        self.model = model
-        self.s = session
-        video = torch.stack([session.source.model_input(t) for t in range(session.n_frames)])
-        h, w = session.frame_shape
-        self.state = Sam2VideoInferenceSession(video=video, video_height=h, video_width=w,
-                                               dtype=torch.float32)
-        self.new = []
-
-    def points(self, frame, obj_id, points, labels):
-        xy = rowcol_to_model_xy(points, self.s.frame_shape, self.s.model.image_size)
-        self._add(frame, obj_id, torch.from_numpy(xy)[None, None], torch.tensor(labels, dtype=torch.int32)[None, None])
-
-    def box(self, frame, obj_id, box):
-        xy = box_to_model_corners(box, self.s.frame_shape, self.s.model.image_size)
-        self._add(frame, obj_id, torch.from_numpy(xy)[None, None], torch.tensor([[[2, 3]]], dtype=torch.int32))
-
-    def _add(self, frame, obj_id, coords, labels):
-        idx = self.state.obj_id_to_idx(obj_id)
-        self.state.add_point_inputs(idx, frame, {"point_coords": coords, "point_labels": labels})
-        self.state.remove_mask_inputs(idx, frame)
-        self.new.append(obj_id)
-
-    def mask(self, frame, obj_id, mask):
-        s = self.s.model.image_size
-        m = torch.from_numpy(np.asarray(mask, bool)).float()[None, None]
-        m = torch.nn.functional.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        idx = self.state.obj_id_to_idx(obj_id)
-        self.state.add_mask_inputs(idx, frame, (m >= 0.5).float())
-        self.state.remove_point_inputs(idx, frame)
-        self.new.append(obj_id)
-
-    def run_frame(self, frame):
-        self.state.obj_with_new_inputs = list(self.new)
-        self.new = []
-        return self._masks(self.model(self.state, frame_idx=frame))
-
-    def propagate(self, reverse=False):
-        for out in self.model.propagate_in_video_iterator(self.state, reverse=reverse):
-            yield out.frame_idx, self._masks(out)
-
-    def _masks(self, out):
-        return {obj_id: self.s._upsample(out.pred_masks[i:i + 1]) for i, obj_id in enumerate(out.object_ids)}
 
 
 def _stack(n=10, h=72, w=88, seed=3):
