@@ -24,6 +24,8 @@ import signal
 import sys
 from pathlib import Path
 
+from napari_sam2.errors import CliError, ModelLoadError
+
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
@@ -56,10 +58,6 @@ error stops the run (exit 2). Either way what finished is written to NAME.partia
 
 #: ``--sample`` names -> napari sample functions in napari_sam2.samples
 _SAMPLES = {"cells": "cells_timelapse_sample", "volume": "organ_volume_sample"}
-
-
-class CliError(ValueError):
-    """A problem with the command line itself (output path, bounds...)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,7 +263,7 @@ def _model_name(args, settings) -> str:
 
 
 def _load_model(args, settings):
-    from napari_sam2.engine.models import ModelLoadError, load_model
+    from napari_sam2.engine.models import load_model
 
     name = _model_name(args, settings)
     _say(f"napari-sam2: loading model {name} (device {args.device})")

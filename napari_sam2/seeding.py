@@ -22,15 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SeedError", "SeedLabels", "load_seeds", "check_auto_seed", "auto_seed", "write_seed_image",
+from napari_sam2.errors import ImageReadError, SeedError
+
+__all__ = ["SeedLabels", "load_seeds", "check_auto_seed", "auto_seed", "write_seed_image",
            "check_options", "check_seed_inputs", "seed_session"]
 
 #: Largest label id a session file and the output label image can hold.
 _MAX_ID = 2**32 - 1
-
-
-class SeedError(ValueError):
-    """A seed option or file does not fit the input; the message names the fix."""
 
 
 @dataclass
@@ -109,7 +107,7 @@ def load_seeds(path, n_frames: int, frame_shape, seed_frame: int | None = None) 
     SeedError
         If the file does not fit the input, holds no label, or holds values that are not ids.
     """
-    from napari_sam2.io.readers import ImageReadError, open_stack
+    from napari_sam2.io.readers import open_stack
 
     path = Path(path)
     frame_shape = tuple(int(v) for v in frame_shape)

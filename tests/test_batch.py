@@ -26,7 +26,7 @@ pytest.importorskip("distributed")
 from napari_sam2.batch import run_batch  # noqa: E402
 from napari_sam2.batch.stacks import make_jobs, read_list  # noqa: E402
 from napari_sam2.cli import main  # noqa: E402
-from napari_sam2.engine.errors import BatchInputError  # noqa: E402
+from napari_sam2.errors import BatchInputError  # noqa: E402
 from napari_sam2.samples import make_cells_timelapse  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

@@ -93,7 +93,7 @@ def add_batch_parser(subparsers, segment_parser):
 
 
 def _check(args) -> None:
-    from napari_sam2.engine.errors import BatchInputError
+    from napari_sam2.errors import BatchInputError
 
     if not args.inputs and not args.list_file:
         raise BatchInputError("no stacks to segment: give INPUT paths or --list FILE")

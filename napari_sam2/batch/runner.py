@@ -12,7 +12,7 @@ from pathlib import Path
 
 from napari_sam2.batch.report import REPORT_NAME, entry, plan_stack, remove_partials, write_json_atomic
 from napari_sam2.batch.stacks import make_jobs, read_list
-from napari_sam2.engine.errors import BatchInputError
+from napari_sam2.errors import BatchInputError
 
 __all__ = ["run_batch"]
 

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from napari_sam2.engine.errors import BatchInputError
+from napari_sam2.errors import BatchInputError
 
 __all__ = ["StackJob", "read_list", "make_jobs", "input_identity", "prompts_digest", "seeds_digest",
            "find_seed_file", "SEED_NAMES", "RECORD_DIR"]

@@ -24,10 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from napari_sam2.engine.models import ModelLoadError
+from napari_sam2.errors import CheckpointError
 
 __all__ = [
-    "CheckpointError",
     "VARIANTS",
     "meta_to_hf_key",
     "hf_to_meta_key",
@@ -37,10 +36,6 @@ __all__ = [
     "infer_config",
     "build_network",
 ]
-
-
-class CheckpointError(ModelLoadError):
-    """A checkpoint file could not be read or does not hold SAM 2 weights."""
 
 
 # --------------------------------------------------------------------------- key renaming

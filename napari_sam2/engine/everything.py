@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_sam2.engine.errors import Sam2InputError
 from napari_sam2.engine.frames import IMAGENET_MEAN, IMAGENET_STD
+from napari_sam2.errors import Sam2InputError
 
 __all__ = [
     "AutoMaskSettings",
@@ -138,7 +138,7 @@ class AutoMaskSettings:
 
     @classmethod
     def from_options(cls, **options) -> AutoMaskSettings:
-        """Build from keyword options; an unknown name is a :class:`Sam2InputError`."""
+        """Build from keyword options; an unknown name raises :class:`~napari_sam2.errors.Sam2InputError`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from napari_sam2.conversions import DEFAULT_PERCENTILES, normalize_intensity, robust_limits
-from napari_sam2.engine.errors import Sam2InputError
+from napari_sam2.errors import Sam2InputError
 
 __all__ = ["FrameSource", "StackView"]
 

@@ -6,8 +6,8 @@ transformers network (SAM 2 / 2.1, SAM 3's tracker or EdgeTAM, see
 inference mode (and mixed precision) on it.
 :func:`load_model` builds one from any of the places SAM 2 weights come from; hub downloads go
 through ``huggingface_hub`` into the normal Hugging Face cache, Meta checkpoints are converted
-by :mod:`napari_sam2.engine.checkpoints`. Every failure is a :class:`ModelLoadError` that says
-what to do about it.
+by :mod:`napari_sam2.engine.checkpoints`. Every failure is a
+:class:`~napari_sam2.errors.ModelLoadError` that says what to do about it.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any, Callable
 import torch
 
 from napari_sam2.engine.families import FAMILIES, ModelFamily, family_for_model_type, family_of
+from napari_sam2.errors import ModelLoadError
 
-__all__ = ["Sam2Model", "load_model", "as_sam2_model", "resolve_device", "ModelLoadError", "MODEL_IDS"]
+__all__ = ["Sam2Model", "load_model", "as_sam2_model", "resolve_device", "MODEL_IDS"]
 
 #: Short names of the released checkpoints and their Hugging Face hub ids.
 MODEL_IDS = {
@@ -43,10 +44,6 @@ MODEL_IDS = {
 _SHORT = {"sam2": "sam2.1-tiny", "sam3": "sam3", "edgetam": "edgetam"}
 #: Other spellings of the family names.
 _NAME_ALIASES = {"sam3-tracker": "sam3", "sam-3": "sam3", "edge-tam": "edgetam"}
-
-
-class ModelLoadError(ValueError):
-    """A model could not be found, downloaded or read; the message says how to fix it."""
 
 
 @dataclass

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from napari_sam2.conversions import MAX_OBJECT_ID, box_to_model_corners, points_in_frame, rowcol_to_model_xy
 from napari_sam2.engine.adapter import adapter_for
 from napari_sam2.engine.cache import FeatureCache
-from napari_sam2.engine.errors import Sam2InputError
 from napari_sam2.engine.frames import FrameSource, LazyModelFrames
 from napari_sam2.engine.models import as_sam2_model
+from napari_sam2.errors import Sam2InputError
 
 __all__ = ["Sam2Session", "ObjectScore", "FrameMasks", "Prompt"]
 

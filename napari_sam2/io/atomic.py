@@ -29,8 +29,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from napari_sam2.errors import OutputPathError
+
 __all__ = [
-    "OutputPathError",
     "StagedOutput",
     "OUTPUT_MARKER",
     "partial_path",
@@ -46,10 +47,6 @@ OUTPUT_MARKER = "napari-sam2"
 
 #: Suffixes kept together when naming partial outputs (``a.ome.zarr`` -> ``a.partial.ome.zarr``).
 _COMPOUND_SUFFIXES = (".ome.zarr", ".ome.tiff", ".ome.tif")
-
-
-class OutputPathError(ValueError):
-    """An output cannot be written where asked; the message names the path and the fix."""
 
 
 # --------------------------------------------------------------------------- names

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam2.errors import ImageReadError
+
 __all__ = [
-    "ImageReadError",
     "ImageStack",
     "LazyFrames",
     "VideoFrames",
@@ -54,10 +55,6 @@ GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
 
 #: Decoded video frames kept for re-use (backward propagation reads a GOP in reverse).
 _VIDEO_CACHE_BYTES = 256 * 2**20
-
-
-class ImageReadError(ValueError):
-    """A file or folder cannot be read as an image stack; the message says why and what to do."""
 
 
 # --------------------------------------------------------------------------- stack description

@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_sam2.conversions import MAX_OBJECT_ID
+from napari_sam2.errors import SessionFileError
 
 __all__ = [
     "SESSION_FORMAT",
     "SESSION_VERSION",
-    "SessionFileError",
     "PromptRecord",
     "SessionObject",
     "SessionSettings",
@@ -63,10 +63,6 @@ __all__ = [
 SESSION_FORMAT = "napari-sam2-session"
 SESSION_VERSION = 1
 _PROMPT_KINDS = ("points", "box", "mask")
-
-
-class SessionFileError(ValueError):
-    """A session file is unreadable, invalid, or does not fit the image; the message says where."""
 
 
 # --------------------------------------------------------------------------- data classes

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sam2.io.atomic import OutputPathError, StagedOutput, check_output_path, mark_as_ours
+from napari_sam2.errors import LabelWriteError, OutputPathError
+from napari_sam2.io.atomic import StagedOutput, check_output_path, mark_as_ours
 from napari_sam2.io.readers import FrameGeometry
 
 __all__ = [
     "LabelsWriter",
-    "LabelWriteError",
     "label_dtype",
     "labels_format",
     "write_labels",
@@ -53,10 +53,6 @@ _NGFF_UNITS = {
     "m": "meter", "km": "kilometer", "inch": "inch", "ft": "foot",
     "s": "second", "sec": "second", "ms": "millisecond", "min": "minute", "h": "hour",
 }
-
-
-class LabelWriteError(ValueError):
-    """Labels cannot be written as asked (unknown format, id too large, missing folder...)."""
 
 
 def labels_format(path) -> str:

@@ -14,8 +14,8 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_sam2.engine import everything as ev
-from napari_sam2.engine.errors import Sam2InputError
 from napari_sam2.engine.session import Sam2Session
+from napari_sam2.errors import Sam2InputError
 
 # thresholds low enough for a random network to give masks at all
 LOOSE = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}

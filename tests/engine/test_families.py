@@ -20,7 +20,7 @@ import torch
 from napari_sam2 import Sam2Session, load_model
 from napari_sam2.conversions import rowcol_to_model_xy
 from napari_sam2.engine.families import FAMILIES
-from napari_sam2.engine.models import ModelLoadError
+from napari_sam2.errors import ModelLoadError
 from napari_sam2.testing import make_tiny_model, save_tiny_model
 
 import _reference_session

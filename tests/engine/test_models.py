@@ -17,12 +17,12 @@ import torch
 from napari_sam2.engine import checkpoints
 from napari_sam2.engine.models import (
     MODEL_IDS,
-    ModelLoadError,
     Sam2Model,
     _download_from_hub,
     _Reporter,
     load_model,
 )
+from napari_sam2.errors import ModelLoadError
 from napari_sam2.testing import make_tiny_model, save_tiny_model, tiny_config
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from napari_sam2 import Sam2Session, load_model
-from napari_sam2.engine.models import ModelLoadError
+from napari_sam2.errors import ModelLoadError
 from napari_sam2.testing import make_tiny_model
 
 

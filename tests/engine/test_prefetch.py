@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_sam2 import Sam2Session
-from napari_sam2.engine.errors import Sam2InputError
+from napari_sam2.errors import Sam2InputError
 
 
 class SlowStack:

@@ -103,7 +103,7 @@ def test_max_batch_bounds_groups_and_is_checked(tiny_model):
     s.add_label_image(0, lab)
     list(s.propagate("forward"))
     assert sizes and max(sizes) == 5
-    from napari_sam2.engine.errors import Sam2InputError
+    from napari_sam2.errors import Sam2InputError
 
     with pytest.raises(Sam2InputError, match="max_batch"):
         Sam2Session(tiny_model, stack, max_batch=0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_sam2 import Sam2Session
-from napari_sam2.engine.errors import Sam2InputError
+from napari_sam2.errors import Sam2InputError
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from napari_sam2 import Sam2Session
 from napari_sam2.conversions import MAX_OBJECT_ID
-from napari_sam2.engine.errors import Sam2InputError
+from napari_sam2.errors import Sam2InputError
 
 
 def _label_image(shape=(96, 112)):

@@ -91,7 +91,7 @@ def test_a_failing_compiler_falls_back_with_a_warning():
 
 
 def test_bad_compile_argument():
-    from napari_sam2.engine.models import ModelLoadError
+    from napari_sam2.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="compile must be"):
         load_model(make_tiny_model(seed=0), device="cpu", compile="yes")

@@ -13,7 +13,8 @@ import zarr
 from PIL import Image
 
 from napari_sam2.cli import main
-from napari_sam2.io.readers import ImageReadError, open_stack, video_frames
+from napari_sam2.errors import ImageReadError
+from napari_sam2.io.readers import open_stack, video_frames
 
 
 def stack16(n=6):

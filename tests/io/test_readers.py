@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_sam2.errors import ImageReadError
 from napari_sam2.io.readers import (
     GifFrames,
-    ImageReadError,
     VideoFrames,
     open_stack,
     video_frames,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_sam2.errors import SessionFileError
 from napari_sam2.io.session_file import (
     SESSION_FORMAT,
     PromptRecord,
     SessionFile,
-    SessionFileError,
     SessionObject,
     SessionSettings,
     check_session_fits,

@@ -7,9 +7,10 @@ import pytest
 import tifffile
 import zarr
 
+from napari_sam2.errors import LabelWriteError
 from napari_sam2.io import writers
 from napari_sam2.io.readers import FrameGeometry, open_stack
-from napari_sam2.io.writers import LabelsWriter, LabelWriteError, label_dtype, labels_format, write_labels
+from napari_sam2.io.writers import LabelsWriter, label_dtype, labels_format, write_labels
 
 GEO_TAGS = [
     (33550, 12, 3, (10.0, 10.0, 0.0), False),
