@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from napari_sam2.engine.checkpoints import build_network, read_state_dict
 from napari_sam2.engine.families import FAMILIES, ModelFamily, family_for_model_type, family_of
 from napari_sam2.errors import ModelLoadError
 
@@ -682,8 +683,6 @@ def _load_folder(folder: Path, report: _Reporter, repo_id: str | None = None):
 
 def _load_checkpoint(path: Path, report: _Reporter, *, config=None, image_size=None):
     """A Meta ``.pt`` (or a state-dict file) -> (network on CPU, info)."""
-    from napari_sam2.engine.checkpoints import build_network, read_state_dict
-
     report(0, 0, f"Reading checkpoint {path}")
     state_dict = read_state_dict(path)
     if any(k.startswith("spatial_perceiver.") for k in state_dict):
