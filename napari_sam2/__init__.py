@@ -17,6 +17,7 @@ _LAZY = {
     "load_model": "napari_sam2.engine.models",
     "Sam2Session": "napari_sam2.engine.session",
     "FrameSource": "napari_sam2.engine.frames",
+    "Prompt": "napari_sam2.prompts",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_sam2.engine.frames import FrameSource
     from napari_sam2.engine.models import load_model
     from napari_sam2.engine.session import Sam2Session
+    from napari_sam2.prompts import Prompt
 
 
 def __getattr__(name: str) -> Any:

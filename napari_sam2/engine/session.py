@@ -42,8 +42,9 @@ from napari_sam2.engine.cache import FeatureCache
 from napari_sam2.engine.frames import FrameSource, LazyModelFrames
 from napari_sam2.engine.models import as_sam2_model
 from napari_sam2.errors import Sam2InputError
+from napari_sam2.prompts import Prompt, prompts_in_effect
 
-__all__ = ["Sam2Session", "ObjectScore", "FrameMasks", "Prompt"]
+__all__ = ["Sam2Session", "ObjectScore", "FrameMasks"]
 
 # SAM 2's predictor clamps re-used mask logits to avoid rare numerical issues.
 _PREV_LOGITS_CLAMP = 32.0
@@ -81,25 +82,6 @@ class FrameMasks(dict):
     def __init__(self, masks=(), scores=None):
         super().__init__(masks)
         self.scores: dict[int, ObjectScore] = dict(scores or {})
-
-
-@dataclass
-class Prompt:
-    """One prompt as the user gave it, in frame pixels.
-
-    ``kind`` is ``"points"`` (``points`` (N, 2) row/col and ``labels`` (N,)), ``"box"``
-    (``box`` [[row0, col0], [row1, col1]]) or ``"mask"`` (``mask`` bool (H, W)). ``replace``
-    tells whether a points prompt replaced the frame's earlier clicks instead of adding to them.
-    Replaying a session's prompts in order with the ``add_*`` methods reproduces it.
-    """
-
-    frame: int
-    kind: str
-    points: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    box: np.ndarray | None = None
-    mask: np.ndarray | None = None
-    replace: bool = False
 
 
 @dataclass
@@ -870,10 +852,8 @@ class Sam2Session:
         track.cond[frame] = out
         track.non_cond.pop(frame, None)
         self._record(track, frame, out, iou)
-        if prompt.kind == "mask" or prompt.kind == "box" or prompt.replace:
-            # these replace everything the frame had; keep the history replayable and short
-            track.prompts = [p for p in track.prompts if p.frame != frame]
-        track.prompts.append(prompt)
+        # keep the history replayable and short: only the prompts that still count
+        track.prompts = prompts_in_effect([*track.prompts, prompt])
         self._tracks[obj_id] = track
         return mask
 

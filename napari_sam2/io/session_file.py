@@ -33,6 +33,7 @@ message saying so, never guessed at. Errors name the JSON path of the problem, e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -42,11 +43,11 @@ import numpy as np
 
 from napari_sam2.conversions import MAX_OBJECT_ID
 from napari_sam2.errors import SessionFileError
+from napari_sam2.prompts import Prompt
 
 __all__ = [
     "SESSION_FORMAT",
     "SESSION_VERSION",
-    "PromptRecord",
     "SessionObject",
     "SessionSettings",
     "SessionFile",
@@ -67,43 +68,12 @@ _PROMPT_KINDS = ("points", "box", "mask")
 
 # --------------------------------------------------------------------------- data classes
 @dataclass
-class PromptRecord:
-    """One prompt, in frame pixels (the same fields as the engine's ``Prompt``).
-
-    Attributes
-    ----------
-    frame : int
-    kind : {"points", "box", "mask"}
-    points : numpy.ndarray (N, 2) float, optional
-        ``(row, col)`` clicks.
-    labels : numpy.ndarray (N,) int, optional
-        1 on the object, 0 on the background.
-    box : numpy.ndarray (2, 2) float, optional
-        ``[[row0, col0], [row1, col1]]``.
-    mask : numpy.ndarray (H, W) bool, optional
-    replace : bool
-        A points prompt that replaced the frame's earlier clicks.
-    mask_path : str, optional
-        Where the mask was read from, as written in the file.
-    """
-
-    frame: int
-    kind: str
-    points: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    box: np.ndarray | None = None
-    mask: np.ndarray | None = None
-    replace: bool = False
-    mask_path: str | None = None
-
-
-@dataclass
 class SessionObject:
-    """An object: its label id, name and ordered prompts."""
+    """An object: its label id, name and ordered prompts (:class:`~napari_sam2.prompts.Prompt`)."""
 
     id: int
     name: str = ""
-    prompts: list[PromptRecord] = field(default_factory=list)
+    prompts: list[Prompt] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -205,7 +175,7 @@ def _load_mask(rel: str, base_dir: Path | None, where: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- reading
-def _parse_prompt(entry, where: str, base_dir: Path | None) -> PromptRecord:
+def _parse_prompt(entry, where: str, base_dir: Path | None) -> Prompt:
     if not isinstance(entry, dict):
         _fail(where, f"a prompt is an object like {{\"frame\": 0, \"points\": ..., \"labels\": ...}}, "
                      f"got {json.dumps(entry)}")
@@ -221,7 +191,7 @@ def _parse_prompt(entry, where: str, base_dir: Path | None) -> PromptRecord:
     unknown = sorted(set(entry) - allowed)
     if unknown:
         _fail(f"{where}.{unknown[0]}", f"unknown key for a {kind} prompt (allowed: {', '.join(sorted(allowed))})")
-    rec = PromptRecord(frame=frame, kind=kind)
+    rec = Prompt(frame=frame, kind=kind)
     if kind == "points":
         pts = _list(entry["points"], f"{where}.points")
         if not pts:
@@ -556,15 +526,8 @@ def session_from_engine(sam2_session, settings: SessionSettings | None = None,
     s.n_frames = int(sam2_session.n_frames)
     objects = []
     for obj_id in sam2_session.objects:
-        prompts = [
-            PromptRecord(frame=int(p.frame), kind=p.kind,
-                         points=None if p.points is None else np.asarray(p.points, float),
-                         labels=None if p.labels is None else np.asarray(p.labels, int),
-                         box=None if p.box is None else np.asarray(p.box, float),
-                         mask=None if p.mask is None else np.asarray(p.mask, bool),
-                         replace=bool(getattr(p, "replace", False)))
-            for p in sam2_session.prompts(obj_id)
-        ]
+        # copies: saving sets the copies' mask_path, never the engine's own records
+        prompts = [dataclasses.replace(p) for p in sam2_session.prompts(obj_id)]
         objects.append(SessionObject(int(obj_id), (names or {}).get(obj_id, f"object {obj_id}"),
                                      prompts, dict((extra or {}).get(obj_id, {}))))
     return SessionFile(objects=objects, settings=s)

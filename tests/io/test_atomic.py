@@ -16,9 +16,10 @@ from napari_sam2.io.atomic import (
     StagedOutput, check_output_path, check_output_paths, is_our_output, partial_path,
 )
 from napari_sam2.io.session_file import (
-    PromptRecord, SessionFile, SessionObject, read_session, write_session,
+    SessionFile, SessionObject, read_session, write_session,
 )
 from napari_sam2.io.stats import ObjectStats
+from napari_sam2.prompts import Prompt
 from napari_sam2.io.writers import LabelsWriter, write_labels
 
 
@@ -180,7 +181,7 @@ def _session(mask_value_rows):
     for k, rows in enumerate(mask_value_rows):
         mask = np.zeros((8, 8), bool)
         mask[rows] = True
-        objects.append(SessionObject(k + 1, f"o{k + 1}", [PromptRecord(frame=0, kind="mask", mask=mask)]))
+        objects.append(SessionObject(k + 1, f"o{k + 1}", [Prompt(frame=0, kind="mask", mask=mask)]))
     return SessionFile(objects=objects)
 
 

@@ -12,7 +12,6 @@ import tifffile
 from napari_sam2.errors import SessionFileError
 from napari_sam2.io.session_file import (
     SESSION_FORMAT,
-    PromptRecord,
     SessionFile,
     SessionObject,
     SessionSettings,
@@ -23,6 +22,7 @@ from napari_sam2.io.session_file import (
     session_from_engine,
     write_session,
 )
+from napari_sam2.prompts import Prompt
 
 ISSUE_EXAMPLE = """
 {"format": "napari-sam2-session", "version": 1,
@@ -93,7 +93,7 @@ def test_two_sessions_in_one_folder_keep_their_own_masks(tmp_path):
     def session_with(value):
         mask = np.zeros((8, 8), bool)
         mask[value, :] = True
-        return SessionFile(objects=[SessionObject(1, "x", [PromptRecord(0, "mask", mask=mask)])])
+        return SessionFile(objects=[SessionObject(1, "x", [Prompt(0, "mask", mask=mask)])])
 
     write_session(tmp_path / "a.json", session_with(1))
     write_session(tmp_path / "b.json", session_with(5))
@@ -224,6 +224,40 @@ def test_engine_session_round_trip_reproduces_masks(tmp_path, tiny_model):
         for obj in a[f]:
             np.testing.assert_array_equal(a[f][obj], b[f][obj])
 
+
+
+def test_replay_leaves_the_engine_exactly_the_prompts_that_still_count(tmp_path, tiny_model):
+    from napari_sam2 import Sam2Session
+    from napari_sam2.prompts import prompts_in_effect
+    from napari_sam2.samples import make_cells_timelapse
+
+    cells = make_cells_timelapse(n_frames=6, shape=(64, 64), n_cells=3, seed=1)
+    tifffile.imwrite(tmp_path / "cell.tif", (cells.labels[4] == cells.labels[4].max()).astype(np.uint8))
+    data = {"format": SESSION_FORMAT, "version": 1, "objects": [{"id": 1, "prompts": [
+        {"frame": 0, "points": [[20, 20], [40, 40]], "labels": [1, 0]},
+        {"frame": 0, "box": [[10, 10], [40, 45]]},                      # replaces the clicks
+        {"frame": 0, "points": [[22, 25]], "labels": [1]},              # refines the box
+        {"frame": 2, "points": [[30, 30]], "labels": [1]},
+        {"frame": 2, "points": [[35, 32]], "labels": [1], "replace": True},
+        {"frame": 4, "points": [[12, 12]], "labels": [1]},
+        {"frame": 4, "mask": "cell.tif"},                               # replaces the click
+    ]}]}
+    sf = parse_session(data, base_dir=tmp_path)
+    session = Sam2Session(tiny_model, cells.image)
+    replay(sf, session)
+    expected = prompts_in_effect(sf.objects[0].prompts)
+    got = session.prompts(1)
+    assert [(p.frame, p.kind, p.replace) for p in got] == [(p.frame, p.kind, p.replace) for p in expected]
+    assert [(p.frame, p.kind) for p in got] == [(0, "box"), (0, "points"), (2, "points"), (4, "mask")]
+    for a, b in zip(got, expected):
+        for name in ("points", "labels", "box", "mask"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or np.array_equal(x, y)
+    # saving captures copies: the file's mask path is set on them, not on the engine's records
+    saved = session_from_engine(session)
+    write_session(tmp_path / "again.json", saved)
+    assert saved.objects[0].prompts[-1].mask_path == "again_masks/obj1_f4.tif"
+    assert all(p.mask_path is None for p in session.prompts(1))
 
 def test_replay_names_the_prompt_the_engine_refuses(tiny_model):
     from napari_sam2 import Sam2Session
