@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sam2.conversions import points_in_frame
+from napari_sam2.prompts import prompts_in_effect
 
 __all__ = ["PromptLayers"]
 
@@ -282,16 +283,18 @@ class PromptLayers:
         self._sent = {k: v for k, v in self._sent.items() if k[1] != obj_id}
 
     def show_session_prompts(self, sf):
-        """Draw a loaded session's clicks and boxes (the engine has them already)."""
+        """Draw a loaded session's clicks and boxes (the engine has them already).
+
+        Only the prompts that still count are drawn (a box, a mask or ``replace`` clicks hide
+        the frame's earlier ones), so the layers show what the engine holds after the replay.
+        """
         self.ensure_layers()
         self._suspend = True
         try:
             extra = []
             for obj in sf.objects:
-                for p in obj.prompts:
+                for p in prompts_in_effect(obj.prompts):
                     if p.kind == "points":
-                        if p.replace:
-                            extra = [e for e in extra if not (e[0] == p.frame and e[1] == obj.id)]
                         extra += [(p.frame, obj.id, (float(r), float(c), int(l)))
                                   for (r, c), l in zip(p.points, p.labels)]
                     elif p.kind == "box":

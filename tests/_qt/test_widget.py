@@ -142,6 +142,30 @@ def test_undo_prompt_and_session_round_trip(widget, make_napari_viewer, cells, t
     assert len(other.prompts.points.data) == 2
 
 
+
+def test_a_loaded_session_shows_only_the_prompts_that_still_count(widget, tmp_path):
+    import json
+
+    path = tmp_path / "by_hand.json"
+    path.write_text(json.dumps({"format": "napari-sam2-session", "version": 1, "objects": [
+        {"id": 1, "name": "cell", "prompts": [
+            {"frame": 1, "points": [[10, 10], [12, 40]], "labels": [1, 0]},
+            {"frame": 1, "box": [[20, 20], [40, 45]]},                      # replaces the clicks
+            {"frame": 1, "points": [[30, 30]], "labels": [1]},              # refines the box
+            {"frame": 2, "points": [[15, 15]], "labels": [1]},
+            {"frame": 2, "points": [[35, 35]], "labels": [0], "replace": True},
+            {"frame": 3, "box": [[5, 5], [20, 20]]},
+            {"frame": 3, "points": [[50, 50]], "labels": [1], "replace": True},  # replaces the box
+        ]}]}))
+    widget.load_session(path)
+    engine = [(p.frame, p.kind) for p in widget.session.prompts(1)]
+    assert engine == [(1, "box"), (1, "points"), (2, "points"), (3, "points")]
+    pts = widget.prompts.points
+    drawn = sorted((*np.round(p).astype(int).tolist(), bool(pos))
+                   for p, pos in zip(pts.data, pts.features["positive"]))
+    assert drawn == [(1, 30, 30, True), (2, 35, 35, False), (3, 50, 50, True)]
+    assert widget.prompts.shapes.nshapes == 1, "only frame 1's box still counts"
+
 def test_quality_strip_flags_and_jumps(widget):
     obj = widget.new_object()
     _click(widget, 0, 30, 30)
