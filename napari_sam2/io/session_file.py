@@ -15,8 +15,9 @@ Written by the widget's "Save session" button and read by its "Load session" but
 
 * Coordinates are ``(row, col)`` pixels of the frame (pixel centres on integers).
 * ``prompts`` is ordered: entries are replayed in order, so several ``points`` entries on one
-  frame are successive refinement clicks (``"replace": true`` on a points entry drops the
-  frame's earlier clicks first). A ``box`` replaces the frame's earlier clicks.
+  frame are successive refinement clicks. A ``box``, a ``mask`` or ``"replace": true`` on a
+  points entry replaces the frame's earlier prompts (:func:`napari_sam2.prompts.prompts_in_effect`
+  gives those that still count).
 * A ``mask`` is the path of a TIFF relative to the session file (nonzero = object).
 * ``settings`` holds what changes the result: the model, the video axis of the input, the
   channels fed to SAM 2 and the contrast limits (resolved numbers, so a replay maps
@@ -58,7 +59,6 @@ __all__ = [
     "session_from_engine",
     "check_session_fits",
     "replay",
-    "apply_session_file",
 ]
 
 SESSION_FORMAT = "napari-sam2-session"
@@ -583,7 +583,8 @@ def replay(session_file: SessionFile, sam2_session, *, obj_ids=None, progress=No
     """Give a session's prompts to a :class:`~napari_sam2.engine.session.Sam2Session`, in order.
 
     Objects of the file that the engine session already has are removed first, so loading a
-    file twice gives the file's prompts, not twice as many.
+    file twice gives the file's prompts, not twice as many. Every prompt is given, in order; the
+    engine then holds :func:`~napari_sam2.prompts.prompts_in_effect` of each object's prompts.
 
     Parameters
     ----------
@@ -632,6 +633,3 @@ def replay(session_file: SessionFile, sam2_session, *, obj_ids=None, progress=No
                 progress(done, total)
     return last
 
-
-#: Alias with a descriptive name for scripts.
-apply_session_file = replay
