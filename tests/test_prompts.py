@@ -54,7 +54,8 @@ def test_prompts_in_effect_is_stable_and_leaves_its_input_alone():
 
 def test_mask_path_is_optional_and_defaults_to_none():
     assert mask(0).mask_path is None
-    assert Prompt(3, "mask", mask=np.zeros((2, 2), bool), mask_path="m/obj1_f3.tif").mask_path == "m/obj1_f3.tif"
+    read = Prompt(3, "mask", mask=np.zeros((2, 2), bool), mask_path="m/obj1_f3.tif")
+    assert read.mask_path == "m/obj1_f3.tif"
 
 
 def test_the_prompt_type_is_shared_by_engine_files_and_the_package():
