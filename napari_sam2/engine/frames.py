@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_sam2.arrays import OneFrameStack
 from napari_sam2.conversions import DEFAULT_PERCENTILES, normalize_intensity, robust_limits
 from napari_sam2.engine.errors import Sam2InputError
 
@@ -165,10 +166,10 @@ class FrameSource:
     def _as_stack(frames, rgb):
         ndim = frames.ndim
         if ndim == 2:
-            return _AddAxis(frames), False
+            return OneFrameStack(frames), False
         if ndim == 3:
             is_rgb = frames.shape[-1] in (3, 4) if rgb is None else bool(rgb)
-            return (_AddAxis(frames), True) if is_rgb else (frames, False)
+            return (OneFrameStack(frames), True) if is_rgb else (frames, False)
         if ndim == 4:
             return frames, True
         raise Sam2InputError(
@@ -348,21 +349,6 @@ class FrameSource:
         staging.event = torch.cuda.Event()
         staging.event.record(torch.cuda.current_stream(device))
         return out
-
-
-class _AddAxis:
-    """A one-frame stack view of a single image (no copy)."""
-
-    def __init__(self, image):
-        self._image = image
-        self.shape = (1, *image.shape)
-        self.dtype = image.dtype
-        self.ndim = image.ndim + 1
-
-    def __getitem__(self, t):
-        if t != 0:
-            raise IndexError(t)
-        return self._image
 
 
 class LazyModelFrames(Sequence):
