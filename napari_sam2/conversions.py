@@ -5,7 +5,9 @@ Everything that turns one convention into another lives here, so it is written a
 * **Coordinates.** napari and numpy index pixels as ``(row, col)`` with pixel centres on integers;
   SAM 2's prompt encoder takes ``(x, y)`` in the model's square input (``image_size`` pixels on a
   side) with the same pixel-centre convention (it adds 0.5 itself). A frame of ``H x W`` pixels is
-  stretched to ``S x S`` without padding, exactly as SAM 2's video predictor does.
+  stretched to ``S x S`` without padding, exactly as SAM 2's video predictor does. (Which data
+  axes of a napari layer are the frame, the rows and the columns is the stack layout's business:
+  :meth:`napari_sam2.stack_layout.StackLayout.split`.)
 * **Intensities.** Scientific stacks come as uint8, uint16 (often 12-bit), signed integers or
   floats with NaN. SAM 2 was trained on 8-bit RGB divided by 255. One linear mapping,
   ``(value - low) / (high - low)`` clipped to [0, 1], is chosen for the *whole stack* and applied
@@ -15,8 +17,6 @@ Nothing here imports torch, Qt or napari.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +28,6 @@ __all__ = [
     "normalize_intensity",
     "robust_limits",
     "dtype_limits",
-    "world_to_frame_point",
 ]
 
 #: Percentiles used for the default contrast: robust to hot pixels and dead borders.
@@ -105,31 +104,6 @@ def points_in_frame(points, frame_shape: tuple[int, int]) -> np.ndarray:
         & (pts[:, 1] >= -0.5)
         & (pts[:, 1] < w - 0.5)
     )
-
-
-def world_to_frame_point(
-    data_coords: Sequence[float], video_axis: int, spatial_axes: tuple[int, int]
-) -> tuple[int, float, float]:
-    """Split a point in a layer's data coordinates into ``(frame, row, col)``.
-
-    Parameters
-    ----------
-    data_coords : sequence of float
-        The point in the image layer's *data* coordinates (napari's ``layer.world_to_data``
-        handles scale, translate, rotation and shear).
-    video_axis : int
-        The data axis that is the video axis (time or z).
-    spatial_axes : (int, int)
-        The data axes shown as rows and columns.
-
-    Returns
-    -------
-    (int, float, float)
-        The frame index (rounded to the nearest integer) and the row and column.
-    """
-    c = np.asarray(data_coords, dtype=np.float64)
-    frame = int(np.floor(c[video_axis] + 0.5))
-    return frame, float(c[spatial_axes[0]]), float(c[spatial_axes[1]])
 
 
 # --------------------------------------------------------------------------- intensities

@@ -12,7 +12,6 @@ from napari_sam2.conversions import (
     points_in_frame,
     robust_limits,
     rowcol_to_model_xy,
-    world_to_frame_point,
 )
 
 
@@ -35,11 +34,6 @@ def test_box_corners_sorted_and_zero_area_rejected():
 def test_points_in_frame_uses_pixel_extents():
     inside = points_in_frame([[-0.5, 0], [-0.6, 0], [9.49, 9.49], [9.5, 0], [np.nan, 1]], (10, 10))
     assert inside.tolist() == [True, False, True, False, False]
-
-
-def test_world_to_frame_point():
-    assert world_to_frame_point([3.6, 10.0, 20.5], 0, (1, 2)) == (4, 10.0, 20.5)
-    assert world_to_frame_point([7.0, 2.4, 1.0, 5.0], 1, (2, 3)) == (2, 1.0, 5.0)
 
 
 @pytest.mark.parametrize("dtype, expected", [(np.uint8, (0, 255)), (np.int16, (-32768, 32767)),

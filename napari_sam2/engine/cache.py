@@ -300,9 +300,12 @@ class DiskFeatureStore:
         ``read_frame(t)`` returns the raw frame ``t`` (to check a stored entry).
     device : torch.device or str
         Where loaded features are put.
+    digests : optional
+        The hashes of the frames ``read_frame`` has read, kept by the frame source's read hook
+        (see :meth:`for_session`); by default frames are hashed here when read.
     """
 
-    def __init__(self, folder, key: dict, read_frame, device="cpu"):
+    def __init__(self, folder, key: dict, read_frame, device="cpu", *, digests: _FrameDigests | None = None):
         import zarr
 
         self.key = dict(key)
@@ -312,8 +315,8 @@ class DiskFeatureStore:
         self.path = self.folder / f"{self.name}.zarr"
         self.n_frames = int(self.key["frames"])
         self.device = device
-        # every frame read through it is hashed once (see for_session)
-        self._reads = read_frame if isinstance(read_frame, _DigestingReads) else _DigestingReads(read_frame)
+        self._read_frame = read_frame
+        self._digests = _FrameDigests() if digests is None else digests
         self._shared_loaded: dict[str, list] = {}
         self._arrays: dict[str, object] = {}
         self._layout_memo: list | None = None
@@ -339,20 +342,21 @@ class DiskFeatureStore:
 
     @classmethod
     def for_session(cls, folder, source, model) -> DiskFeatureStore:
-        """The store for a session's frames and model; hashes raw frames as they are read."""
-        reads = source._read
-        if not isinstance(reads, _DigestingReads):
+        """The store for a session's frames and model; hashes raw frames as the source reads them."""
+        digests = source.read_hook
+        if not isinstance(digests, _FrameDigests):
             # every frame the source reads (for preprocessing or a check) is hashed once, so a
             # frame encoded for the first time is not read again to record its hash
-            reads = source._read = _DigestingReads(source._read)
-        return cls(folder, store_key(source, model), reads, device=model.device)
+            digests = source.read_hook = _FrameDigests(then=source.read_hook)
+        return cls(folder, store_key(source, model), source.read, device=model.device, digests=digests)
 
     # ------------------------------------------------------------------ lookups
     def _digest(self, t: int) -> bytes:
-        d = self._reads.recall(t)
+        d = self._digests.recall(t)
         if d is None:
-            self._reads(t)
-            d = self._reads.recall(t)
+            frame = self._read_frame(t)
+            # a read through the session's source was hashed by its read hook already
+            d = self._digests.recall(t) or self._digests(t, frame)
         return d
 
     def _array(self, name: str):
@@ -534,11 +538,17 @@ class DiskFeatureStore:
         self.enabled = False
 
 
-class _DigestingReads:
-    """Wraps a frame reader so that every frame read is hashed once."""
+class _FrameDigests:
+    """The hashes of the last frames read: a :class:`~napari_sam2.engine.frames.FrameSource` read hook.
 
-    def __init__(self, read):
-        self._read = read
+    Parameters
+    ----------
+    then : callable, optional
+        A read hook the source had before, called after hashing.
+    """
+
+    def __init__(self, then=None):
+        self._then = then
         self.digests: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -546,15 +556,17 @@ class _DigestingReads:
         with self._lock:
             return self.digests.get(int(t))
 
-    def __call__(self, t):
-        frame = self._read(t)
+    def __call__(self, t: int, frame: np.ndarray) -> bytes:
+        """Hash and remember frame ``t``; returns its digest."""
         digest = _frame_digest(frame)
         with self._lock:
             self.digests[int(t)] = digest
             self.digests.move_to_end(int(t))
             while len(self.digests) > _DIGEST_MEMORY:
                 self.digests.popitem(last=False)
-        return frame
+        if self._then is not None:
+            self._then(t, frame)
+        return digest
 
 
 def _flush_at_exit(ref) -> None:

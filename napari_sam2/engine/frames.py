@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_sam2.arrays import OneFrameStack
 from napari_sam2.conversions import DEFAULT_PERCENTILES, normalize_intensity, robust_limits
 from napari_sam2.errors import Sam2InputError
 
@@ -137,10 +138,21 @@ class FrameSource:
         stack. By default a last axis of 3 or 4 means RGB(A), as in napari.
     mean, std : sequence of 3 floats
         The network's input normalisation (``Sam2Model.image_mean`` / ``image_std``).
+    read_hook : callable, optional
+        Initial value of :attr:`read_hook`.
+
+    Attributes
+    ----------
+    read_hook : callable or None
+        Called as ``read_hook(t, frame)`` with every raw frame the source reads (see
+        :meth:`read`), on the thread that reads it, before the frame is used. Set it to observe
+        reads: the disk feature store hashes each frame as it passes, so that checking a stored
+        entry never reads a frame a second time. It must not modify the frame.
     """
 
     def __init__(self, frames, image_size: int, *, channels=None, contrast="auto", rgb=None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, read_hook=None):
+        self.read_hook = read_hook
         _check_array_like(frames)
         self._array, has_channels = self._as_stack(frames, rgb)
         shape = tuple(int(s) for s in self._array.shape)
@@ -165,10 +177,10 @@ class FrameSource:
     def _as_stack(frames, rgb):
         ndim = frames.ndim
         if ndim == 2:
-            return _AddAxis(frames), False
+            return OneFrameStack(frames), False
         if ndim == 3:
             is_rgb = frames.shape[-1] in (3, 4) if rgb is None else bool(rgb)
-            return (_AddAxis(frames), True) if is_rgb else (frames, False)
+            return (OneFrameStack(frames), True) if is_rgb else (frames, False)
         if ndim == 4:
             return frames, True
         raise Sam2InputError(
@@ -229,7 +241,7 @@ class FrameSource:
         picks = np.unique(np.linspace(0, n - 1, min(n, _CONTRAST_SAMPLE_FRAMES)).round().astype(int))
         h, w = self.frame_shape
         step = (max(1, h // _CONTRAST_SAMPLE_SIDE), max(1, w // _CONTRAST_SAMPLE_SIDE))
-        samples = [self._select(self._read(t))[:: step[0], :: step[1]] for t in picks]
+        samples = [self._select(self.read(t))[:: step[0], :: step[1]] for t in picks]
         stack = np.stack(samples)
         try:
             if self.shared_limits:
@@ -239,8 +251,16 @@ class FrameSource:
             raise Sam2InputError(str(err)) from None
 
     # ------------------------------------------------------------------ per frame
-    def _read(self, t: int) -> np.ndarray:
-        return np.asarray(self._array[int(t)])
+    def read(self, t: int) -> np.ndarray:
+        """Raw frame ``t`` as the stack holds it, ``(Y, X)`` or ``(Y, X, C)``, passed to :attr:`read_hook`.
+
+        Every read of the stack goes through here (contrast sampling and preprocessing too).
+        """
+        t = int(t)
+        frame = np.asarray(self._array[t])
+        if self.read_hook is not None:
+            self.read_hook(t, frame)
+        return frame
 
     def _select(self, frame: np.ndarray) -> np.ndarray:
         """(Y, X) gray or (Y, X, k) chosen channels."""
@@ -259,7 +279,7 @@ class FrameSource:
 
     def _mapped(self, t: int) -> np.ndarray:
         """Frame ``t`` after the contrast mapping: float32 ``(Y, X)`` gray or ``(Y, X, 3)``."""
-        frame = self._select(self._read(t))
+        frame = self._select(self.read(t))
         if frame.dtype.kind == "f" and not np.isfinite(frame).any():
             raise Sam2InputError(
                 f"frame {t} holds no finite value (all NaN or infinite): SAM 2 cannot see anything "
@@ -314,7 +334,7 @@ class FrameSource:
         """
         import torch
 
-        frame = np.ascontiguousarray(self._select(self._read(t)))
+        frame = np.ascontiguousarray(self._select(self.read(t)))
         carrier = _DEVICE_DTYPES[self.dtype.name]
         raw = self._upload(torch.from_numpy(frame.view(carrier) if carrier is not None else frame), device)
         if carrier is not None:  # unsigned bits in a signed tensor: undo the wrap-around
@@ -348,21 +368,6 @@ class FrameSource:
         staging.event = torch.cuda.Event()
         staging.event.record(torch.cuda.current_stream(device))
         return out
-
-
-class _AddAxis:
-    """A one-frame stack view of a single image (no copy)."""
-
-    def __init__(self, image):
-        self._image = image
-        self.shape = (1, *image.shape)
-        self.dtype = image.dtype
-        self.ndim = image.ndim + 1
-
-    def __getitem__(self, t):
-        if t != 0:
-            raise IndexError(t)
-        return self._image
 
 
 class LazyModelFrames(Sequence):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam2.arrays import OneFrameStack
 from napari_sam2.errors import ImageReadError
 
 __all__ = [
@@ -878,7 +879,7 @@ def video_frames(stack: ImageStack, axis: int | None = None):
         fixed[c], c = 0, None
     if v < 0:
         # a single image: a one-frame stack
-        frames = StackView(_OneFrame(stack.data), 0, (y + 1, x + 1),
+        frames = StackView(OneFrameStack(stack.data), 0, (y + 1, x + 1),
                            None if c is None else c + 1, {a + 1: i for a, i in fixed.items()})
         axis_scale, axis_unit, name = 1.0, None, "T"
     else:
@@ -892,19 +893,3 @@ def video_frames(stack: ImageStack, axis: int | None = None):
         geotiff_tags=list(stack.geotiff_tags),
     )
     return frames, geometry
-
-
-class _OneFrame:
-    """A view of one image with a leading axis of length 1."""
-
-    def __init__(self, image):
-        self._image = image
-        self.shape = (1, *image.shape)
-        self.dtype = image.dtype
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        if key[0] not in (0, -1):
-            raise IndexError(key[0])
-        return np.asarray(self._image)[key[1:]]

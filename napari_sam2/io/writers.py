@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam2.arrays import OneFrameStack
 from napari_sam2.errors import LabelWriteError, OutputPathError
 from napari_sam2.io.atomic import StagedOutput, check_output_path, mark_as_ours
 from napari_sam2.io.readers import FrameGeometry
@@ -362,7 +363,7 @@ def write_labels(path, data, geometry: FrameGeometry | None = None) -> Path:
     """
     ndim = len(data.shape)
     if ndim == 2:
-        frames = _Leading(data)
+        frames = OneFrameStack(data)
     elif ndim == 3:
         frames = data
     else:
@@ -388,13 +389,3 @@ def write_labels(path, data, geometry: FrameGeometry | None = None) -> Path:
         for t in range(frames.shape[0]):
             writer.write_frame(t, np.asarray(frames[t]))
     return Path(path)
-
-
-class _Leading:
-    def __init__(self, image):
-        self._image = image
-        self.shape = (1, *image.shape)
-        self.dtype = image.dtype
-
-    def __getitem__(self, t):
-        return self._image
