@@ -155,7 +155,7 @@ def load_seeds(path, n_frames: int, frame_shape, seed_frame: int | None = None) 
         raise SeedError(f"--seeds '{path.name}' has frames of {core[-2]}x{core[-1]} pixels but the input's "
                         f"frames are {frame_shape[0]}x{frame_shape[1]}: seeds must be the same size")
     seeds = SeedLabels(path, [], [], stack.data, index, stack.close)
-    ids = set()
+    ids: set[int] = set()
     for frame in frames:  # one read of every frame now: bad values fail before the model loads
         present = np.unique(seeds.frame_labels(frame))
         present = present[present != 0]
