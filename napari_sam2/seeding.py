@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +49,9 @@ class SeedLabels:
     path: Path
     frames: list[int]
     ids: list[int]
-    _data: object = field(repr=False, default=None)
-    _index: object = field(repr=False, default=None)  # frame -> index into _data
-    _close: object = field(repr=False, default=None)
+    _data: Any = field(repr=False, default=None)  # an array-like label stack
+    _index: Callable[[int], Any] = field(repr=False, default=lambda frame: frame)  # frame -> _data index
+    _close: Callable[[], None] | None = field(repr=False, default=None)
 
     def frame_labels(self, frame: int) -> np.ndarray:
         """The 2-D labels for one input frame, as an unsigned integer array."""
@@ -63,6 +65,7 @@ class SeedLabels:
         return sorted(done)
 
     def close(self) -> None:
+        """Close the label file (a memory-mapped TIFF or a zarr store), if one is open."""
         if callable(self._close):
             self._close()
 
@@ -119,7 +122,8 @@ def load_seeds(path, n_frames: int, frame_shape, seed_frame: int | None = None) 
         raise SeedError(f"--seeds: {err}") from None
     shape = stack.shape
     if stack.dtype.kind not in "biuf":
-        raise SeedError(f"--seeds '{path.name}' holds {stack.dtype} values: seeds are a label image of integer ids")
+        raise SeedError(f"--seeds '{path.name}' holds {stack.dtype} values: "
+                        "seeds are a label image of integer ids")
     if "C" in stack.axes and shape[stack.axes.index("C")] > 1:
         raise SeedError(f"--seeds '{path.name}' is a colour image (shape {shape}): seeds are a label image, "
                         "one integer id per pixel (save the labels layer, not a screenshot)")
@@ -153,7 +157,7 @@ def load_seeds(path, n_frames: int, frame_shape, seed_frame: int | None = None) 
         raise SeedError(f"--seeds '{path.name}' has frames of {core[-2]}x{core[-1]} pixels but the input's "
                         f"frames are {frame_shape[0]}x{frame_shape[1]}: seeds must be the same size")
     seeds = SeedLabels(path, [], [], stack.data, index, stack.close)
-    ids = set()
+    ids: set[int] = set()
     for frame in frames:  # one read of every frame now: bad values fail before the model loads
         present = np.unique(seeds.frame_labels(frame))
         present = present[present != 0]
@@ -182,7 +186,8 @@ def check_auto_seed(frame: int, n_frames: int, out=None, others=()) -> None:
         raise SeedError(f"--auto-seed-out: the folder '{out.parent}' does not exist")
     for other in others:
         if other is not None and _same(out, Path(other)):
-            raise SeedError(f"--auto-seed-out '{out}' is also the input or another output: choose another name")
+            raise SeedError(f"--auto-seed-out '{out}' is also the input or another output: "
+                            "choose another name")
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -232,7 +237,7 @@ def write_seed_image(path, labels: np.ndarray, geometry=None) -> Path:
     import tifffile
 
     path = Path(path)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if geometry is not None:
         sy, sx = abs(geometry.scale[1]), abs(geometry.scale[2])
         if sy > 0 and sx > 0 and (sy, sx) != (1.0, 1.0):
@@ -320,7 +325,8 @@ def seed_session(args, session, seeds: SeedLabels | None, geometry=None, say=pri
     wrote = f" (labels written to {args.auto_seed_out})" if args.auto_seed_out else ""
     if not ids and not session.objects:
         raise SeedError(f"--auto-seed found no object on frame {args.auto_seed}{wrote}: lower "
-                        "--auto-seed-iou, --auto-seed-stability or --auto-seed-min-area, or try another frame")
+                        "--auto-seed-iou, --auto-seed-stability or --auto-seed-min-area, "
+                        "or try another frame")
     say(f"napari-sam2: found {len(ids)} object(s) on frame {args.auto_seed}"
         + (f", ids {ids[0]}..{ids[-1]}" if ids else "") + wrote)
     return ids

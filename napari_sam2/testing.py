@@ -97,7 +97,8 @@ def tiny_sam3_config(image_size: int = 224):
     from transformers import Sam3TrackerVideoConfig
 
     if image_size % 14 or (image_size // 14) % 4:
-        raise ValueError(f"image_size must be a multiple of 56 (14-pixel patches, 4x4 windows), got {image_size}")
+        raise ValueError("image_size must be a multiple of 56 (14-pixel patches, 4x4 windows), "
+                         f"got {image_size}")
     backbone = {
         "model_type": "sam3_vit_model",
         "hidden_size": 64,
@@ -110,7 +111,7 @@ def tiny_sam3_config(image_size: int = 224):
         "patch_size": 14,
         "pretrain_image_size": 56,
     }
-    return Sam3TrackerVideoConfig(
+    return Sam3TrackerVideoConfig(  # type: ignore[call-arg]  # its **kwargs take image_size
         vision_config={"backbone_config": backbone},
         image_size=image_size,
         memory_attention_num_layers=1,
@@ -118,8 +119,9 @@ def tiny_sam3_config(image_size: int = 224):
 
 
 def tiny_edgetam_config(image_size: int = 256):
-    """An EdgeTAM video config: EdgeTAM's tracker (spatial perceiver, 2-D RoPE memory attention)
-    on a small Hiera image encoder.
+    """An EdgeTAM video config on a small Hiera image encoder.
+
+    EdgeTAM's tracker (spatial perceiver, 2-D RoPE memory attention) as released.
 
     Parameters
     ----------

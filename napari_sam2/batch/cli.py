@@ -36,7 +36,8 @@ optionally 'prompts' (a session file for that stack), 'seeds' (its seed label im
 'output' (its label file name).
 
 Rerunning the same command skips the stacks already done for the same input and settings
-(options, prompts and seed file contents), and runs the failed and unfinished ones; finished outputs are never rewritten.
+(options, prompts and seed file contents), and runs the failed and unfinished ones; finished
+outputs are never rewritten.
 
 Without --scheduler a cluster is started on this machine: one worker per GPU (each pinned to
 its GPU), or a few CPU workers that split the cores. With --scheduler tcp://HOST:PORT the stacks
@@ -57,7 +58,8 @@ def add_batch_parser(subparsers, segment_parser):
     )
     p.add_argument("inputs", metavar="INPUT", nargs="*", help="image stacks to segment")
     p.add_argument("--list", metavar="FILE", dest="list_file",
-                   help="file with one stack per line, or a CSV with input[,prompts][,seeds][,output] columns")
+                   help="file with one stack per line, or a CSV with "
+                        "input[,prompts][,seeds][,output] columns")
     p.add_argument("--out-dir", metavar="DIR", required=True, help="folder for the results (created)")
     p.add_argument("--prompts", metavar="SESSION.json",
                    help="session file replayed on every stack (a CSV list may give one per stack)")

@@ -109,7 +109,8 @@ def connect(address: str, timeout: float = 30):
     try:
         return Client(address, timeout=timeout)
     except (OSError, TimeoutError) as err:
-        raise OSError(f"--scheduler {address}: cannot reach the dask scheduler ({' '.join(str(err).split())}); "
+        reason = " ".join(str(err).split())
+        raise OSError(f"--scheduler {address}: cannot reach the dask scheduler ({reason}); "
                       "is it running, and is the address tcp://HOST:PORT?") from None
 
 

@@ -165,6 +165,7 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, see
     for i, job in enumerate(jobs):
         action, record, message = plan_stack(job)
         if action == "skip":
+            assert record is not None  # plan_stack returns the record it skips for
             results[i] = entry(job, "skipped", frames=record.get("frames"), seconds=record.get("seconds"),
                                attempts=0, worker=record.get("worker"))
         elif action == "conflict":
@@ -196,7 +197,7 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, see
                 workers, device=device, torch_threads=torch_threads, dashboard_address=dashboard_address)
             client = own_client = Client(cluster)
 
-    bars = []
+    bars: list = []
     try:
         if to_run:
             _run(client, jobs, to_run, results, write_report, retries=retries, torch_threads=torch_threads,
@@ -298,7 +299,8 @@ def _run(client, jobs, to_run, results, write_report, *, retries, torch_threads,
                 fut.release()
                 if outcome["status"] == "failed" and outcome.get("retryable") and resent[i] < retries:
                     resent[i] += 1
-                    stack_bar.write(f"napari-sam2: retrying {job.input} ({outcome['error']})", file=sys.stderr)
+                    stack_bar.write(f"napari-sam2: retrying {job.input} ({outcome['error']})",
+                                    file=sys.stderr)
                     pending[submit(i)] = i
                     continue
                 attempts = max(seen.get(i, {}).get("starts", 0), resent[i] + 1)

@@ -3,7 +3,8 @@
 A stack is done when its outputs exist *and* a completion record for them says they were made
 from this very input (path, size, modification time) with these very settings (every option
 that changes the labels, the content of the prompts file and its mask files, and the content
-of the stack's seed label image). A rerun skips such stacks and never writes over an output that has no matching record.
+of the stack's seed label image). A rerun skips such stacks and never writes over an output that
+has no matching record.
 
 Nothing here imports torch or dask.
 """
@@ -83,6 +84,7 @@ class StackJob:
         return self.output.parent / RECORD_DIR / f"{self.output.name}.json"
 
     def outputs(self) -> list[Path]:
+        """The files this stack writes: its label image, and its statistics CSV if asked."""
         return [self.output] + ([self.stats] if self.stats is not None else [])
 
 
@@ -92,8 +94,8 @@ def read_list(path) -> list[dict]:
 
     Lines: blank lines and lines starting with ``#`` are ignored. CSV (a ``.csv`` file): an
     ``input`` column, optionally ``prompts`` (a session file for that stack), ``seeds`` (a
-    label image seeding it) and ``output`` (the label image name, in the output folder). Relative paths are relative to the list
-    file's folder.
+    label image seeding it) and ``output`` (the label image name, in the output folder). Relative
+    paths are relative to the list file's folder.
 
     Returns
     -------
@@ -120,7 +122,8 @@ def read_list(path) -> list[dict]:
     columns = [c.strip() for c in (reader.fieldnames or [])]
     if "input" not in columns:
         raise BatchInputError(f"--list '{path}': a CSV list needs a header row with an 'input' column "
-                              f"(and optionally 'prompts', 'seeds', 'output'); found {columns or 'no header'}")
+                              "(and optionally 'prompts', 'seeds', 'output'); "
+                              f"found {columns or 'no header'}")
     unknown = [c for c in columns if c not in LIST_COLUMNS]
     if unknown:
         raise BatchInputError(f"--list '{path}': unknown column(s) {', '.join(unknown)}; "
@@ -186,8 +189,11 @@ def prompts_digest(path) -> str | None:
 
 
 def seeds_digest(path) -> dict | None:
-    """Identity of a seed label image: its path and the SHA-256 of its content (or, for a folder
-    such as a zarr, the size and modification time of its files). None when it does not exist."""
+    """Identity of a seed label image, None when it does not exist.
+
+    Its path and the SHA-256 of its content (or, for a folder such as a zarr, the size and
+    modification time of its files).
+    """
     if path is None:
         return None
     p = Path(path)
@@ -291,8 +297,9 @@ def make_jobs(entries, out_dir, *, prompts=None, seeds_dir=None, options=None, s
     auto = options["auto_seed"] is not None
     if not entries:
         raise BatchInputError("no stacks to segment: give INPUT paths or --list FILE")
-    jobs, by_output = [], {}
-    cached_digests = {}
+    jobs: list[StackJob] = []
+    by_output: dict[str, str] = {}
+    cached_digests: dict = {}
     for entry in entries:
         entry = {"input": str(entry)} if not isinstance(entry, dict) else entry
         source = str(entry["input"])
@@ -303,10 +310,10 @@ def make_jobs(entries, out_dir, *, prompts=None, seeds_dir=None, options=None, s
                                   "choose one (as for segment --seeds / --auto-seed)")
         if seeds is None and seeds_dir is not None:
             seeds, problem = find_seed_file(seeds_dir, source)
-            if seeds is None and session is not None and problem.startswith("no seed file"):
+            if seeds is None and session is not None and (problem or "").startswith("no seed file"):
                 problem = None  # prompts alone, as `segment --prompts`
             elif seeds is None and session is None:
-                problem += ", and no prompts (--prompts or a 'prompts' column)"
+                problem = f"{problem}, and no prompts (--prompts or a 'prompts' column)"
         if session is None and seeds is None and not auto and problem is None:
             raise BatchInputError(f"no prompts for '{source}': give --prompts SESSION.json, "
                                   "--seeds-dir DIR or --auto-seed N, or a 'prompts' or 'seeds' "
@@ -333,7 +340,8 @@ def make_jobs(entries, out_dir, *, prompts=None, seeds_dir=None, options=None, s
         settings.update(model=_model_identity(options["model"]), prompts=None if session is None else {
             "path": str(Path(session).resolve()), "sha256": cached_digests[session]})
         if seeds is not None:  # changed seeds (same name, new content) give another key
-            settings.update({k: options[k] for k in SEED_OPTIONS}, seeds=seeds_digest(seeds) or {"path": seeds})
+            settings.update({k: options[k] for k in SEED_OPTIONS},
+                            seeds=seeds_digest(seeds) or {"path": seeds})
         if auto:
             settings.update({k: options[k] for k in AUTO_SEED_OPTIONS})
         settings.update(format="zarr" if output.suffix.lower() == ".zarr" else "tif", stats=bool(stats))

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 from distributed import WorkerPlugin, get_worker
 
@@ -47,7 +48,7 @@ class ModelCache(WorkerPlugin):
 
     def __init__(self, torch_threads: int | None = None):
         self.torch_threads = torch_threads
-        self.models = {}
+        self.models: dict[tuple, Any] = {}
         self.loads = 0
 
     def __getstate__(self):
@@ -57,6 +58,7 @@ class ModelCache(WorkerPlugin):
         self.__init__(**state)
 
     def setup(self, worker=None):
+        """Set the worker's torch threads once, when the plugin is registered on it."""
         self._lock = threading.Lock()
         if self.torch_threads:
             import torch
@@ -78,8 +80,11 @@ class ModelCache(WorkerPlugin):
 
 @functools.lru_cache(maxsize=1)
 def _segment_defaults() -> dict:
-    """Every option of ``segment`` with its default, from its own parser (an option added to
-    ``segment`` later is then set here too, at the value a plain ``segment`` run has)."""
+    """Every option of ``segment`` with its default, from its own parser.
+
+    An option added to ``segment`` later is then set here too, at the value a plain ``segment``
+    run has.
+    """
     from napari_sam2 import cli
 
     parser = cli.build_parser()
@@ -94,7 +99,8 @@ def _segment_args(job: dict, out: Path, stats: Path | None) -> argparse.Namespac
     for name, value in o.items():  # None: not given, segment's default (e.g. --auto-seed-iou 0.8)
         if value is not None:
             setattr(args, name, value)
-    args.command, args.input, args.prompts, args.seeds = "segment", job["input"], job["prompts"], job.get("seeds")
+    args.command, args.input = "segment", job["input"]
+    args.prompts, args.seeds = job["prompts"], job.get("seeds")
     args.out, args.stats = str(out), None if stats is None else str(stats)
     args.save_session = args.auto_seed_out = None
     return args
@@ -127,7 +133,8 @@ def _finished_record(job: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     outputs = [job["output"]] + ([job["stats"]] if job.get("stats") else [])
-    if isinstance(record, dict) and record.get("key") == job["key"] and all(os.path.exists(p) for p in outputs):
+    same_key = isinstance(record, dict) and record.get("key") == job["key"]
+    if same_key and all(os.path.exists(p) for p in outputs):
         return record
     return None
 
@@ -157,9 +164,9 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
         worker = get_worker()
     except ValueError:  # called outside a worker (a plain loop): no progress events, no cache reuse
         worker = None
-    cache = worker.plugins.get(PLUGIN_NAME) if worker is not None else None
-    if cache is None:
-        cache = ModelCache()
+    # the plugin registered under PLUGIN_NAME is a ModelCache (see start_local_cluster)
+    plugin = worker.plugins.get(PLUGIN_NAME) if worker is not None else None
+    cache = cast(ModelCache, plugin) if plugin is not None else ModelCache()
     where = worker.address if worker is not None else socket.gethostname()
 
     def send(msg):
@@ -200,7 +207,7 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
             status = cli._segment(args, model=model, on_frame=on_frame)
         if status != cli.EXIT_OK:
             raise RuntimeError(f"segment stopped (exit status {status}) before the stack was complete")
-        if final_stats is not None:
+        if final_stats is not None and stats_tmp is not None:
             _place(stats_tmp, final_stats)
         _place(out_tmp, final)
         seconds = time.perf_counter() - t0
@@ -212,9 +219,10 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
         write_json_atomic(job["record"], record)
         outcome.update(status="done", error=None, frames=len(frames), seconds=seconds)
     except FileExistsError as err:
-        record = _finished_record(job)  # the same stack, finished by an earlier attempt meanwhile
-        if record is not None:
-            outcome.update(status="done", error=None, frames=record.get("frames"), seconds=record.get("seconds"))
+        earlier = _finished_record(job)  # the same stack, finished by an earlier attempt meanwhile
+        if earlier is not None:
+            outcome.update(status="done", error=None, frames=earlier.get("frames"),
+                           seconds=earlier.get("seconds"))
         else:
             outcome.update(status="failed", error=cli._one_line(err), frames=len(frames),
                            seconds=time.perf_counter() - t0, retryable=True)

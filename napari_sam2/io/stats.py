@@ -82,7 +82,7 @@ class ObjectStats:
         # restrict to the ids measured: other values (none in practice) count as background
         index = np.where(flat <= top, flat, 0).astype(np.intp)
         area = np.bincount(index, minlength=top + 1)
-        rows, cols = np.indices(labels.shape, sparse=True)
+        rows, cols = np.arange(labels.shape[0])[:, None], np.arange(labels.shape[1])[None, :]
         sum_r = np.bincount(index, weights=np.broadcast_to(rows, labels.shape).ravel(), minlength=top + 1)
         sum_c = np.bincount(index, weights=np.broadcast_to(cols, labels.shape).ravel(), minlength=top + 1)
         boxes = ndimage.find_objects(index.reshape(labels.shape), max_label=top)
