@@ -134,8 +134,9 @@ class Sam2Adapter:
         return state.output_dict_per_obj[0]["non_cond_frame_outputs"]
 
     @staticmethod
-    def tracked_frames(state) -> dict:
-        """frame -> ``{"reverse": bool}`` for every frame the object was tracked on."""
+    def frames_done(state) -> dict:
+        """frame -> ``{"reverse": bool}`` for every frame the object was segmented on (prompted or
+        tracked), with the direction it was tracked in (transformers' ``frames_tracked_per_obj``)."""
         return state.frames_tracked_per_obj[0]
 
     @staticmethod

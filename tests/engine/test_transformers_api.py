@@ -132,8 +132,8 @@ def test_batched_memory_attention_equals_transformers(tiny_model, blobs_stack):
     s.add_points(0, 1, [[40, 45]], [1])
     s.add_points(0, 2, [[20, 90]], [1])
     list(s.propagate("forward", stop=4))
-    ad = s._adapter
-    states = [s._tracks[i].state for i in (1, 2)]
+    ad = s._tracker.adapter
+    states = [s._objects[i].inference_state for i in (1, 2)]
     with torch.inference_mode():
         feats, pos = ad.vision_features(states[0], 4)
         refs = [tiny_model._prepare_memory_conditioned_features(
