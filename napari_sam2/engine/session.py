@@ -353,6 +353,10 @@ class Sam2Session:
 
         Parameters
         ----------
+        frame : int
+            Frame index.
+        obj_id : int
+            Object id (a label value, >= 1). A new id starts a new object.
         mask : array-like, bool (H, W)
             Nonzero pixels belong to the object.
 
@@ -553,6 +557,7 @@ class Sam2Session:
         Parameters
         ----------
         frame : int
+            Frame index.
         points_per_side : int
             Grid of ``points_per_side**2`` point prompts over the frame.
         pred_iou_thresh, stability_score_thresh : float

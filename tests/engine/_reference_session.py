@@ -63,4 +63,5 @@ class Reference:
 
     def _masks(self, out):
         shape = self.s.frame_shape
-        return {obj_id: mask_from_logits(out.pred_masks[i:i + 1], shape) for i, obj_id in enumerate(out.object_ids)}
+        return {obj_id: mask_from_logits(out.pred_masks[i:i + 1], shape)
+                for i, obj_id in enumerate(out.object_ids)}
