@@ -68,7 +68,7 @@ def _state_bytes(session, obj_id: int) -> int:
     """Bytes of tracking state an object holds (tensors counted once, records, masks)."""
     import torch
 
-    track = session._tracks[obj_id]
+    obj = session._objects[obj_id]
     seen, total = set(), 0
 
     def add(x):
@@ -85,10 +85,10 @@ def _state_bytes(session, obj_id: int) -> int:
         elif isinstance(x, np.ndarray):
             total += x.nbytes
 
-    for store in (track.cond, track.non_cond, track.points, track.masks, track.binary, track.exact_masks):
+    for store in (obj.cond, obj.non_cond, obj.points, obj.masks, obj.binary, obj.exact_masks):
         for v in store.values():
             add(v)
-    return total + track.quality.nbytes
+    return total + obj.quality.nbytes
 
 
 def worker(spec: dict) -> dict:

@@ -11,11 +11,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["ArrayLike", "OneFrameStack"]
+__all__ = ["LazyArray", "OneFrameStack"]
 
 
-class ArrayLike(Protocol):
-    """Anything indexable like a numpy array, read lazily (numpy, dask, zarr, memmap...)."""
+class LazyArray(Protocol):
+    """An array read when indexed: anything with ``shape``, ``dtype``, ``ndim`` and ``[]``.
+
+    numpy arrays, dask, zarr, memmaps, napari-sam2's own lazy readers all are.
+    """
 
     @property
     def shape(self) -> tuple[int, ...]: ...
@@ -42,7 +45,7 @@ class OneFrameStack:
         The image (any array-like, read only when indexed).
     """
 
-    def __init__(self, image: ArrayLike):
+    def __init__(self, image: LazyArray):
         self._image = image
         self.shape = (1, *image.shape)
         self.dtype = np.dtype(image.dtype)

@@ -9,9 +9,9 @@ transformers release that moves them is adapted in this file alone;
 when one changes.
 
 :class:`Sam2Adapter` drives SAM 2 / 2.1 (``Sam2VideoModel``). A model family whose tracker
-differs (another memory-encoder or memory-attention signature) subclasses it, overrides the
-steps that differ and registers itself with :func:`register_adapter`; :func:`adapter_for`
-picks the most specific registered adapter for a network. :class:`Sam3TrackerAdapter` (SAM 3's
+differs (another memory-encoder or memory-attention signature) subclasses it and overrides the
+steps that differ; :func:`adapter_for` picks the adapter for a network from a mapping of network
+classes to adapters (:func:`builtin_adapters`). :class:`Sam3TrackerAdapter` (SAM 3's
 tracker: SAM 2's steps, its own session class) and :class:`EdgeTamAdapter` (memories compressed
 by a perceiver that takes one object at a time) are the built-in variants.
 
@@ -22,42 +22,50 @@ their memories are read from the same frames (:meth:`Sam2Adapter.memory_signatur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Sam2Adapter", "adapter_for", "register_adapter"]
-
-_ADAPTERS: list[tuple[type, type]] = []  # (network class, adapter class), most specific first
+__all__ = ["Sam2Adapter", "Sam3TrackerAdapter", "EdgeTamAdapter", "adapter_for", "builtin_adapters"]
 
 
-def register_adapter(network_class: type, adapter_class: type) -> None:
-    """Use ``adapter_class`` for networks that are instances of ``network_class``.
+def builtin_adapters() -> dict[type, type[Sam2Adapter]]:
+    """The transformers network classes napari-sam2 drives, each with its adapter class.
 
-    Later registrations win over earlier ones for the classes they cover, so a family that
-    subclasses ``Sam2VideoModel`` registers after SAM 2 and is chosen for its own networks.
+    A new dict on every call (transformers is imported only when a network is driven).
     """
-    _ADAPTERS.insert(0, (network_class, adapter_class))
+    from transformers import EdgeTamVideoModel, Sam2VideoModel, Sam3TrackerVideoModel
+
+    # transformers' SAM 3 tracker and EdgeTAM classes copy SAM 2's code, not subclass it
+    return {Sam2VideoModel: Sam2Adapter, Sam3TrackerVideoModel: Sam3TrackerAdapter,
+            EdgeTamVideoModel: EdgeTamAdapter}
 
 
-def adapter_for(network) -> Sam2Adapter:
-    """The adapter that drives ``network`` (an instance of a registered network class)."""
-    _register_builtin()
-    for network_class, adapter_class in _ADAPTERS:
-        if isinstance(network, network_class):
+def adapter_for(network: Any, adapters: Mapping[type, type[Sam2Adapter]] | None = None) -> Sam2Adapter:
+    """The adapter that drives ``network``.
+
+    Parameters
+    ----------
+    network : transformers.Sam2VideoModel, Sam3TrackerVideoModel or EdgeTamVideoModel
+        The network (or an instance of a subclass of one of them).
+    adapters : mapping of network class to adapter class, optional
+        Default :func:`builtin_adapters`. The entry of the class nearest to the network's own
+        in its class hierarchy is used, so a family whose network subclasses SAM 2's is driven
+        by SAM 2's adapter until it brings its own: ``{**builtin_adapters(), Family: FamilyAdapter}``.
+
+    Raises
+    ------
+    TypeError
+        If no class of the network's hierarchy has an adapter.
+    """
+    table = builtin_adapters() if adapters is None else adapters
+    for cls in type(network).__mro__:
+        adapter_class = table.get(cls)
+        if adapter_class is not None:
             return adapter_class(network)
     raise TypeError(f"no adapter drives a {type(network).__name__}: napari-sam2 runs SAM 2 video models")
-
-
-def _register_builtin() -> None:
-    if not any(a is Sam2Adapter for _, a in _ADAPTERS):
-        from transformers import EdgeTamVideoModel, Sam2VideoModel, Sam3TrackerVideoModel
-
-        # transformers' SAM 3 tracker and EdgeTAM classes copy SAM 2's code, not subclass it
-        _ADAPTERS.append((Sam2VideoModel, Sam2Adapter))
-        _ADAPTERS.append((Sam3TrackerVideoModel, Sam3TrackerAdapter))
-        _ADAPTERS.append((EdgeTamVideoModel, EdgeTamAdapter))
 
 
 class Sam2Adapter:
@@ -126,8 +134,9 @@ class Sam2Adapter:
         return state.output_dict_per_obj[0]["non_cond_frame_outputs"]
 
     @staticmethod
-    def tracked_frames(state) -> dict:
-        """frame -> ``{"reverse": bool}`` for every frame the object was tracked on."""
+    def frames_done(state) -> dict:
+        """frame -> ``{"reverse": bool}`` for every frame the object was segmented on (prompted or
+        tracked), with the direction it was tracked in (transformers' ``frames_tracked_per_obj``)."""
         return state.frames_tracked_per_obj[0]
 
     @staticmethod
@@ -155,7 +164,8 @@ class Sam2Adapter:
         """A mask prompt taken as the frame's output (SAM 2's ``_use_mask_as_output``)."""
         net = self.network
         pix = feats[-1].permute(1, 2, 0).view(-1, self.hidden_dim, *self.feature_sizes[-1])
-        sam = net._use_mask_as_output(backbone_features=pix, high_res_features=high_res, mask_inputs=mask_inputs)
+        sam = net._use_mask_as_output(backbone_features=pix, high_res_features=high_res,
+                                      mask_inputs=mask_inputs)
         return self._output(sam), sam.iou_scores.float().amax(dim=-1).reshape(-1)
 
     def condition_on_memory(self, states: list, frame: int, feats, pos, *, is_init: bool,

@@ -36,11 +36,26 @@ import queue
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["FeatureCache", "DiskFeatureStore", "store_key"]
+if TYPE_CHECKING:
+    import os
+
+    import torch
+
+    from napari_sam2.engine.frames import FrameSource
+    from napari_sam2.engine.models import Sam2Model
+    from napari_sam2.engine.prefetch import Prefetcher
+
+#: One frame's image features as transformers' video model stores them: ``vision_feats`` and
+#: ``vision_pos_embeds``, each a list of tensors (one per feature level).
+Features = dict[str, list["torch.Tensor"]]
+
+__all__ = ["FeatureCache", "DiskFeatureStore", "store_key", "Features"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +72,8 @@ _STORE_FORMAT = 3
 
 def _checksum(data) -> bytes:
     """Checksum of a chunk's bytes (blake2b, 16 bytes)."""
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(data)).cast("B"), digest_size=_DIGEST_BYTES).digest()
+    raw = memoryview(np.ascontiguousarray(data)).cast("B")
+    return hashlib.blake2b(raw, digest_size=_DIGEST_BYTES).digest()
 
 
 class _DamagedEntry(ValueError):
@@ -83,17 +99,17 @@ class FeatureCache:
         Lookups answered from the disk store.
     """
 
-    def __init__(self, max_frames: int = 8, store: DiskFeatureStore | None = None):
+    def __init__(self, max_frames: int = 8, store: DiskFeatureStore | None = None) -> None:
         if max_frames < 1:
             raise ValueError("the feature cache must hold at least one frame")
         self.max_frames = int(max_frames)
         self.store = store
-        self._features: OrderedDict[int, dict] = OrderedDict()
+        self._features: OrderedDict[int, Features] = OrderedDict()
         self._shared: dict[str, list] = {}
         # a prefetching thread may fill the cache while the tracking thread reads it
         self._lock = threading.RLock()
         #: set by a Prefetcher: told before every lookup, holds the lock for reads of the stack
-        self.prefetcher = None
+        self.prefetcher: Prefetcher | None = None
         self.hits = 0
         self.misses = 0
         self.disk_hits = 0
@@ -111,7 +127,8 @@ class FeatureCache:
                 return True
         return self.store is not None and self.store.has_entry(frame_idx)
 
-    def get_vision_features(self, frame_idx: int) -> dict | None:
+    def get_vision_features(self, frame_idx: int) -> Features | None:
+        """The frame's features (from memory, else from the disk store), or None: the encoder runs."""
         if self.prefetcher is not None:
             # wait for a frame being prepared ahead instead of reading it a second time
             self.prefetcher.before_lookup(frame_idx)
@@ -135,7 +152,7 @@ class FeatureCache:
                 return True
         return self._load(frame_idx) is not None
 
-    def _load(self, frame_idx: int) -> dict | None:
+    def _load(self, frame_idx: int) -> Features | None:
         if self.store is None:
             return None
         reading = self.prefetcher.reading() if self.prefetcher is not None else contextlib.nullcontext()
@@ -147,7 +164,8 @@ class FeatureCache:
             self.disk_hits += 1
             return self._put(frame_idx, feats)
 
-    def cache_vision_features(self, frame_idx: int, features: dict) -> None:
+    def cache_vision_features(self, frame_idx: int, features: Features) -> None:
+        """Keep the features the encoder computed for a frame (and queue them for the disk store)."""
         with self._lock:
             features = self._put(frame_idx, features)
         if self.store is not None:
@@ -159,7 +177,7 @@ class FeatureCache:
             self._features.clear()
             self._shared.clear()
 
-    def _put(self, frame_idx: int, features: dict) -> dict:
+    def _put(self, frame_idx: int, features: Features) -> Features:
         features = dict(features)
         for key in _SHARED_KEYS:
             if key in features:
@@ -239,7 +257,7 @@ def _code_hash() -> str:
     return h.hexdigest()
 
 
-def store_key(source, model) -> dict:
+def store_key(source: FrameSource, model: Sam2Model) -> dict[str, Any]:
     """Everything that decides a frame's features, except its pixels.
 
     Parameters
@@ -305,7 +323,9 @@ class DiskFeatureStore:
         (see :meth:`for_session`); by default frames are hashed here when read.
     """
 
-    def __init__(self, folder, key: dict, read_frame, device="cpu", *, digests: _FrameDigests | None = None):
+    def __init__(self, folder: str | os.PathLike[str], key: dict[str, Any],
+                 read_frame: Callable[[int], np.ndarray], device: str | torch.device = "cpu", *,
+                 digests: _FrameDigests | None = None) -> None:
         import zarr
 
         self.key = dict(key)
@@ -341,7 +361,8 @@ class DiskFeatureStore:
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     @classmethod
-    def for_session(cls, folder, source, model) -> DiskFeatureStore:
+    def for_session(cls, folder: str | os.PathLike[str], source: FrameSource,
+                    model: Sam2Model) -> DiskFeatureStore:
         """The store for a session's frames and model; hashes raw frames as the source reads them."""
         digests = source.read_hook
         if not isinstance(digests, _FrameDigests):
@@ -385,7 +406,7 @@ class DiskFeatureStore:
         """Whether frame ``t`` has an entry (its pixels are not checked)."""
         return self._stored_digest(t) is not None
 
-    def load(self, t: int) -> dict | None:
+    def load(self, t: int) -> Features | None:
         """Frame ``t``'s features, or None if absent or stale."""
         stored = self._stored_digest(t)
         if stored is None:
@@ -433,7 +454,7 @@ class DiskFeatureStore:
         return self._shared_loaded[key]
 
     # ------------------------------------------------------------------ writes
-    def save(self, t: int, features: dict) -> None:
+    def save(self, t: int, features: Features) -> None:
         """Queue frame ``t``'s features for writing (returns at once unless writes lag)."""
         if not self.enabled:
             return

@@ -22,17 +22,27 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
-from napari_sam2.arrays import OneFrameStack
+from napari_sam2.arrays import LazyArray, OneFrameStack
 from napari_sam2.conversions import DEFAULT_PERCENTILES, normalize_intensity, robust_limits
 from napari_sam2.errors import Sam2InputError
-
-__all__ = ["FrameSource", "StackView"]
-
 from napari_sam2.engine.families import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["FrameSource", "StackView", "Channels", "Contrast", "ReadHook"]
+
+#: Which channel(s) of a multichannel stack feed SAM 2: one index (gray) or up to three (RGB).
+Channels: TypeAlias = int | Sequence[int] | None
+#: ``"auto"``, one ``(low, high)`` pair, or one pair per chosen channel.
+Contrast: TypeAlias = Literal["auto"] | Sequence[float] | Sequence[Sequence[float]] | np.ndarray
+#: ``read_hook(t, frame)``: told of every raw frame a :class:`FrameSource` reads.
+ReadHook: TypeAlias = Callable[[int, np.ndarray], object]
 
 #: Integer dtypes uploaded to a GPU as they are (and the signed type of the same width that
 #: carries the bits of an unsigned one torch cannot compute with on every device).
@@ -43,7 +53,7 @@ _CONTRAST_SAMPLE_FRAMES = 16
 _CONTRAST_SAMPLE_SIDE = 512
 
 
-def _check_array_like(frames):
+def _check_array_like(frames: Any) -> None:
     for attr in ("shape", "dtype", "ndim", "__getitem__"):
         if not hasattr(frames, attr):
             raise Sam2InputError(
@@ -74,8 +84,8 @@ class StackView:
         Index for every other axis (e.g. the z slice of a (T, Z, Y, X) stack).
     """
 
-    def __init__(self, array, video_axis: int, spatial_axes: tuple[int, int],
-                 channel_axis: int | None = None, fixed: dict[int, int] | None = None):
+    def __init__(self, array: LazyArray, video_axis: int, spatial_axes: tuple[int, int],
+                 channel_axis: int | None = None, fixed: dict[int, int] | None = None) -> None:
         ndim = array.ndim
         axes = [video_axis, *spatial_axes] + ([channel_axis] if channel_axis is not None else [])
         axes = [a % ndim for a in axes]
@@ -101,10 +111,10 @@ class StackView:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, t):
+    def __getitem__(self, t: int) -> np.ndarray:
         if not isinstance(t, (int, np.integer)):
             raise TypeError("StackView supports integer frame indexing only")
-        index = [slice(None)] * self._array.ndim
+        index: list[Any] = [slice(None)] * self._array.ndim
         for a, i in self._fixed.items():
             index[a] = i
         index[self._axes[0]] = int(t)
@@ -150,16 +160,20 @@ class FrameSource:
         entry never reads a frame a second time. It must not modify the frame.
     """
 
-    def __init__(self, frames, image_size: int, *, channels=None, contrast="auto", rgb=None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, read_hook=None):
-        self.read_hook = read_hook
+    def __init__(self, frames: LazyArray, image_size: int, *, channels: Channels = None,
+                 contrast: Contrast = "auto", rgb: bool | None = None,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 read_hook: ReadHook | None = None) -> None:
+        self.read_hook: ReadHook | None = read_hook
         _check_array_like(frames)
         self._array, has_channels = self._as_stack(frames, rgb)
         shape = tuple(int(s) for s in self._array.shape)
         if min(shape) == 0:
-            raise Sam2InputError(f"the stack is empty (shape {shape}): it needs at least one frame of at least 1x1 pixel")
+            raise Sam2InputError(
+                f"the stack is empty (shape {shape}): it needs at least one frame of at least 1x1 pixel"
+            )
         self.n_frames = shape[0]
-        self.frame_shape = shape[1:3]
+        self.frame_shape: tuple[int, int] = (shape[1], shape[2])
         self.image_size = int(image_size)
         self.dtype = np.dtype(self._array.dtype)
         self.channels, self.shared_limits = self._resolve_channels(
@@ -304,7 +318,7 @@ class FrameSource:
         mapped = self._mapped(t)
         return np.repeat(mapped[..., None], 3, axis=-1) if mapped.ndim == 2 else mapped
 
-    def model_input(self, t: int, device="cpu"):
+    def model_input(self, t: int, device: str | torch.device = "cpu") -> torch.Tensor:
         """Frame ``t`` exactly as the network sees it: float32 tensor ``(3, S, S)``, normalised
         with the model's mean and standard deviation, on ``device``."""
         import torch
@@ -373,7 +387,7 @@ class FrameSource:
 class LazyModelFrames(Sequence):
     """``processed_frames`` for transformers' inference session: frames made when read."""
 
-    def __init__(self, source: FrameSource, device="cpu"):
+    def __init__(self, source: FrameSource, device: str | torch.device = "cpu") -> None:
         self._source = source
         self._device = device
 

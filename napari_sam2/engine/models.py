@@ -20,13 +20,19 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeAlias
 
 import torch
 
 from napari_sam2.engine.checkpoints import build_network, read_state_dict
 from napari_sam2.engine.families import FAMILIES, ModelFamily, family_for_model_type, family_of
 from napari_sam2.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import EdgeTamVideoModel, PreTrainedConfig, Sam2VideoModel, Sam3TrackerVideoModel
+
+    #: A transformers video network of a family napari-sam2 runs.
+    VideoNetwork: TypeAlias = Sam2VideoModel | Sam3TrackerVideoModel | EdgeTamVideoModel
 
 __all__ = ["Sam2Model", "load_model", "as_sam2_model", "resolve_device", "MODEL_IDS"]
 
@@ -66,7 +72,7 @@ class Sam2Model:
         ``image_mean`` / ``image_std`` when the model folder declares its own.
     """
 
-    network: Any
+    network: Any  # a VideoNetwork
     device: torch.device
     name: str = "custom"
     autocast_dtype: torch.dtype | None = None
@@ -132,7 +138,7 @@ class Sam2Model:
             yield
 
 
-def as_sam2_model(model) -> Sam2Model:
+def as_sam2_model(model: Sam2Model | VideoNetwork) -> Sam2Model:
     """Accept a :class:`Sam2Model` or a bare transformers video model of a known family
     (``Sam2VideoModel``, ``Sam3TrackerVideoModel``, ``EdgeTamVideoModel``)."""
     if isinstance(model, Sam2Model):
@@ -166,17 +172,17 @@ ProgressCallback = Callable[[int, int, str], Any]
 
 
 def load_model(
-    name_or_path="sam2.1-tiny",
+    name_or_path: str | os.PathLike[str] | Sam2Model | VideoNetwork = "sam2.1-tiny",
     *,
-    device="auto",
-    dtype=None,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype | str | None = None,
     progress: ProgressCallback | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool | None = None,
     revision: str | None = None,
-    config=None,
+    config: PreTrainedConfig | dict[str, Any] | None = None,
     image_size: int | None = None,
-    compile=False,
+    compile: bool | dict[str, Any] = False,
 ) -> Sam2Model:
     """Load a video model: SAM 2 / 2.1, SAM 3's tracker or EdgeTAM.
 
@@ -327,7 +333,7 @@ def _is_auto(device) -> bool:
     return device is None or (isinstance(device, str) and device.strip().lower() == "auto")
 
 
-def resolve_device(device="auto") -> torch.device:
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Turn ``"auto"``/``"cuda"``/``"mps"``/``"cpu"`` into an available ``torch.device``.
 
     Raises

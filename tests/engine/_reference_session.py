@@ -12,6 +12,7 @@ import torch
 
 from napari_sam2 import Sam2Session
 from napari_sam2.conversions import box_to_model_corners, rowcol_to_model_xy
+from napari_sam2.engine.tracking import mask_from_logits
 
 
 class Reference:
@@ -61,4 +62,6 @@ class Reference:
             yield out.frame_idx, self._masks(out)
 
     def _masks(self, out):
-        return {obj_id: self.s._upsample(out.pred_masks[i:i + 1]) for i, obj_id in enumerate(out.object_ids)}
+        shape = self.s.frame_shape
+        return {obj_id: mask_from_logits(out.pred_masks[i:i + 1], shape)
+                for i, obj_id in enumerate(out.object_ids)}

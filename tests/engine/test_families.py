@@ -20,6 +20,7 @@ import torch
 from napari_sam2 import Sam2Session, load_model
 from napari_sam2.conversions import rowcol_to_model_xy
 from napari_sam2.engine.families import FAMILIES
+from napari_sam2.engine.tracking import mask_from_logits
 from napari_sam2.errors import ModelLoadError
 from napari_sam2.testing import make_tiny_model, save_tiny_model
 
@@ -66,7 +67,7 @@ class Reference(_reference_session.Reference):
         self.state.add_point_inputs(idx, frame, inputs)
         outputs["cond_frame_outputs"][frame] = out
         del outputs["non_cond_frame_outputs"][frame]
-        return self.s._upsample(out["pred_masks"])
+        return mask_from_logits(out["pred_masks"], self.s.frame_shape)
 
 
 def _stack(n=10, h=72, w=88, seed=3):
@@ -226,9 +227,9 @@ def test_memory_is_pruned_without_changing_masks(net):
     b = dict(full.propagate("both"))
     for frame in range(n):
         np.testing.assert_array_equal(a[frame][1], b[frame][1], err_msg=f"frame {frame}")
-    kept = sorted(pruned._tracks[1].non_cond)
+    kept = sorted(pruned._objects[1].non_cond)
     assert kept == [f for f in range(0, 42) if f != 25]
-    assert len(full._tracks[1].non_cond) == n - 1
+    assert len(full._objects[1].non_cond) == n - 1
 
 
 def test_family_folders_load_with_their_family(tmp_path, net):

@@ -36,6 +36,6 @@ def test_rss_flat_over_a_long_stack():
     growth_mib = (rss[n - 1] - rss[150]) / 2**20
     # kept per frame: a bit-packed low-resolution mask, two scores and a direction flag
     assert growth_mib < 12, f"RSS grew {growth_mib:.1f} MiB over {n - 150} frames"
-    track = session._tracks[1]
-    assert len(track.non_cond) <= 2 * session.keep_frames + 1
+    obj = session._objects[1]
+    assert len(obj.non_cond) <= 2 * session.keep_frames + 1
     assert len(session.cache) <= session.cache.max_frames

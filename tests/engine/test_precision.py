@@ -69,7 +69,7 @@ def test_float16_memories_are_stored_in_float16():
     session = Sam2Session(model, _stack(n=3))
     session.add_points(0, 1, [[28, 32]], [1])
     list(session.propagate("forward"))
-    outs = session._tracks[1].non_cond
+    outs = session._objects[1].non_cond
     assert outs and all(o["maskmem_features"].dtype == torch.float16 for o in outs.values())
     bf16 = load_model(make_tiny_model(seed=0), device="cpu", dtype="bfloat16")
     assert bf16.memory_dtype is None and model.memory_dtype == torch.float16

@@ -29,8 +29,7 @@ def _cells(n_frames=5, h=96, w=112, seed=2):
 
 
 def _logits(session, frame, obj_id):
-    t = session._tracks[obj_id]
-    out = t.cond.get(frame) or t.non_cond.get(frame)
+    out = session._objects[obj_id].output(frame)
     return out["pred_masks"].float()
 
 
@@ -65,13 +64,13 @@ def test_batched_tracking_equals_one_at_a_time(tiny_model):
     a = Sam2Session(tiny_model, stack, batch_objects=True, max_batch=16)
     b = Sam2Session(tiny_model, stack, batch_objects=False)
     sizes = []
-    decode = a._adapter._decode_batch
+    decode = a._tracker.adapter._decode_batch
 
     def counting(pix, *args):
         sizes.append(pix.shape[0])
         return decode(pix, *args)
 
-    a._adapter._decode_batch = counting
+    a._tracker.adapter._decode_batch = counting
     ids = [s.add_label_image(0, lab) for s in (a, b)][0]
     assert len(ids) == 24
     ra, rb = _run_both((a, b), "forward")
@@ -98,8 +97,8 @@ def test_max_batch_bounds_groups_and_is_checked(tiny_model):
     stack, lab = _cells(n_frames=3)
     s = Sam2Session(tiny_model, stack, max_batch=5)
     sizes = []
-    decode = s._adapter._decode_batch
-    s._adapter._decode_batch = lambda pix, *a: sizes.append(pix.shape[0]) or decode(pix, *a)
+    decode = s._tracker.adapter._decode_batch
+    s._tracker.adapter._decode_batch = lambda pix, *a: sizes.append(pix.shape[0]) or decode(pix, *a)
     s.add_label_image(0, lab)
     list(s.propagate("forward"))
     assert sizes and max(sizes) == 5
@@ -130,13 +129,13 @@ def test_cancel_while_a_frame_is_computed(tiny_model, blobs_stack):
     s = Sam2Session(tiny_model, blobs_stack)
     s.add_points(0, 1, [[40, 45]], [1])
     started = threading.Event()
-    track = s._track_frame
+    step = s._step_frame
 
-    def slow_track(*args):
+    def slow_step(*args):
         started.set()
-        return track(*args)
+        return step(*args)
 
-    s._track_frame = slow_track
+    s._step_frame = slow_step
     frames = []
     worker = threading.Thread(target=lambda: frames.extend(f for f, _ in s.propagate("forward", start=1)))
     worker.start()

@@ -12,6 +12,7 @@ import torch
 
 from _reference_session import Reference
 from napari_sam2 import Sam2Session
+from napari_sam2.engine.tracking import mask_from_logits
 
 
 def _stack(n=10, h=72, w=88, seed=3):
@@ -109,10 +110,10 @@ def test_pruned_memory_gives_the_same_masks_on_a_long_stack(tiny_model):
     b = dict(full.propagate("both"))
     for frame in range(n):
         np.testing.assert_array_equal(a[frame][1], b[frame][1], err_msg=f"frame {frame}")
-    track = pruned._tracks[1]
+    obj = pruned._objects[1]
     # kept: 16 frames on each side of the prompt, and the 16 behind the last frame (0)
-    assert sorted(track.non_cond) == list(range(0, 17)) + [f for f in range(24, 57) if f != 40]
-    assert len(full._tracks[1].non_cond) == n - 1
+    assert sorted(obj.non_cond) == list(range(0, 17)) + [f for f in range(24, 57) if f != 40]
+    assert len(full._objects[1].non_cond) == n - 1
 
 
 def test_refinement_click_feeds_previous_logits_like_sam2_demo(tiny_model):
@@ -120,7 +121,7 @@ def test_refinement_click_feeds_previous_logits_like_sam2_demo(tiny_model):
     stack = _stack(seed=13)
     session = Sam2Session(tiny_model, stack)
     session.add_points(3, 1, [[30, 30]], [1])
-    first_logits = session._tracks[1].cond[3]["pred_masks"].clone()
+    first_logits = session._objects[1].cond[3]["pred_masks"].clone()
     refined = session.add_points(3, 1, [[55, 70]], [0])
 
     # the reference: transformers' own single-frame inference, given the previous logits
@@ -133,7 +134,7 @@ def test_refinement_click_feeds_previous_logits_like_sam2_demo(tiny_model):
             point_inputs=ref.state.point_inputs_per_obj[idx][3], mask_inputs=None, reverse=False,
             prev_sam_mask_logits=torch.clamp(first_logits, -32, 32),
         )
-    np.testing.assert_array_equal(refined, session._upsample(out["pred_masks"]))
+    np.testing.assert_array_equal(refined, mask_from_logits(out["pred_masks"], session.frame_shape))
     # and it differs from giving both clicks at once without the previous mask
     oneshot = Sam2Session(tiny_model, stack).add_points(3, 1, [[30, 30], [55, 70]], [1, 0])
     assert not np.array_equal(refined, oneshot)

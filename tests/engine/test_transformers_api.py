@@ -17,7 +17,7 @@ from transformers import Sam2VideoModel
 from transformers.models.sam2_video import modeling_sam2_video
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-from napari_sam2.engine.adapter import Sam2Adapter, adapter_for, register_adapter
+from napari_sam2.engine.adapter import Sam2Adapter, adapter_for, builtin_adapters
 from napari_sam2.engine.cache import FeatureCache
 
 # method -> the keyword arguments the adapter passes (see adapter.py)
@@ -81,15 +81,11 @@ def test_adapter_is_chosen_per_network_class(tiny_model):
         pass
 
     net = Family(tiny_model.config)
-    assert type(adapter_for(net)) is Sam2Adapter  # inherits SAM 2's until it registers its own
-    register_adapter(Family, FamilyAdapter)
-    try:
-        assert type(adapter_for(net)) is FamilyAdapter
-        assert type(adapter_for(tiny_model)) is Sam2Adapter
-    finally:
-        from napari_sam2.engine import adapter as mod
-
-        mod._ADAPTERS[:] = [(n, a) for n, a in mod._ADAPTERS if a is not FamilyAdapter]
+    assert type(adapter_for(net)) is Sam2Adapter  # inherits SAM 2's until it brings its own
+    adapters = {**builtin_adapters(), Family: FamilyAdapter}
+    assert type(adapter_for(net, adapters)) is FamilyAdapter
+    assert type(adapter_for(tiny_model, adapters)) is Sam2Adapter
+    assert type(adapter_for(net)) is Sam2Adapter  # nothing was registered anywhere
     with pytest.raises(TypeError, match="no adapter"):
         adapter_for(object())
 
@@ -136,8 +132,8 @@ def test_batched_memory_attention_equals_transformers(tiny_model, blobs_stack):
     s.add_points(0, 1, [[40, 45]], [1])
     s.add_points(0, 2, [[20, 90]], [1])
     list(s.propagate("forward", stop=4))
-    ad = s._adapter
-    states = [s._tracks[i].state for i in (1, 2)]
+    ad = s._tracker.adapter
+    states = [s._objects[i].inference_state for i in (1, 2)]
     with torch.inference_mode():
         feats, pos = ad.vision_features(states[0], 4)
         refs = [tiny_model._prepare_memory_conditioned_features(

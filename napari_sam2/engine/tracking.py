@@ -1,0 +1,360 @@
+"""SAM 2's steps for a session's objects: prompted frames, batched tracking steps, memories.
+
+:class:`Tracker` runs the network for the objects of one session through
+:mod:`napari_sam2.engine.adapter` (the one module that calls transformers' private methods):
+
+* a prompt on one object's frame (:meth:`Tracker.segment_prompt`), refining the frame's
+  previous mask for added clicks and conditioned on the memory around it for corrections;
+* one frame of a propagation for many objects (:meth:`Tracker.step_frame`): objects whose
+  memories SAM 2 reads from the same frames go through memory attention, mask decoder and
+  memory encoder in one batch, which gives the masks of tracking them one at a time;
+* the memory of a prompted frame is encoded only when another frame is tracked (so that a
+  click answers sooner and the clicks that follow on the same frame do not encode it for nothing).
+
+:func:`propagation_plan` says which frames a propagation visits for which objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_sam2.engine.objects import ObjectState
+from napari_sam2.engine.results import FrameMasks, ObjectScore
+
+if TYPE_CHECKING:
+    from napari_sam2.engine.adapter import Sam2Adapter
+    from napari_sam2.engine.cache import FeatureCache
+    from napari_sam2.engine.models import Sam2Model
+
+__all__ = ["Tracker", "PlanStep", "propagation_plan", "default_max_batch", "mask_from_logits",
+           "masks_from_logits"]
+
+# SAM 2's predictor clamps re-used mask logits to avoid rare numerical issues.
+_PREV_LOGITS_CLAMP = 32.0
+# Logit magnitude for a mask known only as a binary record (same scale as SAM 2's mask inputs).
+_BINARY_LOGIT = 10.0
+# Objects tracked in one batch on a CPU: small batches stay in the caches (measured on 2 cores
+# at 256 px, 16 objects: batches of 2-4 ran 1.5-2x one at a time, batches of 16 1.3x)
+_CPU_MAX_BATCH = 4
+_GPU_MAX_BATCH = 256
+# Working memory of one object in a batch, per model-input pixel (memory attention over ~7
+# frames of memories, the decoder's candidate masks, the memory encoder's input): ~100 MB at 1024 px
+_WORK_BYTES_PER_PIXEL = 96
+
+
+def default_max_batch(model: Sam2Model) -> int:
+    """The most objects in one batch: from the free memory on a GPU, 4 on a CPU or an Apple GPU."""
+    dev = model.device
+    if dev.type != "cuda":
+        return _CPU_MAX_BATCH
+    free, _ = torch.cuda.mem_get_info(dev)
+    per_object = _WORK_BYTES_PER_PIXEL * model.image_size ** 2
+    return int(max(1, min(_GPU_MAX_BATCH, 0.5 * free // per_object)))
+
+
+class PlanStep(NamedTuple):
+    """One frame of a propagation."""
+
+    reverse: bool
+    frame: int
+    obj_ids: list[int]
+
+
+def propagation_plan(prompted: Mapping[int, Sequence[int]], direction: str, start: int,
+                     stop: int) -> list[PlanStep]:
+    """The frames a propagation visits, in order, with the objects tracked on each.
+
+    Parameters
+    ----------
+    prompted : mapping of int to sequence of int
+        Each object's prompted frames, sorted, in the order the objects were added.
+    direction : {"both", "forward", "backward"}
+        See :meth:`~napari_sam2.engine.session.Sam2Session.propagate`.
+    start, stop : int
+        Only frames ``start <= frame < stop``.
+    """
+    forward: dict[int, list[int]] = {}
+    backward: dict[int, list[int]] = {}
+    for obj_id, cond in prompted.items():
+        if direction in ("both", "forward") and cond[0] < stop:
+            for f in range(max(cond[0], start), stop):
+                forward.setdefault(f, []).append(obj_id)
+        origin = cond[-1] if direction == "backward" else cond[0]
+        if direction in ("both", "backward") and origin >= start:
+            first = min(origin, stop - 1)
+            if direction == "both" and first == origin:
+                first -= 1  # the forward pass already yielded the prompted frame
+            for f in range(first, start - 1, -1):
+                backward.setdefault(f, []).append(obj_id)
+    plan = [PlanStep(False, f, forward[f]) for f in sorted(forward)]
+    plan += [PlanStep(True, f, backward[f]) for f in sorted(backward, reverse=True)]
+    return plan
+
+
+def masks_from_logits(logits: list[torch.Tensor], frame_shape: tuple[int, int]) -> list[np.ndarray]:
+    """Several objects' low-resolution logits -> bool masks, in one interpolation."""
+    if len(logits) == 1:
+        return [mask_from_logits(logits[0], frame_shape)]
+    x = torch.cat([t.to(torch.float32).reshape(1, 1, *t.shape[-2:]) for t in logits], dim=0)
+    x = F.interpolate(x, size=tuple(frame_shape), mode="bilinear", align_corners=False)
+    m = (x[:, 0] > 0).cpu().numpy()
+    return list(m)
+
+
+def mask_from_logits(low_res_logits: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray:
+    """Low-resolution mask logits -> bool mask at the frame's size (as SAM 2's predictor)."""
+    x = low_res_logits.to(torch.float32)
+    if x.ndim == 2:
+        x = x[None, None]
+    x = F.interpolate(x, size=tuple(frame_shape), mode="bilinear", align_corners=False)
+    return (x[0, 0] > 0).cpu().numpy()
+
+
+class Tracker:
+    """Runs SAM 2 for the objects of one session.
+
+    Call its steps inside ``model.inference()``, under the session's lock.
+
+    Parameters
+    ----------
+    model : Sam2Model
+        The session's model.
+    adapter : Sam2Adapter
+        Drives ``model.network``.
+    frames : sequence of torch.Tensor
+        The model inputs of the stack's frames (read when indexed).
+    cache : FeatureCache
+        The image features, shared by all objects.
+    frame_shape : (int, int)
+        ``(H, W)`` of the frames and of the masks returned.
+    keep_frames, batch_objects, max_batch
+        As :class:`~napari_sam2.engine.session.Sam2Session` takes them.
+    """
+
+    def __init__(self, model: Sam2Model, adapter: Sam2Adapter, frames: Sequence[torch.Tensor],
+                 cache: FeatureCache, frame_shape: tuple[int, int], *, keep_frames: int | None,
+                 batch_objects: bool, max_batch: int):
+        self.model = model
+        self.adapter = adapter
+        self.frames = frames
+        self.cache = cache
+        self.frame_shape = frame_shape
+        self.n_frames = len(frames)
+        self.keep_frames = keep_frames
+        self.batch_objects = batch_objects
+        self.max_batch = max_batch
+        self._pos_enc = None  # one memory positional encoding shared by all stored memories
+
+    def new_object(self, obj_id: int) -> ObjectState:
+        """An object with its own inference state (its memory bank), reading the shared features."""
+        state = self.adapter.new_state(frames=self.frames, cache=self.cache, frame_shape=self.frame_shape,
+                                       device=self.model.device, obj_id=obj_id)
+        return ObjectState.create(obj_id, state, self.adapter, self.n_frames)
+
+    # ------------------------------------------------------------------ masks of the results
+    def mask(self, obj: ObjectState, frame: int) -> np.ndarray | None:
+        """The last mask computed for the object on a frame, or None (see ``Sam2Session.mask``)."""
+        if frame in obj.exact_masks:
+            return obj.exact_masks[frame].copy()
+        out = obj.output(frame)
+        if out is not None:
+            return self.upsample(out["pred_masks"])
+        if frame in obj.binary:
+            return self.upsample(self.binary_logits(obj, frame))
+        return None
+
+    def upsample(self, low_res_logits: torch.Tensor) -> np.ndarray:
+        return mask_from_logits(low_res_logits, self.frame_shape)
+
+    # ------------------------------------------------------------------ prompts
+    def segment_prompt(self, obj: ObjectState, frame: int, *, point_inputs: dict | None = None,
+                       mask_inputs: torch.Tensor | None = None, refine: bool = False) -> tuple[dict, float]:
+        """One prompt on one object's frame: ``(output, predicted IoU)``, for a conditioning frame.
+
+        ``point_inputs`` (clicks or a box, ``{"point_coords", "point_labels"}`` at model size) or
+        ``mask_inputs`` (a mask at model size). With ``refine``, clicks refine the frame's
+        current mask. Nothing of the object is changed but the put-off memories it encodes.
+        """
+        prev_logits = self.previous_logits(obj, frame) if refine and point_inputs is not None else None
+        # a prompt on a frame the object was tracked on is a correction: it is conditioned on
+        # the memory around it and tracked in the same direction, like SAM 2's predictor
+        is_init = frame not in obj.frames_done
+        reverse = False if is_init else obj.frames_done[frame]["reverse"]
+        out, iou = self.infer(obj, frame, is_init=is_init, point_inputs=point_inputs,
+                              mask_inputs=None if point_inputs is not None else mask_inputs,
+                              reverse=reverse, prev_logits=prev_logits)
+        # the frame's memory is read only when another frame is tracked: it is encoded then
+        # (see encode_pending), so that a click answers sooner and the clicks that follow on
+        # the same frame do not run the memory encoder for nothing
+        out["pending_vision"] = self.adapter.vision_features(obj.inference_state, frame)[0][-1]
+        return out, iou
+
+    def previous_logits(self, obj: ObjectState, frame: int) -> torch.Tensor | None:
+        """The frame's last mask logits (exact, or rebuilt from the one-bit record), clamped."""
+        out = obj.output(frame)
+        if out is not None:
+            logits = out["pred_masks"]
+        elif frame in obj.binary:
+            logits = self.binary_logits(obj, frame)
+        else:
+            return None
+        return torch.clamp(logits.to(self.model.device), -_PREV_LOGITS_CLAMP, _PREV_LOGITS_CLAMP)
+
+    def infer(self, obj: ObjectState, frame: int, *, is_init: bool, point_inputs: dict | None = None,
+              mask_inputs: torch.Tensor | None = None, reverse: bool = False,
+              prev_logits: torch.Tensor | None = None) -> tuple[dict, float]:
+        """One object on one frame: transformers' ``_run_single_frame_inference``, plus the IoU."""
+        ad = self.adapter
+        st = obj.inference_state
+        if not is_init:
+            self.encode_pending(obj)
+        feats, pos = ad.vision_features(st, frame)
+        high_res = ad.high_res_features(feats)
+        if mask_inputs is not None:
+            out, iou = ad.mask_as_output(feats, high_res, mask_inputs)
+        else:
+            pix = ad.condition_on_memory([st], frame, feats, pos, is_init=is_init,
+                                         n_frames=self.n_frames, reverse=reverse)
+            out, iou = ad.decode(pix, high_res, point_inputs=point_inputs, mask_logits=prev_logits,
+                                 is_init=is_init)
+        # with several candidate masks SAM 2 returns the one with the best predicted IoU
+        return out, float(iou[0])
+
+    # ------------------------------------------------------------------ memories
+    def encode_pending(self, obj: ObjectState) -> None:
+        """Encode the memories of the object's prompted frames that were put off (see segment_prompt)."""
+        for frame, out in obj.cond.items():
+            if "pending_vision" in out:
+                self.encode_memories(frame, [(obj, out)], from_prompt=True, vision=out["pending_vision"])
+                del out["pending_vision"]
+
+    def encode_pending_batched(self, objs: list[ObjectState]) -> None:
+        """Encode the put-off memories of prompted frames (see segment_prompt), a batch per frame."""
+        by_frame: dict[int, list] = {}
+        for obj in objs:
+            for frame, out in obj.cond.items():
+                if "pending_vision" in out:
+                    by_frame.setdefault(frame, []).append((obj, out))
+        for frame, items in by_frame.items():
+            for k in range(0, len(items), self.max_batch):
+                chunk = items[k:k + self.max_batch]
+                self.encode_memories(frame, chunk, from_prompt=True, vision=chunk[0][1]["pending_vision"])
+                for _, out in chunk:
+                    del out["pending_vision"]
+
+    def encode_memories(self, frame: int, items: list[tuple[ObjectState, dict]], *, from_prompt: bool,
+                        vision: torch.Tensor | None = None) -> None:
+        """Encode the new masks of several objects on one frame into memory, in one batch."""
+        ad = self.adapter
+        if not items or ad.num_maskmem == 0:
+            return
+        if vision is None:
+            vision = ad.vision_features(items[0][0].inference_state, frame)[0][-1]
+        if len({tuple(out["object_score_logits"].shape) for _, out in items}) > 1:
+            # some families (EdgeTAM) shape a mask prompt's scores unlike the decoder's: one by one
+            for item in items:
+                self.encode_memories(frame, [item], from_prompt=from_prompt, vision=vision)
+            return
+        high_res = torch.cat([out["high_res_masks"] for _, out in items], dim=0)
+        scores = torch.cat([out["object_score_logits"] for _, out in items], dim=0)
+        mem, pos = ad.encode_memory(vision, high_res, scores, from_prompt=from_prompt)
+        if self.model.memory_dtype is not None:
+            mem = mem.to(self.model.memory_dtype)
+        dim = ad.memory_batch_dim
+        for i, (_, out) in enumerate(items):
+            out["maskmem_features"] = mem.narrow(dim, i, 1)
+            p = pos.narrow(dim, i, 1)
+            # the positional encoding depends only on the feature size: share one tensor
+            shared = self._pos_enc
+            if shared is not None and shared.shape == p.shape and torch.equal(shared, p):
+                p = shared
+            else:
+                self._pos_enc = p = p.clone()
+            out["maskmem_pos_enc"] = p
+            # only the memory encoder reads the full-size masks, and it just did
+            del out["high_res_masks"]
+
+    # ------------------------------------------------------------------ propagation
+    def step_frame(self, objs: list[ObjectState], frame: int, reverse: bool) -> FrameMasks:
+        """Track the objects on one frame (prompted ones give their prompt's mask): their masks."""
+        todo = [obj for obj in objs if frame not in obj.cond]
+        if self.batch_objects:
+            self.encode_pending_batched(todo)
+        new: dict[int, dict] = {}
+        by_id = {obj.obj_id: obj for obj in objs}
+        for group in self.groups(todo, frame, reverse):
+            for obj, out, iou in self.infer_group(group, frame, reverse):
+                obj.non_cond[frame] = out
+                obj.frames_done[frame] = {"reverse": reverse}
+                self.record(obj, frame, out, iou)
+                new[obj.obj_id] = out
+        items = [(by_id[i], out) for i, out in new.items()]
+        step = self.max_batch if self.batch_objects else max(len(items), 1)
+        for k in range(0, len(items), step):
+            self.encode_memories(frame, items[k:k + step], from_prompt=False)
+        for obj, _ in items:
+            obj.prune(frame, self.keep_frames)
+        # the frame's masks, upsampled in batches
+        result = FrameMasks()
+        upsample = [(o.obj_id, new[o.obj_id]["pred_masks"]) for o in objs if o.obj_id in new]
+        upsample += [(o.obj_id, o.cond[frame]["pred_masks"]) for o in objs
+                     if o.obj_id not in new and frame not in o.exact_masks]
+        masks = {}
+        for k in range(0, len(upsample), self.max_batch):
+            chunk = upsample[k:k + self.max_batch]
+            for (obj_id, _), m in zip(chunk, masks_from_logits([x for _, x in chunk], self.frame_shape)):
+                masks[obj_id] = m
+        for obj in objs:
+            exact = obj.exact_masks.get(frame) if obj.obj_id not in new else None
+            result[obj.obj_id] = exact.copy() if exact is not None else masks[obj.obj_id]
+            q = obj.quality[frame]
+            result.scores[obj.obj_id] = ObjectScore(float(q[0]), float(q[1]))
+        return result
+
+    def groups(self, todo: list[ObjectState], frame: int, reverse: bool) -> list[list[ObjectState]]:
+        """Objects tracked together on ``frame``: those whose memories SAM 2 reads alike."""
+        if not self.batch_objects:
+            return [[obj] for obj in todo]
+        by_memory: dict[tuple, list[ObjectState]] = {}
+        for obj in todo:
+            key = self.adapter.memory_signature(obj.inference_state, frame, reverse, self.n_frames)
+            by_memory.setdefault(key, []).append(obj)
+        n = self.max_batch
+        return [g[k:k + n] for g in by_memory.values() for k in range(0, len(g), n)]
+
+    def infer_group(self, group: list[ObjectState], frame: int,
+                    reverse: bool) -> list[tuple[ObjectState, dict, float]]:
+        """Track a group of objects on one frame: ``[(object, output, iou)]``."""
+        if len(group) == 1:
+            out, iou = self.infer(group[0], frame, is_init=False, reverse=reverse)
+            return [(group[0], out, iou)]
+        ad = self.adapter
+        feats, pos = ad.vision_features(group[0].inference_state, frame)
+        pix = ad.condition_on_memory([obj.inference_state for obj in group], frame, feats, pos,
+                                     is_init=False, n_frames=self.n_frames, reverse=reverse)
+        out, ious = ad.decode(pix, ad.high_res_features(feats, batch=len(group)))
+        iou_list = ious.tolist()
+        return [(obj, {k: v[i:i + 1] for k, v in out.items()}, iou_list[i]) for i, obj in enumerate(group)]
+
+    # ------------------------------------------------------------------ records
+    def record(self, obj: ObjectState, frame: int, out: dict, iou: float) -> None:
+        """Keep the frame's scores and a one-bit record of its mask (outlives pruning)."""
+        presence = float(torch.sigmoid(out["object_score_logits"].float()).max())
+        obj.quality[frame] = (presence, iou)
+        logits = out["pred_masks"]
+        side = self.model.mask_size
+        if logits.shape[-2:] != (side, side):  # SAM 3's mask prompts come at a quarter of the input
+            logits = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
+        low = (logits[0, 0] > 0).cpu().numpy()
+        obj.binary[frame] = np.packbits(low)
+
+    def binary_logits(self, obj: ObjectState, frame: int) -> torch.Tensor:
+        """Mask logits rebuilt from the frame's one-bit record."""
+        side = self.model.mask_size
+        bits = np.unpackbits(obj.binary[frame], count=side * side).reshape(1, 1, side, side)
+        return torch.from_numpy(bits.astype(np.float32) * (2 * _BINARY_LOGIT) - _BINARY_LOGIT)
