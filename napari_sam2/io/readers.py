@@ -35,7 +35,7 @@ from napari_sam2.arrays import ArrayLike, OneFrameStack
 from napari_sam2.errors import ImageReadError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from av import VideoFrame
 
@@ -400,7 +400,7 @@ class ImageFolderFrames(LazyFrames):
     down; ``notes`` says so.
     """
 
-    def __init__(self, files):
+    def __init__(self, files: Iterable[Path]) -> None:
         super().__init__()
         self.files = list(files)
         self.notes: list[str] = []
