@@ -40,7 +40,14 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from setups import (  # noqa: E402
-    CPU_CONFIGS, CUDA_CONFIGS, FAMILY_CONFIGS, Baseline, GeneratedStack, available_memory, build_model, load_average,
+    CPU_CONFIGS,
+    CUDA_CONFIGS,
+    FAMILY_CONFIGS,
+    Baseline,
+    GeneratedStack,
+    available_memory,
+    build_model,
+    load_average,
     machine_info,
 )
 

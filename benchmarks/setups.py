@@ -205,6 +205,7 @@ class Baseline:
 
     def __init__(self, model, stack, image_size: int):
         import torch
+
         from napari_sam2.engine.frames import FrameSource
 
         self.model = model
