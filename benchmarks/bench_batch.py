@@ -112,9 +112,11 @@ def main(argv=None) -> int:
     try:
         stacks, session = make_inputs(tmp, args.stacks, args.frames, args.size)
         model_dir = str(save_tiny_model(tmp / "model", image_size=args.image_size))
-        rows = [{"run": f"serial loop ({cores} threads)", **serial(stacks, session, model_dir, tmp / "serial")}]
+        rows = [{"run": f"serial loop ({cores} threads)",
+                 **serial(stacks, session, model_dir, tmp / "serial")}]
         for n in args.workers:
-            rows.append({"run": f"batch, {n} worker(s)", **batch(stacks, session, model_dir, tmp / f"w{n}", n)})
+            rows.append({"run": f"batch, {n} worker(s)",
+                         **batch(stacks, session, model_dir, tmp / f"w{n}", n)})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "

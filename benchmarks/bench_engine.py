@@ -40,7 +40,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from setups import (  # noqa: E402
-    CPU_CONFIGS, CUDA_CONFIGS, FAMILY_CONFIGS, Baseline, GeneratedStack, available_memory, build_model, load_average,
+    CUDA_CONFIGS,
+    FAMILY_CONFIGS,
+    Baseline,
+    GeneratedStack,
+    available_memory,
+    build_model,
+    load_average,
     machine_info,
 )
 
@@ -122,15 +128,16 @@ def bench_clicks(model, config, clock, repeats: int) -> dict:
     stack = GeneratedStack(n, side_for(config))
     engine = Sam2Session(model, stack)
     base = Baseline(model, stack, model.image_size)
-    res = {"engine": {"new": [], "cached": [], "revisit": []}, "baseline": {"new": [], "cached": [], "revisit": []}}
+    res = {side: {"new": [], "cached": [], "revisit": []} for side in ("engine", "baseline")}
     # warm-up on the last frame (first calls build kernels)
     p = stack.centers(n - 1, 1)[0]
     engine.add_points(n - 1, 1, [p], [1])
     base.click(n - 1, 1, [p], [1])
     for f in range(repeats):
         p, q = stack.centers(f, 2)
-        for name, click in (("engine", lambda pts, labs: engine.add_points(f, 1, pts[-1:], labs[-1:])),
-                            ("baseline", lambda pts, labs: base.click(f, 1, pts, labs))):
+        # f=f: each click is made on this iteration's frame (the lambdas run within it)
+        for name, click in (("engine", lambda pts, labs, f=f: engine.add_points(f, 1, pts[-1:], labs[-1:])),
+                            ("baseline", lambda pts, labs, f=f: base.click(f, 1, pts, labs))):
             t0 = clock.now()
             click([p], [1])
             t1 = clock.now()
@@ -361,8 +368,10 @@ def bench_rss(config: str, lengths, threads: int, side: int) -> dict:
 
 
 def compile_network(model, clock) -> None:
-    """``torch.compile`` the image encoder and memory attention (shared by both sides), then
-    run a short propagation so that compiling is not timed as tracking."""
+    """``torch.compile`` the image encoder and memory attention, shared by both sides.
+
+    Then run a short propagation, so that compiling is not timed as tracking.
+    """
     import torch
 
     from napari_sam2 import Sam2Session
@@ -494,7 +503,8 @@ def table(results: dict) -> str:
         rp = r["repropagation"]
         what = f"re-propagate after a correction ({rp['repropagated_frames']} frames, s)"
         row(cfg, what, rp["engine"]["s"], rp["baseline"]["s"], " s", fmt="{:.3g}")
-        row(cfg, what.replace("(", "(disk cache, "), rp["engine_disk"]["s"], rp["baseline"]["s"], " s", fmt="{:.3g}")
+        row(cfg, what.replace("(", "(disk cache, "), rp["engine_disk"]["s"], rp["baseline"]["s"], " s",
+            fmt="{:.3g}")
         if "disk" in r:
             d = r["disk"]
             row(cfg, "disk cache: click on a new frame, features on disk (s)", d["warm"]["click_s"],

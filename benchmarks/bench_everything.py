@@ -11,8 +11,9 @@ For each configuration and grid size it times, on one generated frame:
 
 and the peak RSS of the process. Each time is given as wall-clock seconds and as the process's
 CPU seconds divided by the torch threads: on a shared machine under load the wall time grows
-with the load, the CPU time much less, so the second is the better estimate of a quiet machine. Weights are random (nothing can be downloaded); speed does not
-depend on their values, only the number of masks that pass the filters does.
+with the load, the CPU time much less, so the second is the better estimate of a quiet machine.
+Weights are random (nothing can be downloaded); speed does not depend on their values, only the
+number of masks that pass the filters does.
 
 Usage::
 
@@ -107,7 +108,8 @@ def _line(r: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="tiny-1024", help="small | tiny-1024 (default) | <size>-1024")
-    parser.add_argument("--points", type=int, nargs="+", default=[8, 16], help="points per side (default 8 16)")
+    parser.add_argument("--points", type=int, nargs="+", default=[8, 16],
+                        help="points per side (default 8 16)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-open", action="store_true", help="skip the run with every filter open")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on a CPU (default 2)")

@@ -168,7 +168,8 @@ class GeneratedStack:
             r, c = divmod(i, grid)
             # a slow periodic drift keeps every disc inside the frame however long the stack
             phase = 2 * np.pi * t / 200 + i
-            out.append(((r + 1) * step + 0.2 * step * np.sin(phase), (c + 1) * step + 0.2 * step * np.cos(phase)))
+            out.append(((r + 1) * step + 0.2 * step * np.sin(phase),
+                        (c + 1) * step + 0.2 * step * np.cos(phase)))
         return np.asarray(out)
 
     def __len__(self) -> int:
@@ -205,6 +206,7 @@ class Baseline:
 
     def __init__(self, model, stack, image_size: int):
         import torch
+
         from napari_sam2.engine.frames import FrameSource
 
         self.model = model

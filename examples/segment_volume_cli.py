@@ -59,7 +59,8 @@ def main(argv=None):
         "settings": {"contrast": [-135, 215]},
         "objects": [
             {"id": 1, "name": "organ", "prompts": [
-                {"frame": mid, "box": [[int(rows.min()), int(cols.min())], [int(rows.max()), int(cols.max())]]}]},
+                {"frame": mid,
+                 "box": [[int(rows.min()), int(cols.min())], [int(rows.max()), int(cols.max())]]}]},
             {"id": 3, "name": "bone", "prompts": [{"frame": mid, "mask": "ct_masks/bone.tif"}]},
         ],
     }

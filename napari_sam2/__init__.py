@@ -20,7 +20,8 @@ _LAZY = {
     "Prompt": "napari_sam2.prompts",
 }
 
-__all__ = ["__version__", *_LAZY]
+# spelled out (not built from _LAZY) so that linters and type checkers see the public names
+__all__ = ["__version__", "load_model", "Sam2Session", "FrameSource", "Prompt"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_sam2.engine.frames import FrameSource

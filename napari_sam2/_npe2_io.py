@@ -12,6 +12,7 @@ Nothing here imports Qt or napari; dask is imported when a file is read.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def stack_layer_data(stack: ImageStack) -> list[tuple]:
     data = _lazy(stack.data)
     scale = [abs(s) or 1.0 for s in stack.scale]
     units = list(stack.units)
-    meta = {
+    meta: dict[str, Any] = {  # napari's add_image keywords
         "name": stack.name,
         "metadata": {METADATA_KEY: {
             "source_path": str(stack.path),

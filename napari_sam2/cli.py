@@ -22,6 +22,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
 from napari_sam2.errors import CliError, ModelLoadError
@@ -118,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--auto-seed-points", type=int, default=32, metavar="K",
                        help="--auto-seed tries a K x K grid of points (default 32; 16 is 4x faster)")
     seeds.add_argument("--auto-seed-min-area", type=int, default=64, metavar="PX",
-                       help="--auto-seed drops objects, holes and islands smaller than PX pixels (default 64)")
+                       help="--auto-seed drops objects, holes and islands smaller than PX pixels "
+                            "(default 64)")
     seeds.add_argument("--auto-seed-iou", type=float, default=0.8, metavar="T",
-                       help="--auto-seed keeps masks whose predicted IoU is above T (default 0.8; lower finds more)")
+                       help="--auto-seed keeps masks whose predicted IoU is above T "
+                            "(default 0.8; lower finds more)")
     seeds.add_argument("--auto-seed-stability", type=float, default=0.9, metavar="T",
                        help="--auto-seed keeps masks whose stability score is at least T (default 0.9)")
 
@@ -206,8 +209,8 @@ class _StopFlag:
 def _inputs(args, input_path: Path, session_file) -> list:
     """Everything a run reads, for checking that no output replaces it."""
     inputs = [("input", input_path)]
-    inputs += [(name, Path(path)) for name, path in (("session file", args.prompts), ("--seeds", getattr(args, "seeds", None)))
-               if path is not None]
+    named = (("session file", args.prompts), ("--seeds", getattr(args, "seeds", None)))
+    inputs += [(name, Path(path)) for name, path in named if path is not None]
     # an array inside a zarr group (OME-Zarr image/0): the whole group is the user's data
     for parent in input_path.resolve().parents:
         if parent.suffix.lower() == ".zarr" or any((parent / n).is_file() for n in (".zgroup", "zarr.json")):
@@ -241,7 +244,8 @@ def _check_outputs(args, input_path: Path, session_file=None) -> None:
                ("--save-session", args.save_session, "file")]
     if args.save_session:  # its mask files are written into <stem>_masks/
         session = Path(args.save_session)
-        outputs.append(("--save-session's mask folder", session.with_name(f"{session.stem}_masks"), "related"))
+        outputs.append(("--save-session's mask folder", session.with_name(f"{session.stem}_masks"),
+                        "related"))
     inputs = _inputs(args, input_path, session_file) if session_file is not None else [("input", input_path)]
     check_output_paths(outputs, inputs)
 
@@ -250,7 +254,9 @@ def _check_bounds(args, n_frames: int) -> None:
     start = 0 if args.start is None else args.start
     stop = n_frames if args.stop is None else args.stop
     if not 0 <= start < n_frames:
-        raise CliError(f"--start {start} is out of range: the input has {n_frames} frames (0..{n_frames - 1})")
+        raise CliError(
+            f"--start {start} is out of range: the input has {n_frames} frames (0..{n_frames - 1})"
+        )
     if not 0 < stop <= n_frames:
         raise CliError(f"--stop {stop} is out of range: the input has {n_frames} frames (stop 1..{n_frames})")
     if stop <= start:
@@ -291,7 +297,12 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
     from napari_sam2.io.atomic import partial_path
     from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
     from napari_sam2.io.session_file import (
-        SessionFile, SessionSettings, check_session_fits, read_session, replay, session_from_engine,
+        SessionFile,
+        SessionSettings,
+        check_session_fits,
+        read_session,
+        replay,
+        session_from_engine,
         write_session,
     )
     from napari_sam2.io.stats import ObjectStats
@@ -350,7 +361,9 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
 
     from napari_sam2.label_edits import paint_masks
 
-    done, scores, failure = 0, {}, None
+    # frame -> object id -> SAM 2's predicted IoU (None where the engine gave none)
+    scores: dict[int, dict[int, float | None]] = {}
+    done, failure = 0, None
     bar = tqdm(total=len(plan), desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True)
     stop.running = True
     if on_frame is not None:
@@ -372,7 +385,8 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
                 if stop.stopped:
                     break
         finally:
-            frames_iter.close()
+            if isinstance(frames_iter, Generator):  # propagate() is one: stop the engine's work now
+                frames_iter.close()
     except _Interrupted:
         pass  # a second signal: stop now, write what finished
     except Exception as err:

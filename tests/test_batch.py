@@ -57,7 +57,8 @@ def data(tmp_path_factory, tiny_model_dir):
     tifffile.imwrite(d / "masks" / "m.tif", mask)
     session = d / "session.json"
     session.write_text(json.dumps({"format": "napari-sam2-session", "version": 1, "objects": [
-        {"id": 1, "name": "one", "prompts": [{"frame": 0, "points": [[20.0, 20.0], [50, 50]], "labels": [1, 0]}]},
+        {"id": 1, "name": "one",
+         "prompts": [{"frame": 0, "points": [[20.0, 20.0], [50, 50]], "labels": [1, 0]}]},
         {"id": 4, "name": "four", "prompts": [{"frame": 2, "mask": "masks/m.tif"}]}]}))
     ref = tmp_path_factory.mktemp("batch-serial")
     model = ["--model", str(tiny_model_dir)]
@@ -116,12 +117,14 @@ def write_seeds(path, discs):
 def test_list_files_lines_and_csv(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "list.txt").write_text("# plate 1\nsub/a.tif\n\n  /abs/b.tif  \n")
-    assert [e["input"] for e in read_list(tmp_path / "list.txt")] == [str(tmp_path / "sub" / "a.tif"), "/abs/b.tif"]
+    assert ([e["input"] for e in read_list(tmp_path / "list.txt")]
+            == [str(tmp_path / "sub" / "a.tif"), "/abs/b.tif"])
     (tmp_path / "list.csv").write_text("input,prompts,output\nsub/a.tif,p.json,\nc.tif,,well_c.tif\n")
     rows = read_list(tmp_path / "list.csv")
-    assert rows == [{"input": str(tmp_path / "sub" / "a.tif"), "prompts": str(tmp_path / "p.json"), "seeds": None,
-                     "output": None},
-                    {"input": str(tmp_path / "c.tif"), "prompts": None, "seeds": None, "output": "well_c.tif"}]
+    assert rows == [{"input": str(tmp_path / "sub" / "a.tif"), "prompts": str(tmp_path / "p.json"),
+                     "seeds": None, "output": None},
+                    {"input": str(tmp_path / "c.tif"), "prompts": None, "seeds": None,
+                     "output": "well_c.tif"}]
     (tmp_path / "seeds.csv").write_text("input,seeds\nsub/a.tif,s/a_seg.tif\n")
     assert read_list(tmp_path / "seeds.csv")[0]["seeds"] == str(tmp_path / "s" / "a_seg.tif")
     (tmp_path / "bad.csv").write_text("input,promts\na.tif,p.json\n")
@@ -140,7 +143,8 @@ def test_output_names_and_collisions(tmp_path):
     with pytest.raises(BatchInputError, match="would both write.*'output' column"):
         make_jobs(["A01/img.tif", "A02/img.tif"], tmp_path, prompts="p.json")
     named = make_jobs([{"input": "A01/img.tif", "prompts": None, "output": "A01.tif"},
-                       {"input": "A02/img.tif", "prompts": None, "output": "A02.tif"}], tmp_path, prompts="p.json")
+                       {"input": "A02/img.tif", "prompts": None, "output": "A02.tif"}],
+                      tmp_path, prompts="p.json")
     assert [j.output.name for j in named] == ["A01.tif", "A02.tif"]
     with pytest.raises(BatchInputError, match="no prompts for 'a.tif'"):
         make_jobs(["a.tif"], tmp_path)
@@ -151,7 +155,8 @@ def test_settings_key_follows_input_prompts_and_options(data, tmp_path):
 
     def key(**kw):
         opts = {"contrast": kw.pop("contrast", None)}
-        return make_jobs([str(d / "a01.tif")], tmp_path, prompts=kw.pop("prompts", session), options=opts)[0].key
+        jobs = make_jobs([str(d / "a01.tif")], tmp_path, prompts=kw.pop("prompts", session), options=opts)
+        return jobs[0].key
 
     base = key()
     assert key() == base
@@ -188,8 +193,9 @@ def test_existing_output_without_record_is_never_overwritten(data, tmp_path):
     out.mkdir()
     mine = out / "a01_labels.tif"
     mine.write_bytes(b"the user's own file")
-    report = run_batch([str(data["dir"] / "a01.tif"), str(tmp_path / "gone.tif")], out, prompts=str(data["session"]),
-                       model=data["model"], progress=False)  # nothing to run: no cluster is started
+    # nothing to run: no cluster is started
+    report = run_batch([str(data["dir"] / "a01.tif"), str(tmp_path / "gone.tif")], out,
+                       prompts=str(data["session"]), model=data["model"], progress=False)
     assert [r["status"] for r in report] == ["failed", "failed"]
     assert report[1]["error"] == f"input '{tmp_path / 'gone.tif'}' does not exist"
     assert "never overwritten" in report[0]["error"] and "a01_labels.tif" in report[0]["error"]
@@ -206,7 +212,8 @@ def test_seeds_dir_names_keys_and_missing_seed_file(data, tmp_path):
     jobs = make_jobs(inputs, tmp_path / "out", seeds_dir=str(seeds))
     assert [Path(j.seeds).name if j.seeds else None for j in jobs] == ["a01.tif", "a02_labels.tif", None]
     assert [j.error is None for j in jobs] == [True, True, False]
-    assert "no seed file for" in jobs[2].error and "b01_labels.tif" in jobs[2].error and "no prompts" in jobs[2].error
+    assert "no seed file for" in jobs[2].error and "b01_labels.tif" in jobs[2].error
+    assert "no prompts" in jobs[2].error
     with_prompts = make_jobs(inputs, tmp_path / "out", seeds_dir=str(seeds), prompts=str(data["session"]))
     assert with_prompts[2].error is None and with_prompts[2].seeds is None  # prompts alone
     # the key follows the seed file's content and the auto-seed options
@@ -261,9 +268,9 @@ def test_broken_stack_then_rerun_skips_done_and_retries_failed(data, client, tmp
     (inputs / "b01.tif").write_bytes(b"II*\0 truncated")
     (inputs / "list.csv").write_text("input,prompts\na01.tif\na02.tif\nb01.tif\n")
     out = tmp_path / "out"
-    run = subprocess.run([*napari_sam2_cmd(), "batch", "--list", str(inputs / "list.csv"), "--out-dir", str(out),
-                          "--prompts", str(data["session"]), "--model", data["model"], "--workers", "2",
-                          "--stats", "--no-progress"],
+    run = subprocess.run([*napari_sam2_cmd(), "batch", "--list", str(inputs / "list.csv"),
+                          "--out-dir", str(out), "--prompts", str(data["session"]), "--model", data["model"],
+                          "--workers", "2", "--stats", "--no-progress"],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
@@ -274,15 +281,17 @@ def test_broken_stack_then_rerun_skips_done_and_retries_failed(data, client, tmp
     assert not (out / "b01_labels.tif").exists() and not (out / "b01_stats.csv").exists()
     for name in ("a01", "a02"):
         same_files(out / f"{name}_labels.tif", data["ref"] / f"{name}_labels.tif")
-    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.suffix in (".tif", ".csv")}
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+              for p in out.iterdir() if p.suffix in (".tif", ".csv")}
 
     # the broken stack is replaced by a good one; the rerun does only that one
     (inputs / "b01.tif").write_bytes((d / "b01.tif").read_bytes())
-    report = run_batch([], out, list_file=str(inputs / "list.csv"), client=client, prompts=str(data["session"]),
-                       model=data["model"], stats=True, progress=False)
+    report = run_batch([], out, list_file=str(inputs / "list.csv"), client=client,
+                       prompts=str(data["session"]), model=data["model"], stats=True, progress=False)
     assert [r["status"] for r in report] == ["skipped", "skipped", "done"]
     assert [r["frames"] for r in report] == [6, 6, 6]
-    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.suffix in (".tif", ".csv")}
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+             for p in out.iterdir() if p.suffix in (".tif", ".csv")}
     assert {k: after[k] for k in before} == before  # finished outputs are not rewritten
     same_files(out / "b01_labels.tif", data["ref"] / "b01_labels.tif")
 
@@ -306,14 +315,16 @@ def test_seeds_dir_matches_serial_segment_and_changed_seeds_rerun(data, client, 
                      "--model", data["model"]]) == 0
 
     def batch():
-        return by_input(run_batch([str(d / f"{n}.tif") for n in NAMES], out, client=client, seeds_dir=str(seeds),
-                                  seed_frame=1, model=data["model"], stats=True, progress=False))
+        return by_input(run_batch([str(d / f"{n}.tif") for n in NAMES], out, client=client,
+                                  seeds_dir=str(seeds), seed_frame=1, model=data["model"], stats=True,
+                                  progress=False))
 
     serial("a01", seeds / "a01.tif")
     serial("a02", seeds / "a02_labels.tif")
     report = batch()
     assert [report[n]["status"] for n in NAMES] == ["done", "done", "failed"], report
-    assert report["b01"]["error"].startswith(f"no seed file for '{d / 'b01.tif'}'") and report["b01"]["attempts"] == 0
+    assert report["b01"]["error"].startswith(f"no seed file for '{d / 'b01.tif'}'")
+    assert report["b01"]["attempts"] == 0
     for name in ("a01", "a02"):
         same_files(out / f"{name}_labels.tif", ref / f"{name}_labels.tif")
         same_files(out / f"{name}_stats.csv", ref / f"{name}_stats.csv")
@@ -370,7 +381,8 @@ def test_worker_killed_mid_stack_is_retried(data, client, tmp_path):
     assert entry["status"] == "done" and entry["attempts"] >= 2, entry
     import zarr
 
-    got, want = zarr.open_group(str(final), mode="r"), zarr.open_group(str(data["ref"] / "long_labels.zarr"), mode="r")
+    got = zarr.open_group(str(final), mode="r")
+    want = zarr.open_group(str(data["ref"] / "long_labels.zarr"), mode="r")
     np.testing.assert_array_equal(got["0"][:], want["0"][:])
     assert dict(got.attrs) == dict(want.attrs)
     assert partials(out) == []
@@ -390,12 +402,13 @@ def _stop(proc):
 
 def test_cli_on_a_running_dask_scheduler(data, tmp_path):
     bindir = Path(sys.executable).parent
-    dask = [str(bindir / "dask")] if (bindir / "dask").exists() else [sys.executable, "-m", "distributed.cli.dask_spec"]
+    dask = ([str(bindir / "dask")] if (bindir / "dask").exists()
+            else [sys.executable, "-m", "distributed.cli.dask_spec"])
     sched_file = tmp_path / "scheduler.json"
     procs = []
     try:
-        procs.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                       "--scheduler-file", str(sched_file)], env=ENV,
+        procs.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--no-dashboard", "--scheduler-file", str(sched_file)], env=ENV,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 60
         while not sched_file.exists() and time.monotonic() < deadline:

@@ -227,7 +227,8 @@ def bad_inputs(inputs, tmp_path):
 CASES = [
     (["{dir}/nope.tif"], r"input '.*nope\.tif' does not exist"),
     (["{tmp}/data.xyz"], r"unknown input format '\.xyz'"),
-    (["{dir}/cells.tif", "--prompts", "{far}"], r"prompts\[0\]\.frame: frame 20 is out of range: the input has 8 frames"),
+    (["{dir}/cells.tif", "--prompts", "{far}"],
+     r"prompts\[0\]\.frame: frame 20 is out of range: the input has 8 frames"),
     (["{dir}/cells.tif", "--prompts", "{empty}"], r"object 9 \('ghost'\) has no prompts"),
     (["{dir}/cells.tif", "--prompts", "{newer}"], r"format version 7, written by a newer napari-sam2"),
     (["{dir}/cells.tif", "--prompts", "{tmp}/none.json"], r"session file '.*none\.json' does not exist"),
@@ -298,7 +299,7 @@ def test_sigint_writes_a_valid_partial_file(tmp_path, tiny_model_dir):
     reader.start()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        m = re.findall(r"(\d+)/%d" % n, "".join(seen))
+        m = re.findall(rf"(\d+)/{n}", "".join(seen))
         if m and int(m[-1]) >= 3:
             break
         time.sleep(0.05)
@@ -308,8 +309,8 @@ def test_sigint_writes_a_valid_partial_file(tmp_path, tiny_model_dir):
     reader.join(timeout=10)
     err = "".join(seen)
     assert "Traceback" not in err
-    m = re.search(r"interrupted \(Ctrl-C\) after (\d+) of %d steps: wrote the (\d+) frames reached "
-                  r"to partial\.partial\.tif" % n, err)
+    m = re.search(rf"interrupted \(Ctrl-C\) after (\d+) of {n} steps: wrote the (\d+) frames reached "
+                  r"to partial\.partial\.tif", err)
     assert m, err
     done = int(m.group(2))
     assert 3 <= done < n
@@ -366,7 +367,8 @@ def error_line(err):
 
 def tree(folder):
     """Every file under a folder with its bytes (to prove nothing changed)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_zarr_folder_not_ours_is_refused_before_the_model_loads(inputs, tmp_path, capsys):
@@ -400,7 +402,8 @@ def test_ome_zarr_input_is_never_its_own_output(tmp_path, capsys, inputs):
     ("--save-session", "{dir}/cells.tif", r"--save-session '.*cells\.tif' is the input"),
     ("--save-session", "{session}", r"is the session file"),
     ("--save-session", "{dir}/masks/obj5_f2.tif", r"is the mask file"),
-    ("--save-session", "{out}", r"--out '.*labels\.tif' is --save-session .*: each output needs its own name"),
+    ("--save-session", "{out}",
+     r"--out '.*labels\.tif' is --save-session .*: each output needs its own name"),
     ("--stats", "{tmp}/folder.csv", r"--stats '.*folder\.csv' is a folder, but this output is a file"),
     ("--stats", "/proc/stats.csv", r"--stats: cannot write in the folder '/proc'"),
     ("--save-session", "/proc/s.json", r"--save-session: cannot write in the folder '/proc'"),
@@ -411,7 +414,8 @@ def test_output_paths_are_checked_before_the_model_loads(inputs, tmp_path, capsy
     (tmp_path / "folder.csv").mkdir()
     (tmp_path / "folder.tif").mkdir()
     (tmp_path / "file.zarr").write_text("not a folder")
-    fill = {"dir": inputs["dir"], "session": inputs["session"], "tmp": tmp_path, "out": tmp_path / "labels.tif"}
+    fill = {"dir": inputs["dir"], "session": inputs["session"], "tmp": tmp_path,
+            "out": tmp_path / "labels.tif"}
     before = tree(inputs["dir"])
     argv = ["segment", str(inputs["dir"] / "cells.tif"), "--prompts", str(inputs["session"]),
             "--model", "sam2.1-tiny"]
@@ -494,7 +498,7 @@ class Segmenting:
 
     def frames_done(self, n, at_least):
         def seen(err):
-            m = re.findall(r"(\d+)/%d" % n, err)
+            m = re.findall(rf"(\d+)/{n}", err)
             return m and int(m[-1]) >= at_least
         self.wait_for(seen)
 
@@ -549,8 +553,8 @@ def test_sigterm_and_sigint_keep_earlier_outputs(long_input, tmp_path, tiny_mode
 
     m = re.search(r"SIGTERM received: stopping after the current frame", term.err)
     assert m, term.err
-    m = re.search(r"interrupted \(SIGTERM\) after \d+ of %d steps: wrote the (\d+) frames reached to "
-                  r"old\.partial\.tif \(frames not reached are 0\); old\.tif is unchanged" % n, term.err)
+    m = re.search(rf"interrupted \(SIGTERM\) after \d+ of {n} steps: wrote the (\d+) frames reached to "
+                  r"old\.partial\.tif \(frames not reached are 0\); old\.tif is unchanged", term.err)
     assert m, term.err
     done = int(m.group(1))
     assert 3 <= done < n
@@ -558,9 +562,9 @@ def test_sigterm_and_sigint_keep_earlier_outputs(long_input, tmp_path, tiny_mode
     part = tifffile.imread(tmp_path / "old.partial.tif")
     assert part[done:].max() == 0 and (part[0][object5_mask()] >= 1).all()
 
-    m = re.search(r"interrupted \(Ctrl-C\) after \d+ of %d steps: wrote the (\d+) frames reached to "
-                  r"old\.partial\.zarr .* and their statistics to old\.partial\.csv; old\.zarr is unchanged"
-                  % n, intr.err)
+    m = re.search(rf"interrupted \(Ctrl-C\) after \d+ of {n} steps: wrote the (\d+) frames reached to "
+                  r"old\.partial\.zarr .* and their statistics to old\.partial\.csv; old\.zarr is unchanged",
+                  intr.err)
     assert m, intr.err
     done = int(m.group(1))
     assert 3 <= done < n

@@ -73,7 +73,8 @@ def test_flat_seeds_keep_their_ids_and_the_session_replays(files, tmp_path, tiny
     np.testing.assert_array_equal(labels[2], files["flat"])  # a seed is the truth on its frame
     saved = json.loads(run_json.read_text())
     assert [o["id"] for o in saved["objects"]] == [7, 300]
-    assert all(o["prompts"] == [{"frame": 2, "mask": f"run_masks/obj{o['id']}_f2.tif"}] for o in saved["objects"])
+    assert all(o["prompts"] == [{"frame": 2, "mask": f"run_masks/obj{o['id']}_f2.tif"}]
+               for o in saved["objects"])
     assert "object 7" in (tmp_path / "s.csv").read_text()
     # the session file records the seeded objects: replaying it gives the same labels
     again = tmp_path / "again.tif"
@@ -119,7 +120,8 @@ def test_auto_seed_writes_what_it_found(files, tmp_path, tiny_model_dir, capsys)
     # with prompts, found objects get ids above the session's
     out2, found2 = tmp_path / "labels2.tif", tmp_path / "found2.tif"
     run_ok(["segment", str(d / "cells.tif"), "--prompts", str(d / "session.json"), "--auto-seed", "1",
-            "--auto-seed-out", str(found2), "--out", str(out2), "--model", str(tiny_model_dir), *LOOSE], capsys)
+            "--auto-seed-out", str(found2), "--out", str(out2), "--model", str(tiny_model_dir), *LOOSE],
+           capsys)
     ids2 = np.unique(tifffile.imread(found2))[1:]
     assert ids2.min() == 3
     np.testing.assert_array_equal(tifffile.imread(found2) > 0, seeds > 0)  # same objects, shifted ids
@@ -145,7 +147,8 @@ BAD = [
     (["--seeds", "{d}/empty.npy"], r"'empty\.npy' holds no label"),
     (["--seeds", "{d}/rgb.npy"], r"is a colour image"),
     (["--seeds", "{d}/nope.tif"], r"--seeds '.*nope\.tif' does not exist"),
-    (["--seeds", "{d}/flat.tif", "--seed-frame", "6"], r"--seed-frame 6 is out of range: the input has 6 frames"),
+    (["--seeds", "{d}/flat.tif", "--seed-frame", "6"],
+     r"--seed-frame 6 is out of range: the input has 6 frames"),
     (["--seed-frame", "1", "--prompts", "{d}/session.json"], r"--seed-frame needs --seeds"),
     (["--seeds", "{d}/flat.tif", "--auto-seed", "0"], r"choose --seeds or --auto-seed"),
     (["--auto-seed", "9"], r"--auto-seed 9 is out of range"),

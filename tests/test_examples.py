@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -43,3 +43,11 @@ def test_manifest_modules_import_without_torch():
     modules = _manifest_modules()
     assert modules, "the manifest names no python modules"
     assert _heavy_after_import(modules) == []
+
+
+def test_public_names_are_the_lazy_ones():
+    import napari_sam2
+
+    assert set(napari_sam2.__all__) == {"__version__", *napari_sam2._LAZY}
+    for name in napari_sam2.__all__:
+        assert getattr(napari_sam2, name) is not None

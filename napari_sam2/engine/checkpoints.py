@@ -282,6 +282,7 @@ def read_state_dict(path: str | Path) -> dict:
     import torch
 
     path = Path(path)
+    obj: Any  # torch.load returns whatever was pickled; it is checked below
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
@@ -311,7 +312,7 @@ def read_state_dict(path: str | Path) -> dict:
                 f"checkpoint at all (re-download or re-export it). torch said: {err}"
             ) from err
 
-    state_dict = None
+    state_dict: dict[str, Any] | None = None
     if _is_tensor_dict(obj):
         state_dict = obj
     elif isinstance(obj, dict):
@@ -320,10 +321,10 @@ def read_state_dict(path: str | Path) -> dict:
                 state_dict = obj[key]
                 break
     if state_dict is None:
-        found = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+        held = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(
             f"{path} does not contain a model state dict: expected a dict of tensors, possibly "
-            f"under 'model' as in Meta's SAM 2 checkpoints; found {found}."
+            f"under 'model' as in Meta's SAM 2 checkpoints; found {held}."
         )
     if all(k.startswith("module.") for k in state_dict):
         state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
@@ -335,7 +336,7 @@ def read_state_dict(path: str | Path) -> dict:
 #: Hiera layouts of the four released sizes (transformers' conversion settings). The number of
 #: heads, the windows and the global-attention blocks leave no trace in tensor shapes, so a
 #: checkpoint is matched to one of these by its width and depth.
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=96, blocks_per_stage=[1, 2, 7, 2], num_attention_heads_per_stage=[1, 2, 4, 8],
         global_attention_blocks=[5, 7, 9], window_size_per_stage=[8, 4, 14, 7],
@@ -510,7 +511,8 @@ def build_network(state_dict: dict, config=None, image_size: int | None = None) 
             raise CheckpointError(
                 f"config must be a transformers Sam2VideoConfig or a dict, got {type(config).__name__}"
             )
-        if image_size is not None and int(config.image_size) != int(image_size):
+        # SAM 2's image_size is an int; transformers types the attribute for every vision config
+        if image_size is not None and int(config.image_size) != int(image_size):  # type: ignore[arg-type]
             raise CheckpointError(
                 f"image_size={image_size} contradicts config.image_size={config.image_size}; "
                 "pass only one of them"

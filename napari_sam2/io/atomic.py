@@ -147,7 +147,7 @@ def _put_in_place(temp: Path, target: Path, *, folder: bool) -> None:
 
 
 class StagedOutput:
-    """One output written under a unique temporary name and renamed into place when complete.
+    r"""One output written under a unique temporary name and renamed into place when complete.
 
     Parameters
     ----------
@@ -166,7 +166,7 @@ class StagedOutput:
     Examples
     --------
     >>> with StagedOutput("stats.csv") as out:          # doctest: +SKIP
-    ...     out.temp.write_text("frame,area\\n")
+    ...     out.temp.write_text("frame,area\n")
     >>> # stats.csv now exists, complete; on an exception it is left untouched
 
     Notes

@@ -27,11 +27,17 @@ import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_sam2.arrays import OneFrameStack
+from napari_sam2.arrays import ArrayLike, OneFrameStack
 from napari_sam2.errors import ImageReadError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from av import VideoFrame
 
 __all__ = [
     "ImageStack",
@@ -87,7 +93,7 @@ class ImageStack:
         Anything else worth keeping (ImageJ or OME metadata, the video frame rate).
     """
 
-    data: object
+    data: ArrayLike
     axes: str
     scale: tuple
     units: tuple
@@ -98,14 +104,17 @@ class ImageStack:
 
     @property
     def shape(self) -> tuple:
+        """The shape of ``data``, as Python ints."""
         return tuple(int(s) for s in self.data.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of ``data``."""
         return np.dtype(self.data.dtype)
 
     @property
     def name(self) -> str:
+        """The file or folder name without its format suffix (``.ome.tif``, ``.tif``...)."""
         name = self.path.name
         for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif"):
             if name.lower().endswith(suffix):
@@ -139,10 +148,12 @@ class LazyFrames:
 
     @property
     def ndim(self) -> int:
+        """The number of axes."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements of the whole stack (none is read)."""
         return int(np.prod(self.shape))
 
     def __len__(self) -> int:
@@ -234,8 +245,8 @@ class VideoFrames(LazyFrames):
         self.fps = float(rate) if rate else None
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_frames = max(2, cache_bytes // max(1, h * w * 3))
-        self._decoder = None
-        self._next = None  # index the running decoder yields next
+        self._decoder: Iterator[VideoFrame] | None = None
+        self._next: int | None = None  # index the running decoder yields next
         self._seek_to(0)
 
     def _seek_to(self, i: int) -> None:
@@ -257,10 +268,12 @@ class VideoFrames(LazyFrames):
         key = int(self._keyframes[np.searchsorted(self._keyframes, i, side="right") - 1])
         if self._next is None or not key <= self._next <= i:
             self._seek_to(i)
-        for attempt in range(2):
-            first = self._next
+        for _ in range(2):
+            first, decoder = self._next, self._decoder
+            # _seek_to (called by __init__, and just above when needed) sets both
+            assert first is not None and decoder is not None
             expected = first
-            for frame in self._decoder:
+            for frame in decoder:
                 idx = self._index.get(frame.pts, expected) if frame.pts is not None else expected
                 expected = idx + 1
                 if idx < first:
@@ -276,9 +289,12 @@ class VideoFrames(LazyFrames):
                     break  # the seek landed after the frame: start again from the beginning
             self._keyframes = self._keyframes[:1]  # seeking is unreliable here: decode from 0
             self._seek_to(0)
-        raise ImageReadError(f"could not decode frame {i} of '{self.path}' (the file may be truncated)")
+        raise ImageReadError(
+            f"could not decode frame {i} of '{self.path}' (the file may be truncated)"
+        )
 
     def close(self) -> None:
+        """Close the video file."""
         with self._lock:
             self._container.close()
 
@@ -309,12 +325,13 @@ class GifFrames(LazyFrames):
             frame = np.asarray(self._image.convert("RGB"))
         except Exception as err:  # a truncated or damaged GIF: PIL raises IndexError, OSError...
             why = str(err) or type(err).__name__
-            raise ImageReadError(f"cannot decode frame {i} of '{self.path}': {why}"
-                                 + ("" if "truncated" in why else " (the file may be truncated)")) from None
+            hint = "" if "truncated" in why else " (the file may be truncated)"
+            raise ImageReadError(f"cannot decode frame {i} of '{self.path}': {why}{hint}") from None
         self.decoded += 1
         return frame
 
     def close(self) -> None:
+        """Close the GIF file."""
         with self._lock:
             self._image.close()
 
@@ -340,16 +357,16 @@ def _read_image_file(path: Path) -> np.ndarray:
 
         with Image.open(path) as im:
             if im.mode in _TO_RGB:
-                im = im.convert("RGB")
-            elif im.mode in ("LA", "1"):
-                im = im.convert("L")
+                return np.asarray(im.convert("RGB"))
+            if im.mode in ("LA", "1"):
+                return np.asarray(im.convert("L"))
             return np.asarray(im)
     except ImageReadError:
         raise
     except Exception as err:  # any decoder error ("image file is truncated"...): name the file
         why = " ".join(str(err).split()) or type(err).__name__
-        raise ImageReadError(f"cannot read '{path}': {why}"
-                             + ("" if "truncated" in why else " (the file may be truncated or damaged)")) from None
+        hint = "" if "truncated" in why else " (the file may be truncated or damaged)"
+        raise ImageReadError(f"cannot read '{path}': {why}{hint}") from None
 
 
 def _image_file_header(path: Path) -> tuple[tuple, np.dtype]:
@@ -367,7 +384,8 @@ def _image_file_header(path: Path) -> tuple[tuple, np.dtype]:
             size = (im.size[1], im.size[0])
             mode = im.mode
     except Exception as err:  # any decoder error: name the file
-        raise ImageReadError(f"cannot read '{path}': {' '.join(str(err).split()) or type(err).__name__}") from None
+        why = " ".join(str(err).split()) or type(err).__name__
+        raise ImageReadError(f"cannot read '{path}': {why}") from None
     if mode in _TO_RGB or mode == "RGB":
         return (*size, 3), np.dtype(np.uint8)
     return size, np.dtype(_PIL_DTYPES.get(mode, np.uint8))
@@ -382,7 +400,7 @@ class ImageFolderFrames(LazyFrames):
     down; ``notes`` says so.
     """
 
-    def __init__(self, files):
+    def __init__(self, files: Iterable[Path]) -> None:
         super().__init__()
         self.files = list(files)
         self.notes: list[str] = []
@@ -502,7 +520,7 @@ def _geotiff(page) -> tuple[list, dict, tuple]:
             if v[k + 1] == 0:  # value stored in place
                 keys[v[k]] = v[k + 3]
     model_type = keys.get(1024)  # 1 projected, 2 geographic
-    unit = {9001: "m", 9002: "ft", 9003: "ftUS"}.get(keys.get(3076), "m")
+    unit = {9001: "m", 9002: "ft", 9003: "ftUS"}.get(keys.get(3076, 0), "m")  # 0: no unit key
     if model_type == 2:
         unit = "deg"
     pixel_is_point = keys.get(1025) == 2
@@ -555,8 +573,10 @@ def _read_tiff(path: Path) -> ImageStack:
                      f"mode with no slices or frames (as tifffile writes a stack without axes "
                      f"metadata): read as {n} slices. If they really are the channels of one image, "
                      "save it as a composite (Fiji: Image > Color > Make Composite)")
+    data: ArrayLike
     try:
-        data = zarr.open(series.aszarr(), mode="r")
+        # level 0: a pyramid's store would be a group of all its levels; this is the full size
+        data = zarr.open_array(series.aszarr(level=0), mode="r")
     except Exception:  # a layout the zarr store cannot map: fall back to a memory map or memory
         try:
             data = tifffile.memmap(path, mode="r")
@@ -568,7 +588,7 @@ def _read_tiff(path: Path) -> ImageStack:
     meta: dict = {"_open_files": [tif]}
     if notes:
         meta["notes"] = notes
-    page = tif.pages[0]
+    page = tif.pages.first
     ij = tif.imagej_metadata
     if tif.is_ome and tif.ome_metadata:
         sizes.update(_ome_pixel_sizes(tif.ome_metadata))
@@ -603,7 +623,8 @@ def _read_tiff(path: Path) -> ImageStack:
 def _channels_only(ij: dict) -> bool:
     """ImageJ metadata with only ``channels`` (no slices or frames) in grayscale mode."""
     return (int(ij.get("channels", 1) or 1) > 1 and int(ij.get("slices", 1) or 1) == 1
-            and int(ij.get("frames", 1) or 1) == 1 and str(ij.get("mode", "grayscale")).lower() == "grayscale")
+            and int(ij.get("frames", 1) or 1) == 1
+            and str(ij.get("mode", "grayscale")).lower() == "grayscale")
 
 
 def _check_tiff_complete(tif, series, path: Path) -> None:
@@ -659,10 +680,11 @@ def _read_zarr(path: Path) -> ImageStack:
     except Exception as err:  # zarr raises several unrelated types for a non-zarr folder
         raise ImageReadError(f"cannot open '{path}' as zarr: {err}") from None
     axes, scale, units = None, None, None
-    if hasattr(node, "shape"):
+    data: zarr.Array
+    if isinstance(node, zarr.Array):
         data = node
     else:
-        attrs = dict(node.attrs)
+        attrs: dict[str, Any] = dict(node.attrs)
         ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
         if ms:
             datasets = ms[0].get("datasets") if isinstance(ms, list) and isinstance(ms[0], dict) else None
@@ -674,12 +696,18 @@ def _read_zarr(path: Path) -> ImageStack:
                     f"the array's path instead, e.g. {path / (arrays[0] if arrays else '0')}"
                 )
             try:
-                data = node[level["path"]]
+                found = node[level["path"]]
             except KeyError:
                 raise ImageReadError(
                     f"'{path}': the OME-Zarr metadata names the dataset '{level['path']}', which does "
                     "not exist in the folder (an incomplete copy?)"
                 ) from None
+            if not isinstance(found, zarr.Array):
+                raise ImageReadError(
+                    f"'{path}': the OME-Zarr metadata names the dataset '{level['path']}', which is a "
+                    "group, not an array: give the array's path instead"
+                )
+            data = found
             names = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
             if len(names) == data.ndim:
                 axes = "".join({"c": "C"}.get(n.lower(), n.upper() if n.upper() in "TZYX" else "Q")
@@ -690,14 +718,15 @@ def _read_zarr(path: Path) -> ImageStack:
                 if tr.get("type") == "scale" and len(tr.get("scale", [])) == data.ndim:
                     scale = tuple(float(s) for s in tr["scale"])
         else:
-            arrays = sorted(name for name, _ in node.arrays())
+            members = dict(node.arrays())
+            arrays = sorted(members)
             if len(arrays) != 1:
                 listing = ", ".join(arrays) or "none"
                 raise ImageReadError(
                     f"'{path}' is a zarr group with arrays [{listing}]: give the array's path, "
                     f"e.g. {path / (arrays[0] if arrays else 'ARRAY')}"
                 )
-            data = node[arrays[0]]
+            data = members[arrays[0]]
     axes = axes or _guess_axes(data.shape)
     scale = scale or (1.0,) * data.ndim
     units = units or (None,) * data.ndim
@@ -758,11 +787,11 @@ def open_stack(path) -> ImageStack:
     if suffix in TIFF_SUFFIXES:
         return _read_tiff(path)
     if suffix == ".gif":
-        frames = GifFrames(path)
-        return ImageStack(frames, "TYXC", (1.0,) * 4, (None,) * 4, path, metadata={"fps": frames.fps})
+        gif = GifFrames(path)
+        return ImageStack(gif, "TYXC", (1.0,) * 4, (None,) * 4, path, metadata={"fps": gif.fps})
     if suffix in VIDEO_SUFFIXES:
-        frames = VideoFrames(path)
-        return ImageStack(frames, "TYXC", (1.0,) * 4, (None,) * 4, path, metadata={"fps": frames.fps})
+        video = VideoFrames(path)
+        return ImageStack(video, "TYXC", (1.0,) * 4, (None,) * 4, path, metadata={"fps": video.fps})
     if suffix == ".npy":
         try:
             data = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -772,12 +801,13 @@ def open_stack(path) -> ImageStack:
             raise ImageReadError(f"'{path}' holds {data.dtype} values, not numbers")
         return ImageStack(data, _guess_axes(data.shape), (1.0,) * data.ndim, (None,) * data.ndim, path)
     if suffix in IMAGE_SUFFIXES:
-        frames = ImageFolderFrames([path])
-        data = frames[0]
+        data = ImageFolderFrames([path])[0]
         return ImageStack(data, _guess_axes(data.shape), (1.0,) * data.ndim, (None,) * data.ndim, path)
     known = "TIFF (.tif, .tiff), a folder of images, video (" + ", ".join(VIDEO_SUFFIXES) + \
         "), zarr (.zarr), .npy, or one .png/.jpg image"
-    raise ImageReadError(f"unknown input format '{suffix or path.name}' for '{path}': napari-sam2 reads {known}")
+    raise ImageReadError(
+        f"unknown input format '{suffix or path.name}' for '{path}': napari-sam2 reads {known}"
+    )
 
 
 # --------------------------------------------------------------------------- video view

@@ -39,6 +39,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -107,13 +108,22 @@ class SessionFile:
 
     @property
     def ids(self) -> list[int]:
+        """The object ids, in file order."""
         return [o.id for o in self.objects]
 
     @property
     def names(self) -> dict[int, str]:
+        """The name of each object, by id."""
         return {o.id: o.name for o in self.objects}
 
     def object(self, obj_id: int) -> SessionObject:
+        """The object with id ``obj_id``.
+
+        Raises
+        ------
+        KeyError
+            If the session has no such object.
+        """
         for o in self.objects:
             if o.id == obj_id:
                 return o
@@ -121,7 +131,7 @@ class SessionFile:
 
 
 # --------------------------------------------------------------------------- validation helpers
-def _fail(where: str, message: str):
+def _fail(where: str, message: str) -> NoReturn:
     raise SessionFileError(f"{where}: {message}" if where else message)
 
 
@@ -190,7 +200,8 @@ def _parse_prompt(entry, where: str, base_dir: Path | None) -> Prompt:
     allowed = {"frame", kind} | ({"labels", "replace"} if kind == "points" else set())
     unknown = sorted(set(entry) - allowed)
     if unknown:
-        _fail(f"{where}.{unknown[0]}", f"unknown key for a {kind} prompt (allowed: {', '.join(sorted(allowed))})")
+        _fail(f"{where}.{unknown[0]}",
+              f"unknown key for a {kind} prompt (allowed: {', '.join(sorted(allowed))})")
     rec = Prompt(frame=frame, kind=kind)
     if kind == "points":
         pts = _list(entry["points"], f"{where}.points")
@@ -201,10 +212,12 @@ def _parse_prompt(entry, where: str, base_dir: Path | None) -> Prompt:
             _fail(where, "missing 'labels' (1 on the object, 0 on the background, one per point)")
         labels = _list(entry["labels"], f"{where}.labels")
         if len(labels) != len(pts):
-            _fail(f"{where}.labels", f"{len(labels)} labels for {len(pts)} points: give one label per point")
+            _fail(f"{where}.labels",
+                  f"{len(labels)} labels for {len(pts)} points: give one label per point")
         for k, lab in enumerate(labels):
             if isinstance(lab, bool) or lab not in (0, 1):
-                _fail(f"{where}.labels[{k}]", f"a label is 1 (object) or 0 (background), got {json.dumps(lab)}")
+                _fail(f"{where}.labels[{k}]",
+                      f"a label is 1 (object) or 0 (background), got {json.dumps(lab)}")
         rec.labels = np.array(labels, dtype=np.int64)
         replace = entry.get("replace", False)
         if not isinstance(replace, bool):
@@ -256,11 +269,13 @@ def _parse_settings(value, where: str = "settings") -> SessionSettings:
     s.contrast = c
     if value.get("image_layer") is not None:
         if not isinstance(value["image_layer"], str):
-            _fail(f"{where}.image_layer", f"expected a layer name, got {json.dumps(value['image_layer'])}")
+            _fail(f"{where}.image_layer",
+                  f"expected a layer name, got {json.dumps(value['image_layer'])}")
         s.image_layer = value["image_layer"]
     if value.get("frame_shape") is not None:
         fs = _list(value["frame_shape"], f"{where}.frame_shape", 2)
-        s.frame_shape = tuple(_int(v, f"{where}.frame_shape[{k}]", 1) for k, v in enumerate(fs))
+        rows, cols = (_int(v, f"{where}.frame_shape[{k}]", 1) for k, v in enumerate(fs))
+        s.frame_shape = (rows, cols)
     if value.get("n_frames") is not None:
         s.n_frames = _int(value["n_frames"], f"{where}.n_frames", 1)
     return s
@@ -303,18 +318,20 @@ def parse_session(data, base_dir=None) -> SessionFile:
     out = SessionFile(settings=_parse_settings(data.get("settings")),
                       extra={k: v for k, v in data.items()
                              if k not in ("format", "version", "objects", "settings")})
-    seen = {}
+    seen: dict[int, int] = {}  # object id -> index of the object that has it
     for i, obj in enumerate(objects):
         where = f"objects[{i}]"
         if not isinstance(obj, dict):
-            _fail(where, f"an object is {{\"id\": 1, \"name\": ..., \"prompts\": [...]}}, got {json.dumps(obj)}")
+            _fail(where, "an object is {\"id\": 1, \"name\": ..., \"prompts\": [...]}, got "
+                         f"{json.dumps(obj)}")
         if "id" not in obj:
             _fail(where, "missing 'id' (the object's label value, an integer >= 1)")
         obj_id = _int(obj["id"], f"{where}.id", 1)
         if obj_id > MAX_OBJECT_ID:
             _fail(f"{where}.id", f"object id {obj_id} does not fit a 32-bit label image")
         if obj_id in seen:
-            _fail(f"{where}.id", f"object id {obj_id} is also used by objects[{seen[obj_id]}]: ids must be unique")
+            _fail(f"{where}.id",
+                  f"object id {obj_id} is also used by objects[{seen[obj_id]}]: ids must be unique")
         seen[obj_id] = i
         name = obj.get("name", f"object {obj_id}")
         if not isinstance(name, str):
@@ -342,7 +359,9 @@ def read_session(path) -> SessionFile:
     except UnicodeDecodeError:
         raise SessionFileError(f"{path}: not a text file; a session file is JSON") from None
     except json.JSONDecodeError as err:
-        raise SessionFileError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        raise SessionFileError(
+            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from None
     try:
         sf = parse_session(data, base_dir=path.parent)
     except SessionFileError as err:
@@ -378,7 +397,7 @@ def session_to_dict(session_file: SessionFile, mask_paths: dict | None = None) -
     for i, obj in enumerate(session_file.objects):
         prompts = []
         for j, p in enumerate(obj.prompts):
-            entry = {"frame": int(p.frame)}
+            entry: dict[str, Any] = {"frame": int(p.frame)}
             if p.kind == "points":
                 entry["points"] = [[_num(r), _num(c)] for r, c in np.asarray(p.points).reshape(-1, 2)]
                 entry["labels"] = [int(v) for v in np.asarray(p.labels).reshape(-1)]
@@ -408,7 +427,8 @@ def _dumps(obj, level: int = 0) -> str:
     """JSON for people: one line per setting and per prompt, objects spread out."""
     pad, end = " " * (level + 1), " " * level
     if isinstance(obj, dict):
-        flat = all(not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, dict) for x in v))
+        flat = all(not isinstance(v, dict)
+                   and not (isinstance(v, list) and any(isinstance(x, dict) for x in v))
                    for v in obj.values())
         if flat and level >= 3 or not obj:  # a prompt entry
             return json.dumps(obj, ensure_ascii=False)
@@ -522,7 +542,8 @@ def session_from_engine(sam2_session, settings: SessionSettings | None = None,
         s.model = str(Path(s.model).expanduser().resolve())
     if s.contrast is None or isinstance(s.contrast, str):
         s.contrast = np.asarray(sam2_session.contrast, dtype=float).tolist()
-    s.frame_shape = tuple(int(v) for v in sam2_session.frame_shape)
+    rows, cols = (int(v) for v in sam2_session.frame_shape)
+    s.frame_shape = (rows, cols)
     s.n_frames = int(sam2_session.n_frames)
     objects = []
     for obj_id in sam2_session.objects:
@@ -572,10 +593,15 @@ def check_session_fits(session_file: SessionFile, n_frames: int, frame_shape) ->
                     f"{where_file}objects[{i}].prompts[{j}].frame: frame {p.frame} is out of range: "
                     f"the input has {n_frames} frames (0..{n_frames - 1}) along the video axis"
                 )
-            if p.kind == "mask" and tuple(p.mask.shape) != frame_shape:
+            if p.kind != "mask":
+                continue
+            if p.mask is None:  # a mask prompt holds its pixels (read_session loads the file)
+                raise SessionFileError(f"{where_file}objects[{i}].prompts[{j}].mask: no mask pixels")
+            if tuple(p.mask.shape) != frame_shape:
                 raise SessionFileError(
                     f"{where_file}objects[{i}].prompts[{j}].mask: the mask is {p.mask.shape[0]}x"
-                    f"{p.mask.shape[1]} pixels but the input's frames are {frame_shape[0]}x{frame_shape[1]}"
+                    f"{p.mask.shape[1]} pixels but the input's frames are "
+                    f"{frame_shape[0]}x{frame_shape[1]}"
                 )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,9 @@ class LabelsWriter:
             raise LabelWriteError("the labels file is already closed")
         labels = np.asarray(labels)
         if labels.shape != self.shape[1:]:
-            raise LabelWriteError(f"frame {t} has shape {labels.shape}, the output's frames are {self.shape[1:]}")
+            raise LabelWriteError(
+                f"frame {t} has shape {labels.shape}, the output's frames are {self.shape[1:]}"
+            )
         self._array[int(t)] = labels.astype(self.dtype, copy=False)
         self.written[int(t)] = True
 
@@ -195,11 +198,12 @@ class LabelsWriter:
             return np.zeros(self.shape[1:], self.dtype)
         return np.array(self._array[int(t)], dtype=self.dtype)
 
-    def close(self) -> Path:
+    def close(self) -> Path | None:
         """Finish the output and rename it into place (replacing an earlier one); returns its path.
 
         If writing fails (disk full...), the temporary files are removed, an earlier output is
-        untouched and the error is raised.
+        untouched and the error is raised. Closing again returns what the first close left:
+        the path, the partial output, or None after :meth:`discard`.
         """
         if self._closed:
             return self.result
@@ -269,11 +273,13 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
     t_unit, unit = geometry.units
     dy, dx = abs(dy), abs(dx)
     axis = "Z" if geometry.axis_name == "Z" else "T"
-    kwargs = dict(compression="zlib", photometric="minisblack", extratags=list(geometry.geotiff_tags) or None)
+    # tifffile.imwrite's keywords, of many types
+    kwargs: dict[str, Any] = dict(compression="zlib", photometric="minisblack",
+                                  extratags=list(geometry.geotiff_tags) or None)
     if unit is not None and dx > 0 and dy > 0:
         kwargs["resolution"] = (1.0 / dx, 1.0 / dy)
+    meta: dict[str, Any] = {"axes": f"{axis}YX"}  # ImageJ or OME metadata
     if dtype == np.uint16:
-        meta = {"axes": f"{axis}YX"}
         if unit is not None:
             meta["unit"] = _imagej_unit(unit)
         if axis == "Z" and (t_scale != 1.0 or unit is not None):
@@ -284,7 +290,6 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
                 meta["tunit"] = str(t_unit)
         kwargs.update(imagej=True, metadata=meta)
     else:
-        meta = {"axes": f"{axis}YX"}
         if unit is not None:
             meta.update(PhysicalSizeX=dx, PhysicalSizeY=dy, PhysicalSizeXUnit=_ome_unit(unit),
                         PhysicalSizeYUnit=_ome_unit(unit))

@@ -13,14 +13,21 @@ import zarr
 from napari_sam2.errors import LabelWriteError, OutputPathError
 from napari_sam2.io import writers
 from napari_sam2.io.atomic import (
-    StagedOutput, check_output_path, check_output_paths, is_our_output, partial_path,
+    StagedOutput,
+    check_output_path,
+    check_output_paths,
+    is_our_output,
+    partial_path,
 )
 from napari_sam2.io.session_file import (
-    SessionFile, SessionObject, read_session, write_session,
+    SessionFile,
+    SessionObject,
+    read_session,
+    write_session,
 )
 from napari_sam2.io.stats import ObjectStats
-from napari_sam2.prompts import Prompt
 from napari_sam2.io.writers import LabelsWriter, write_labels
+from napari_sam2.prompts import Prompt
 
 
 def labels(n=4, h=12, w=10, value=1):

@@ -54,7 +54,8 @@ def test_truncated_tiff_is_refused_naming_file_and_frame(tmp_path, kind):
               "zlib": {"compression": "zlib"}}[kind]
     tifffile.imwrite(path, stack16(), **kwargs)
     truncate(path)
-    with pytest.raises(ImageReadError, match=rf"'.*{kind}\.tif' is truncated: .*image \d+ .*copy or download it again"):
+    with pytest.raises(ImageReadError,
+                       match=rf"'.*{kind}\.tif' is truncated: .*image \d+ .*copy or download it again"):
         open_stack(path)
 
 
@@ -78,7 +79,8 @@ def test_truncated_gif_and_png_name_the_file(tmp_path):
     iio.imwrite(tmp_path / "a.gif", rgb, duration=200, loop=0)
     truncate(tmp_path / "a.gif", 0.5)
     stack = open_stack(tmp_path / "a.gif")
-    with pytest.raises(ImageReadError, match=r"cannot decode frame \d+ of '.*a\.gif': image file is truncated"):
+    with pytest.raises(ImageReadError,
+                       match=r"cannot decode frame \d+ of '.*a\.gif': image file is truncated"):
         for i in range(stack.shape[0]):
             stack.data[i]
     (tmp_path / "f").mkdir()
@@ -102,13 +104,14 @@ def make_malformed(tmp_path):
     files = {}
     tifffile.imwrite(tmp_path / "ok.tif", stack16())
     (tmp_path / "tiny.tif").write_bytes((tmp_path / "ok.tif").read_bytes()[:8])
-    files["8-byte TIFF"] = (tmp_path / "tiny.tif", r"cannot read '.*tiny\.tif' as TIFF: it holds no readable image")
+    files["8-byte TIFF"] = (tmp_path / "tiny.tif",
+                            r"cannot read '.*tiny\.tif' as TIFF: it holds no readable image")
     tifffile.imwrite(tmp_path / "cut.tif", stack16(), imagej=True, metadata={"axes": "TYX"})
     files["truncated TIFF"] = (truncate(tmp_path / "cut.tif"), r"'.*cut\.tif' is truncated")
     files["no datasets"] = (_ome_zarr(tmp_path / "nods.zarr", {}), r"lists no dataset: give the array's path")
     files["empty datasets"] = (_ome_zarr(tmp_path / "empty.zarr", {"datasets": []}), r"lists no dataset")
-    files["missing dataset"] = (_ome_zarr(tmp_path / "gone.zarr", {"datasets": [{"path": "0"}]}, arrays=("1",)),
-                                r"names the dataset '0', which does not exist")
+    gone = _ome_zarr(tmp_path / "gone.zarr", {"datasets": [{"path": "0"}]}, arrays=("1",))
+    files["missing dataset"] = (gone, r"names the dataset '0', which does not exist")
     (tmp_path / "junk.tif").write_bytes(b"not a tiff at all, just text")
     files["junk TIFF"] = (tmp_path / "junk.tif", r"cannot read '.*junk\.tif' as TIFF")
     return files

@@ -28,7 +28,8 @@ def moving_pattern(n=40, shape=(48, 64)):
     """A smooth moving pattern: compresses well and every frame differs."""
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return np.stack([
-        ((np.sin(xx / 5 + t / 3) + np.cos(yy / 7 - t / 5)) * 60 + 128).astype(np.uint8)[..., None].repeat(3, -1)
+        ((np.sin(xx / 5 + t / 3) + np.cos(yy / 7 - t / 5)) * 60 + 128)
+        .astype(np.uint8)[..., None].repeat(3, -1)
         for t in range(n)
     ])
 
@@ -68,6 +69,20 @@ def test_ome_tiff_physical_size(tmp_path):
     assert stack.scale == pytest.approx((1.5, 0.3, 0.2))
     _, geometry = video_frames(stack)
     assert geometry.axis_name == "Z" and geometry.units == ("µm", "µm")
+
+
+def test_pyramidal_tiff_reads_its_full_resolution_level(tmp_path):
+    image = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    path = tmp_path / "pyramid.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, subifds=1)
+        tif.write(image[::2, ::2], subfiletype=1)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.series[0].levels) == 2
+    opened = open_stack(path)
+    assert opened.shape == (64, 48)
+    np.testing.assert_array_equal(np.asarray(opened.data[10:20]), image[10:20])
+    opened.close()
 
 
 def test_hyperstack_axes_and_axis_choice(tmp_path):

@@ -131,14 +131,18 @@ INVALID = [
     (_set((*P0, "labels"), [1]), r"objects\[0\]\.prompts\[0\]\.labels: 1 labels for 2 points"),
     (_set((*P0, "labels"), [1, 2]), r"objects\[0\]\.prompts\[0\]\.labels\[1\]: a label is 1 \(object\) or 0"),
     (_set((*P0, "labels"), _DELETE), r"objects\[0\]\.prompts\[0\]: missing 'labels'"),
-    (_set((*P0, "points"), [[10, "a"]]), r"objects\[0\]\.prompts\[0\]\.points\[0\]\[1\]: expected a finite number"),
-    (_set((*P0, "points"), [[10, 12, 3]]), r"objects\[0\]\.prompts\[0\]\.points\[0\]: expected a list of 2 items"),
+    (_set((*P0, "points"), [[10, "a"]]),
+     r"objects\[0\]\.prompts\[0\]\.points\[0\]\[1\]: expected a finite number"),
+    (_set((*P0, "points"), [[10, 12, 3]]),
+     r"objects\[0\]\.prompts\[0\]\.points\[0\]: expected a list of 2 items"),
     (_set((*P0, "frame"), -1), r"objects\[0\]\.prompts\[0\]\.frame: expected an integer >= 0"),
     (_set((*P0, "frame"), _DELETE), r"objects\[0\]\.prompts\[0\]: missing 'frame'"),
-    (_set((*P0, "box"), [[1, 1], [5, 5]]), r"objects\[0\]\.prompts\[0\]: a prompt has exactly one of .*got points, box"),
+    (_set((*P0, "box"), [[1, 1], [5, 5]]),
+     r"objects\[0\]\.prompts\[0\]: a prompt has exactly one of .*got points, box"),
     (_set((*P0, "colour"), "red"), r"objects\[0\]\.prompts\[0\]\.colour: unknown key for a points prompt"),
     (_set((*P0, "replace"), "yes"), r"objects\[0\]\.prompts\[0\]\.replace: expected true or false"),
-    (_set(("objects", 0, "prompts", 1, "box"), [[5, 5], [5, 40]]), r"prompts\[1\]\.box: .*zero height or width"),
+    (_set(("objects", 0, "prompts", 1, "box"), [[5, 5], [5, 40]]),
+     r"prompts\[1\]\.box: .*zero height or width"),
     (_set(("objects", 0, "prompts", 1), {"frame": 2, "mask": "nowhere.tif"}),
      r"objects\[0\]\.prompts\[1\]\.mask: mask file 'nowhere.tif' not found"),
     (_set(("settings", "contrast"), [5, 1]), r"settings\.contrast: contrast limits need high > low"),
@@ -177,7 +181,8 @@ def test_check_session_fits_the_stack():
                                                r"the input has 3 frames \(0\.\.2\)"):
         check_session_fits(sf, n_frames=3, frame_shape=(64, 64))
     sf.settings.frame_shape = (128, 64)
-    with pytest.raises(SessionFileError, match="made on frames of 128x64 pixels but the input's frames are 64x64"):
+    with pytest.raises(SessionFileError,
+                       match="made on frames of 128x64 pixels but the input's frames are 64x64"):
         check_session_fits(sf, n_frames=4, frame_shape=(64, 64))
     sf.settings.frame_shape = None
     sf.objects.append(SessionObject(2, "empty"))
@@ -265,7 +270,8 @@ def test_replay_names_the_prompt_the_engine_refuses(tiny_model):
     data = valid_dict()
     data["objects"][0]["prompts"][0]["points"] = [[10, 12], [20, 500]]  # outside a 64x64 frame
     session = Sam2Session(tiny_model, np.zeros((4, 64, 64), np.uint8))
-    with pytest.raises(SessionFileError, match=r"objects\[0\]\.prompts\[0\]: point \[20\.0, 500\.0\].*outside"):
+    with pytest.raises(SessionFileError,
+                       match=r"objects\[0\]\.prompts\[0\]: point \[20\.0, 500\.0\].*outside"):
         replay(data, session)
 
 

@@ -41,7 +41,8 @@ def test_seeded_objects_round_trip_and_replay(tiny_model, blobs_stack, tmp_path)
     replay(loaded, again)
     assert again.objects == session.objects
     for obj in session.objects:
-        assert [(p.frame, p.kind) for p in again.prompts(obj)] == [(p.frame, p.kind) for p in session.prompts(obj)]
+        assert ([(p.frame, p.kind) for p in again.prompts(obj)]
+                == [(p.frame, p.kind) for p in session.prompts(obj)])
     np.testing.assert_array_equal(again.mask(0, 9), lab0 == 9)
     np.testing.assert_array_equal(again.mask(5, 123456), lab5 == 123456)
     first = {f: {o: m.copy() for o, m in masks.items()} for f, masks in session.propagate("forward", stop=4)}

@@ -31,8 +31,10 @@ def test_measurements_in_pixels_and_microns(tmp_path):
     assert one["object_name"] == "nucleus"
     assert int(one["area_px"]) == 40 and float(one["area"]) == pytest.approx(40 * 0.125)
     assert one["area_unit"] == "µm^2"
-    assert float(one["centroid_row"]) == pytest.approx(3.5) and float(one["centroid_col"]) == pytest.approx(14.5)
-    assert float(one["centroid_y"]) == pytest.approx(3.5 * 0.5) and float(one["centroid_x"]) == pytest.approx(14.5 * 0.25)
+    assert float(one["centroid_row"]) == pytest.approx(3.5)
+    assert float(one["centroid_col"]) == pytest.approx(14.5)
+    assert float(one["centroid_y"]) == pytest.approx(3.5 * 0.5)
+    assert float(one["centroid_x"]) == pytest.approx(14.5 * 0.25)
     assert [one[k] for k in ("bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")] == ["2", "10", "6", "20"]
     assert float(one["presence"]) == pytest.approx(0.9) and float(one["iou"]) == pytest.approx(0.8)
     absent = rows[2]  # tracked but not in the labels: area 0, no centroid
