@@ -109,7 +109,7 @@ def worker(spec: dict) -> dict:
     seed_s = time.perf_counter() - t0
     stamps = []
     t0 = time.perf_counter()
-    for frame, masks in session.propagate("forward"):
+    for _frame, masks in session.propagate("forward"):
         stamps.append(time.perf_counter())
         assert len(masks) == len(ids)
     per_frame = np.diff([t0] + stamps)[1:]  # frame 0 is the prompt: nothing tracked

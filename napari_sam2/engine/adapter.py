@@ -135,8 +135,11 @@ class Sam2Adapter:
 
     @staticmethod
     def frames_done(state) -> dict:
-        """frame -> ``{"reverse": bool}`` for every frame the object was segmented on (prompted or
-        tracked), with the direction it was tracked in (transformers' ``frames_tracked_per_obj``)."""
+        """Frame -> ``{"reverse": bool}`` for every frame the object was segmented on.
+
+        Prompted or tracked frames, with the direction each was tracked in (transformers'
+        ``frames_tracked_per_obj``).
+        """
         return state.frames_tracked_per_obj[0]
 
     @staticmethod
@@ -397,6 +400,7 @@ class EdgeTamAdapter(Sam2Adapter):
     tracks_batches = False
 
     def encode_memory(self, vision, high_res_masks, score_logits, *, from_prompt: bool):
+        """Encode memories one object at a time (EdgeTAM's spatial perceiver takes one)."""
         feats, poss = [], []
         for i in range(high_res_masks.shape[0]):
             mem, pos = super().encode_memory(vision, high_res_masks[i:i + 1], score_logits[i:i + 1],

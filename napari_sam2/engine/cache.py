@@ -72,7 +72,8 @@ _STORE_FORMAT = 3
 
 def _checksum(data) -> bytes:
     """Checksum of a chunk's bytes (blake2b, 16 bytes)."""
-    raw = memoryview(np.ascontiguousarray(data)).cast("B")
+    # ndarray has the buffer protocol; numpy declares __buffer__ only for Python 3.12+
+    raw = memoryview(np.ascontiguousarray(data)).cast("B")  # type: ignore[arg-type]
     return hashlib.blake2b(raw, digest_size=_DIGEST_BYTES).digest()
 
 
@@ -211,7 +212,7 @@ def _frame_digest(frame) -> bytes:
     a = np.ascontiguousarray(frame)
     h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
     h.update(repr((a.shape, a.dtype.str)).encode())
-    h.update(memoryview(a).cast("B"))
+    h.update(memoryview(a).cast("B"))  # type: ignore[arg-type]  # (see _checksum)
     digest = h.digest()
     # an all-zero digest marks an empty entry in the store
     return digest if any(digest) else b"\x01" + digest[1:]
@@ -253,6 +254,7 @@ def _code_hash() -> str:
 
     h = hashlib.blake2b(digest_size=12)
     for module in (frames, conversions):
+        assert module.__file__ is not None  # both are plain .py modules of this package
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()
 
@@ -387,10 +389,12 @@ class DiskFeatureStore:
             arr = self._arrays[name] = self._group[name]
         return arr
 
-    def _layout(self) -> list | None:
+    def _layout(self) -> list:
         """Where each tensor lies in a frame's chunk: [{key, level, shape, dtype, offset, nbytes}]."""
         if self._layout_memo is None:
-            self._layout_memo = self._group.attrs.get("layout")
+            layout = self._group.attrs.get("layout")
+            # written with the first frame, before any frame can be read back
+            self._layout_memo = list(layout) if isinstance(layout, list) else []
         return self._layout_memo
 
     def _stored_digest(self, t: int) -> bytes | None:
@@ -437,8 +441,10 @@ class DiskFeatureStore:
         return out
 
     def _shared(self, key: str) -> list:
-        """The frame-independent tensors: read once, then the same objects every time (the
-        memory cache keeps one copy of them for all frames)."""
+        """The frame-independent tensors: read once, then the same objects every time.
+
+        The memory cache so keeps one copy of them for all frames.
+        """
         if key not in self._shared_loaded:
             tensors = []
             for info in self._layout():

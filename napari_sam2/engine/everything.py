@@ -62,8 +62,10 @@ _EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as Meta's OpenCV connected com
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class AutoMaskSettings:
-    """How :func:`generate_masks` searches a frame (Meta's generator options, same defaults
-    except ``stability_score_thresh`` 0.9 and ``min_area`` 64).
+    """How :func:`generate_masks` searches a frame.
+
+    Meta's generator options, with the same defaults except ``stability_score_thresh`` 0.9 and
+    ``min_area`` 64.
 
     Attributes
     ----------
@@ -120,7 +122,8 @@ class AutoMaskSettings:
             ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
                 and math.isfinite(v) and 0 <= v and (v < 1 if high_open else v <= 1)
             if not ok:
-                raise Sam2InputError(f"{name} must be a number in [0, {'1)' if high_open else '1]'}, got {v!r}")
+                bound = "1)" if high_open else "1]"
+                raise Sam2InputError(f"{name} must be a number in [0, {bound}, got {v!r}")
 
         integer("points_per_side", 1)
         integer("points_per_batch", 1)
@@ -175,6 +178,7 @@ class FoundMask:
 
     @property
     def area(self) -> int:
+        """Pixels in the mask."""
         return int(self.mask.sum())
 
     def full(self, frame_shape) -> np.ndarray:
@@ -195,7 +199,8 @@ def point_grid(n_per_side: int) -> np.ndarray:
     return np.stack([xs, ys], axis=-1).reshape(-1, 2)
 
 
-def crop_boxes(frame_shape, n_layers: int, overlap_ratio: float) -> list[tuple[tuple[int, int, int, int], int]]:
+def crop_boxes(frame_shape, n_layers: int,
+               overlap_ratio: float) -> list[tuple[tuple[int, int, int, int], int]]:
     """The whole frame, then ``4**k`` overlapping crops for layers ``k = 1..n_layers``.
 
     Returns ``[((row0, col0, row1, col1), layer), ...]`` (Meta's ``generate_crop_boxes``).
@@ -380,7 +385,11 @@ def generate_masks(model, features, frame_shape, settings: AutoMaskSettings | No
 
     found: list[FoundMask] = []
     for crop, layer in crops:
-        feats = features if layer == 0 else _encode_crop(model, image, crop)
+        if layer == 0:
+            feats = features
+        else:
+            assert image is not None  # checked above: crop layers need the image
+            feats = _encode_crop(model, image, crop)
         found_crop = _masks_in_crop(model, feats, crop, (h, w), grids[layer], st, step)
         keep = box_nms([m.bbox for m in found_crop], [m.predicted_iou for m in found_crop], st.box_nms_thresh)
         found.extend(found_crop[i] for i in keep)
@@ -455,7 +464,8 @@ def _masks_in_crop(model, feats, crop, frame_shape, grid, st: AutoMaskSettings, 
         keep = torch.nonzero(iou > st.pred_iou_thresh).flatten()
         for k in range(0, len(keep), _UPSAMPLE_CHUNK):
             idx = keep[k:k + _UPSAMPLE_CHUNK]
-            up = F.interpolate(low[idx, None].float(), size=(ch, cw), mode="bilinear", align_corners=False)[:, 0]
+            up = F.interpolate(low[idx, None].float(), size=(ch, cw), mode="bilinear",
+                               align_corners=False)[:, 0]
             stab = stability_scores(up, 0.0, st.stability_score_offset)
             good = torch.nonzero(stab >= st.stability_score_thresh).flatten()
             if not len(good):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ModelFamily", "FAMILIES", "family_of", "family_for_model_type", "read_preprocessing",
            "missing_dependencies"]
@@ -60,12 +61,14 @@ class ModelFamily:
     extra: str | None = None
     memory_batch_dim: int = 1
 
-    def network_class(self):
+    def network_class(self) -> type[Any]:
+        """The family's transformers video model class (imports transformers)."""
         import transformers
 
         return getattr(transformers, self.model_class)
 
-    def inference_session_class(self):
+    def inference_session_class(self) -> type[Any]:
+        """The family's transformers inference session class (imports transformers)."""
         import transformers
 
         return getattr(transformers, self.session_class)
@@ -139,7 +142,7 @@ def read_preprocessing(folder: Path) -> dict:
                 continue
             for key in ("image_mean", "image_std"):
                 value = section.get(key)
-                if key not in found and _three_numbers(value):
+                if key not in found and value is not None and _three_numbers(value):
                     found[key] = tuple(float(v) for v in value)
             size = section.get("size")
             if "size" not in found and isinstance(size, dict) and isinstance(size.get("height"), int):

@@ -29,8 +29,8 @@ import numpy as np
 
 from napari_sam2.arrays import LazyArray, OneFrameStack
 from napari_sam2.conversions import DEFAULT_PERCENTILES, normalize_intensity, robust_limits
-from napari_sam2.errors import Sam2InputError
 from napari_sam2.engine.families import IMAGENET_MEAN, IMAGENET_STD
+from napari_sam2.errors import Sam2InputError
 
 if TYPE_CHECKING:
     import torch
@@ -319,8 +319,10 @@ class FrameSource:
         return np.repeat(mapped[..., None], 3, axis=-1) if mapped.ndim == 2 else mapped
 
     def model_input(self, t: int, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Frame ``t`` exactly as the network sees it: float32 tensor ``(3, S, S)``, normalised
-        with the model's mean and standard deviation, on ``device``."""
+        """Frame ``t`` exactly as the network sees it, on ``device``.
+
+        A float32 tensor ``(3, S, S)``, normalised with the model's mean and standard deviation.
+        """
         import torch
         import torch.nn.functional as F
 

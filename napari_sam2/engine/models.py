@@ -18,9 +18,10 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 
@@ -86,7 +87,9 @@ class Sam2Model:
     @property
     def family(self) -> ModelFamily:
         """SAM 2, SAM 3 tracker or EdgeTAM (see :mod:`napari_sam2.engine.families`)."""
-        return family_of(self.network)
+        family = family_of(self.network)
+        assert family is not None  # as_sam2_model and load_model accept only these families
+        return family
 
     @property
     def image_size(self) -> int:
@@ -105,8 +108,10 @@ class Sam2Model:
 
     @property
     def mask_size(self) -> int:
-        """Side of the low-resolution mask logits the decoder returns (a quarter of the input
-        for SAM 2 and EdgeTAM; 4 x the 72 image-feature side, 288, for SAM 3)."""
+        """Side of the low-resolution mask logits the decoder returns.
+
+        A quarter of the input for SAM 2 and EdgeTAM; 4 x the 72 image-feature side, 288, for SAM 3.
+        """
         return int(self.network.prompt_encoder.mask_input_size[0])
 
     @property
@@ -139,8 +144,10 @@ class Sam2Model:
 
 
 def as_sam2_model(model: Sam2Model | VideoNetwork) -> Sam2Model:
-    """Accept a :class:`Sam2Model` or a bare transformers video model of a known family
-    (``Sam2VideoModel``, ``Sam3TrackerVideoModel``, ``EdgeTamVideoModel``)."""
+    """Accept a :class:`Sam2Model` or a bare transformers video model of a known family.
+
+    ``Sam2VideoModel``, ``Sam3TrackerVideoModel`` or ``EdgeTamVideoModel``.
+    """
     if isinstance(model, Sam2Model):
         return model
     if family_of(model) is not None:
@@ -251,7 +258,8 @@ def load_model(
     target = resolve_device(device) if not _is_auto(device) else None
     _autocast_dtype(dtype, target or torch.device("cpu"))
     if not isinstance(compile, (bool, dict)):
-        raise ModelLoadError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
+        raise ModelLoadError("compile must be True, False or a dict of torch.compile options, "
+                             f"got {compile!r}")
     only_checkpoints = config is not None or image_size is not None
 
     if isinstance(name_or_path, Sam2Model) or _is_transformers_model(name_or_path):
@@ -347,6 +355,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    assert device is not None  # None is "auto" (above)
     try:
         dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
     except (RuntimeError, TypeError) as err:
@@ -408,7 +417,8 @@ def _autocast_dtype(dtype, device: torch.device) -> torch.dtype | None:
     chosen = _DTYPES[key]
     if chosen is None:
         return None
-    if device.type == "cuda" and chosen == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if (device.type == "cuda" and chosen == torch.bfloat16
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
         name = torch.cuda.get_device_name(device)
         raise ModelLoadError(
             f"dtype='bfloat16' was requested but {name} has no bfloat16 arithmetic (it needs an "

@@ -70,6 +70,7 @@ class ObjectState:
         return self.cond.get(frame) or self.non_cond.get(frame)
 
     def has_prompt(self, frame: int) -> bool:
+        """Whether the object has a click, box or mask prompt on ``frame``."""
         return frame in self.cond or frame in self.points or frame in self.masks
 
     def clear_frame(self, frame: int) -> None:
@@ -83,8 +84,11 @@ class ObjectState:
         self.prompts = [p for p in self.prompts if p.frame != frame]
 
     def prune(self, frame: int, keep_frames: int | None) -> None:
-        """Drop tracked outputs SAM 2 will not read again: those further than ``keep_frames``
-        from ``frame`` and from every prompted frame (None keeps them all)."""
+        """Drop tracked outputs SAM 2 will not read again.
+
+        Those further than ``keep_frames`` from ``frame`` and from every prompted frame (None
+        keeps them all).
+        """
         if keep_frames is None:
             return
         k = keep_frames

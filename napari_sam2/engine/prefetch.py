@@ -144,7 +144,8 @@ class Prefetcher(Sequence):
             self._consumed = pos
             self._cond.notify_all()  # room for the worker to go on
             generation = self._generation
-            while self._active and generation == self._generation and (self._next <= pos or self._busy == pos):
+            while (self._active and generation == self._generation
+                   and (self._next <= pos or self._busy == pos)):
                 self._cond.wait()
 
     def _encode_ahead(self, t: int) -> None:
@@ -160,7 +161,7 @@ class Prefetcher(Sequence):
         for f in upcoming:
             if f not in frames and not self._cache.has(f):
                 frames.append(f)
-        inputs = []
+        inputs: list = []  # model-input tensors, one per frame
         for f in frames:
             self._wait_for(f)  # the worker may be reading it right now
             with self._cond:

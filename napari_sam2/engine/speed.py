@@ -35,7 +35,9 @@ class _SharedSineEncoding(nn.Module):
     def forward(self, shape, device, dtype, mask=None):
         if mask is not None or torch.compiler.is_compiling():
             # a compiled graph folds the encoding into a constant itself
-            return self.inner(shape, device, dtype, mask=mask) if mask is not None else self.inner(shape, device, dtype)
+            if mask is not None:
+                return self.inner(shape, device, dtype, mask=mask)
+            return self.inner(shape, device, dtype)
         key = (tuple(shape), str(device), dtype, torch.is_inference_mode_enabled())
         value = self._built.get(key)
         if value is None:

@@ -169,6 +169,7 @@ class Tracker:
         return None
 
     def upsample(self, low_res_logits: torch.Tensor) -> np.ndarray:
+        """Low-resolution mask logits -> bool mask at the frame's size."""
         return mask_from_logits(low_res_logits, self.frame_shape)
 
     # ------------------------------------------------------------------ prompts

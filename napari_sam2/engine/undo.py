@@ -103,8 +103,10 @@ class UndoHistory:
 
     @contextlib.contextmanager
     def seeding(self, frame: int) -> Iterator[None]:
-        """Collect the edits of one ``add_label_image`` call into one entry (even if it fails
-        half-way: the objects seeded so far stay, and one undo reverts them)."""
+        """Collect the edits of one ``add_label_image`` call into one entry.
+
+        Even if it fails half-way: the objects seeded so far stay, and one undo reverts them.
+        """
         self._seeding = []
         try:
             yield

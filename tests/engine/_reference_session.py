@@ -34,7 +34,8 @@ class Reference:
 
     def box(self, frame, obj_id, box):
         xy = box_to_model_corners(box, self.s.frame_shape, self.s.model.image_size)
-        self._add(frame, obj_id, torch.from_numpy(xy)[None, None], torch.tensor([[[2, 3]]], dtype=torch.int32))
+        corners = torch.tensor([[[2, 3]]], dtype=torch.int32)  # SAM 2's box-corner labels
+        self._add(frame, obj_id, torch.from_numpy(xy)[None, None], corners)
 
     def _add(self, frame, obj_id, coords, labels):
         idx = self.state.obj_id_to_idx(obj_id)
@@ -45,7 +46,8 @@ class Reference:
     def mask(self, frame, obj_id, mask):
         s = self.s.model.image_size
         m = torch.from_numpy(np.asarray(mask, bool)).float()[None, None]
-        m = torch.nn.functional.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        m = torch.nn.functional.interpolate(m, size=(s, s), mode="bilinear", align_corners=False,
+                                            antialias=True)
         idx = self.state.obj_id_to_idx(obj_id)
         self.state.add_mask_inputs(idx, frame, (m >= 0.5).float())
         self.state.remove_point_inputs(idx, frame)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_sam2 import Sam2Session
-from napari_sam2.engine.cache import DiskFeatureStore, FeatureCache
+from napari_sam2.engine.cache import FeatureCache
 
 
 def _stack(n=8, h=40, w=52, seed=0):
@@ -158,7 +158,8 @@ def _flip_bits(path):
 
 
 def _chunk_files(store_path, array):
-    files = sorted(p for p in (store_path / array).rglob("*") if p.is_file() and not p.name.startswith((".", "zarr")))
+    files = sorted(p for p in (store_path / array).rglob("*")
+                   if p.is_file() and not p.name.startswith((".", "zarr")))
     assert files, f"no chunk file for {array} in {store_path}"
     return files
 
@@ -180,7 +181,8 @@ def test_damaged_frame_chunk_is_recomputed_and_logged(tiny_model, tmp_path, monk
         masks = _track(second)
     assert enc.calls == 1, "only the damaged frame is encoded again"
     assert second.cache.store.damaged == [3]
-    assert "frame 3's stored features fail their checksum" in caplog.text and "recomputing frame 3" in caplog.text
+    assert "frame 3's stored features fail their checksum" in caplog.text
+    assert "recomputing frame 3" in caplog.text
     for a, b in zip(masks, plain):
         np.testing.assert_array_equal(a, b)
     second.cache.store.flush()  # the recomputed frame was written back: the store is whole again
@@ -195,7 +197,8 @@ def test_damaged_position_encodings_are_recomputed_and_rewritten(tiny_model, tmp
     first = Sam2Session(tiny_model, stack, disk_cache=tmp_path, cache_frames=len(stack))
     _track(first)
     first.cache.store.flush()
-    shared = sorted(p.name for p in first.cache.store.path.iterdir() if p.name.startswith("vision_pos_embeds_"))
+    shared = sorted(p.name for p in first.cache.store.path.iterdir()
+                    if p.name.startswith("vision_pos_embeds_"))
     assert shared
     _flip_bits(_chunk_files(first.cache.store.path, shared[-1])[0])
 
@@ -204,7 +207,8 @@ def test_damaged_position_encodings_are_recomputed_and_rewritten(tiny_model, tmp
         second = Sam2Session(tiny_model, stack, disk_cache=tmp_path)
         masks = _track(second)
         second.cache.store.flush()
-    assert "fail their checksum" in caplog.text and "rewrote the damaged shared vision_pos_embeds" in caplog.text
+    assert "fail their checksum" in caplog.text
+    assert "rewrote the damaged shared vision_pos_embeds" in caplog.text
     assert enc.calls >= 1 and second.cache.store.enabled
     for a, b in zip(masks, plain):
         np.testing.assert_array_equal(a, b)  # never the damaged encodings: masks are exact

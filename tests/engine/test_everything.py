@@ -65,7 +65,7 @@ def test_point_grid_and_crop_boxes():
     assert boxes[0] == ((0, 0, 100, 160), 0)
     assert [layer for _, layer in boxes] == [0, 1, 1, 1, 1]
     cover = np.zeros((100, 160), int)
-    for (r0, c0, r1, c1), layer in boxes[1:]:
+    for (r0, c0, r1, c1), _layer in boxes[1:]:
         assert 0 <= r0 < r1 <= 100 and 0 <= c0 < c1 <= 160
         cover[r0:r1, c0:c1] += 1
     assert cover.min() >= 1 and cover.max() == 4  # every pixel covered, crops overlap
@@ -258,10 +258,12 @@ def test_crop_layers_and_progress(tiny_model, blobs_stack):
     with session.model.inference():
         feats = ev.frame_features(session.model, session.cache, session._frames, 1)
         found = ev.generate_masks(session.model, feats, session.frame_shape,
-                                  ev.AutoMaskSettings(points_per_side=4, crop_n_layers=1, min_area=0, **LOOSE),
+                                  ev.AutoMaskSettings(points_per_side=4, crop_n_layers=1, min_area=0,
+                                                      **LOOSE),
                                   image=session.source.normalized(1))
     for m in found:  # every mask lies inside the crop it came from
-        assert m.crop[0] <= m.bbox[0] < m.bbox[2] <= m.crop[2] and m.crop[1] <= m.bbox[1] < m.bbox[3] <= m.crop[3]
+        assert m.crop[0] <= m.bbox[0] < m.bbox[2] <= m.crop[2]
+        assert m.crop[1] <= m.bbox[1] < m.bbox[3] <= m.crop[3]
 
     class Stop(Exception):
         pass

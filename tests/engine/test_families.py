@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 
+import _reference_session
 import numpy as np
 import pytest
 import torch
@@ -23,8 +24,6 @@ from napari_sam2.engine.families import FAMILIES
 from napari_sam2.engine.tracking import mask_from_logits
 from napari_sam2.errors import ModelLoadError
 from napari_sam2.testing import make_tiny_model, save_tiny_model
-
-import _reference_session
 
 FAMILY_KEYS = ["sam3", "edgetam"]
 
@@ -39,8 +38,10 @@ class Reference(_reference_session.Reference):
     """The family's own session, with a correction click kept as SAM 2's predictor keeps it."""
 
     def correct(self, frame, obj_id, points, labels):
-        """A click on a tracked frame, refining its mask, kept as a conditioning frame (as the
-        engine and SAM 2's own predictor do); returns the corrected mask."""
+        """A click on a tracked frame, refining its mask; returns the corrected mask.
+
+        The frame is kept as a conditioning frame, as the engine and SAM 2's own predictor do.
+        """
         net = self.model
         idx = self.state.obj_id_to_idx(obj_id)
         xy = rowcol_to_model_xy(points, self.s.frame_shape, self.s.model.image_size)
@@ -266,8 +267,10 @@ def test_edgetam_without_timm_is_a_clear_error(tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a, **k: None if name in ("timm", "torchvision") else real(name, *a, **k))
+    def find_spec(name, *a, **k):
+        return None if name in ("timm", "torchvision") else real(name, *a, **k)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(ModelLoadError, match=r"pip install 'napari-sam2\[edgetam\]'") as info:
         load_model(folder, device="cpu")
     assert "timm" in str(info.value) and "\n" not in str(info.value)

@@ -83,7 +83,8 @@ def test_a_precision_the_device_cannot_use_is_refused(monkeypatch):
 
     class Refusing(real):
         def __init__(self, device_type, dtype=None, **kwargs):
-            warnings.warn("In CPU autocast, but the target dtype is not supported. Disabling autocast.")
+            warnings.warn("In CPU autocast, but the target dtype is not supported. Disabling autocast.",
+                          stacklevel=2)
             super().__init__(device_type, dtype=dtype, enabled=False)
 
     monkeypatch.setattr(torch, "autocast", Refusing)

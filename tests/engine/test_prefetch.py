@@ -40,7 +40,8 @@ class SlowStack:
 def _stack(n=7, h=40, w=52, seed=2):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
-    frames = [40 * rng.random((h, w)) + 170 * (((yy - 18 - i) ** 2 + (xx - 20 - i) ** 2) < 81) for i in range(n)]
+    frames = [40 * rng.random((h, w)) + 170 * (((yy - 18 - i) ** 2 + (xx - 20 - i) ** 2) < 81)
+              for i in range(n)]
     return np.stack(frames).astype(np.uint8)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _reference_session import Reference
+
 from napari_sam2 import Sam2Session
 from napari_sam2.engine.tracking import mask_from_logits
 

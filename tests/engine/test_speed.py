@@ -14,7 +14,6 @@ from napari_sam2.engine import speed
 from napari_sam2.engine.frames import FrameSource
 from napari_sam2.testing import make_tiny_model
 
-
 # torch.compile's graph capture of the whole network takes over a quarter of an hour on a
 # 2-core CPU: these run where NAPARI_SAM2_TEST_COMPILE=1 is set (a GPU machine, a release check)
 needs_compile_time = pytest.mark.skipif(

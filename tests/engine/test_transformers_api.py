@@ -50,10 +50,12 @@ MODULES = ("prompt_encoder", "mask_decoder", "object_pointer_proj", "no_object_p
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_private_methods_keep_their_signature(name):
     method = getattr(Sam2VideoModel, name, None)
-    assert method is not None, f"transformers.Sam2VideoModel.{name} is gone: adapt napari_sam2/engine/adapter.py"
+    assert method is not None, (f"transformers.Sam2VideoModel.{name} is gone: "
+                                "adapt napari_sam2/engine/adapter.py")
     params = list(inspect.signature(method).parameters)
     missing = [p for p in REQUIRED[name] if p not in params]
-    assert not missing, f"Sam2VideoModel.{name} lost parameters {missing}: adapt napari_sam2/engine/adapter.py"
+    assert not missing, (f"Sam2VideoModel.{name} lost parameters {missing}: "
+                         "adapt napari_sam2/engine/adapter.py")
 
 
 def test_inference_session_layout(tiny_model):
@@ -146,5 +148,6 @@ def test_batched_memory_attention_equals_transformers(tiny_model, blobs_stack):
             torch.testing.assert_close(one, ref, rtol=0, atol=0)
         assert ad.memory_signature(states[0], 4, False, s.n_frames) == \
             ad.memory_signature(states[1], 4, False, s.n_frames) == ((0,), (3, 2, 1))
-        both = ad.condition_on_memory(states, 4, feats, pos, is_init=False, n_frames=s.n_frames, reverse=False)
+        both = ad.condition_on_memory(states, 4, feats, pos, is_init=False, n_frames=s.n_frames,
+                                      reverse=False)
         torch.testing.assert_close(both, torch.cat(refs), rtol=1e-5, atol=1e-5)
