@@ -24,6 +24,7 @@ import signal
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 from napari_sam2.errors import CliError, ModelLoadError
 
@@ -333,7 +334,8 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
 
     if model is None:
         model = _load_model(args, settings)
-    contrast = list(args.contrast) if args.contrast is not None else (settings.contrast or "auto")
+    # a session file's contrast is "auto" or limits as JSON lists; FrameSource checks its shape
+    contrast: Any = list(args.contrast) if args.contrast is not None else (settings.contrast or "auto")
     channels = args.channels if args.channels is not None else settings.channels
     session = Sam2Session(model, frames, channels=channels, contrast=contrast)
     prompted = f"{len(session_file.objects)} object(s), " if args.prompts else ""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_sam2.arrays import ArrayLike, OneFrameStack
+from napari_sam2.arrays import LazyArray, OneFrameStack
 from napari_sam2.errors import ImageReadError
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class ImageStack:
         Anything else worth keeping (ImageJ or OME metadata, the video frame rate).
     """
 
-    data: ArrayLike
+    data: LazyArray
     axes: str
     scale: tuple
     units: tuple
@@ -573,7 +573,7 @@ def _read_tiff(path: Path) -> ImageStack:
                      f"mode with no slices or frames (as tifffile writes a stack without axes "
                      f"metadata): read as {n} slices. If they really are the channels of one image, "
                      "save it as a composite (Fiji: Image > Color > Make Composite)")
-    data: ArrayLike
+    data: LazyArray
     try:
         # level 0: a pyramid's store would be a group of all its levels; this is the full size
         data = zarr.open_array(series.aszarr(level=0), mode="r")
