@@ -39,7 +39,7 @@ class DockFiles:
     # ------------------------------------------------------------------ export
     def tracked_labels(self):
         """The labels of the stack the session tracks: ``(T, Y, X)`` (or ``(Y, X)``)."""
-        lay = self.layout_
+        lay = self.stack_layout
         if self.labels_layer is None or lay is None:
             raise ValueError("there are no SAM 2 labels yet: click on an object first")
         if lay.is_single_image or lay.ndim == 3:
@@ -53,7 +53,7 @@ class DockFiles:
         from napari_sam2.io.writers import write_labels
 
         data = self.tracked_labels()
-        geometry = labels_geometry(self.image_layer, self.layout_, self.axis_kind.currentText())
+        geometry = labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText())
         out = write_labels(path, np.asarray(data), geometry)
         self.say(f"labels exported to {out} ({'z' if geometry.axis_name == 'Z' else 'time'} axis, "
                  f"pixel {abs(geometry.scale[-1]):g} {geometry.units[1] or 'px'})")
@@ -81,10 +81,10 @@ class DockFiles:
         extra = {"channel_layers": layers} if layers else {}
         labels_path = path.with_name(path.stem + LABELS_SUFFIX)
         write_labels(labels_path, np.asarray(self.tracked_labels()),
-                     labels_geometry(self.image_layer, self.layout_, self.axis_kind.currentText()))
+                     labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText()))
         extra["labels_file"] = labels_path.name
         extra["axis_kind"] = self.axis_kind.currentText()
-        settings = SessionSettings(model=model, axis=self.layout_.video_axis,
+        settings = SessionSettings(model=model, axis=self.stack_layout.video_axis,
                                    image_layer=self.image_layer.name,
                                    channels=None if layers else self.session_channels, extra=extra)
         sf = session_from_engine(self.session, settings, names=self.objects)
@@ -148,7 +148,7 @@ class DockFiles:
             self._replay(sf, done, progress="Loading session")
 
         if self.model is None:
-            self.load_model(then=start_replay)
+            self.load_chosen_model(then=start_replay)
         else:
             start_replay()
 
