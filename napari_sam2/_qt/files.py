@@ -3,8 +3,9 @@
 A saved session is the session file (prompts, objects, settings; the command line reads it too)
 plus, next to it, the label volume as an ImageJ TIFF, referenced from the file's settings
 (``extra["labels_file"]``): loading shows the masks at once, without propagating again.
-Export writes the tracked stack's labels with the image's voxel size and units, and says whether
-the tracked axis is z or time (ImageJ slices or frames, OME-Zarr axis type).
+Export (the form is in :mod:`~napari_sam2._qt.export_form`) writes the tracked stack's labels
+with the image's voxel size and units, and says whether the tracked axis is z or time (ImageJ
+slices or frames, the OME axis type).
 """
 
 from __future__ import annotations
@@ -49,22 +50,27 @@ class DockFiles:
         return self.labels_layer.data[tuple(index)]
 
     def export_labels(self, path) -> Path:
-        """Write the labels as ImageJ TIFF (``.tif``) or OME-Zarr (``.zarr``)."""
+        """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr
+        (``.zarr``), with the image's voxel size and units and the tracked axis as time or z."""
+        from napari_sam2._qt.export_form import LabelFormat
         from napari_sam2.io.writers import write_labels
 
         data = self.tracked_labels()
         geometry = labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText())
         out = write_labels(path, np.asarray(data), geometry)
-        self.say(f"labels exported to {out} ({'z' if geometry.axis_name == 'Z' else 'time'} axis, "
+        fmt = LabelFormat.of(out)
+        self.say(f"labels exported to {out} ({fmt.value.split(' (')[0] if fmt else 'labels'}, "
+                 f"{'z' if geometry.axis_name == 'Z' else 'time'} axis, "
                  f"pixel {abs(geometry.scale[-1]):g} {geometry.units[1] or 'px'})")
         return out
 
-    def _export_dialog(self):
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export SAM 2 labels", "labels.tif",
-            "ImageJ TIFF (*.tif);;OME-Zarr (*.zarr)")
-        if path:
-            self.export_labels(path)
+    def show_export_form(self) -> None:
+        """Open the "Export labels…" form (format, file, what the tracked axis is)."""
+        from napari_sam2._qt.export_form import ExportForm
+
+        if getattr(self, "export_form", None) is None:
+            self.export_form = ExportForm(self)
+        self.export_form.show()
 
     # ------------------------------------------------------------------ sessions
     def save_session(self, path) -> Path:

@@ -116,7 +116,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
                              (self.next_flagged_button, self.next_flagged),
                              (self.save_button, self._save_dialog),
                              (self.load_session_button, self._load_dialog),
-                             (self.export_button, self._export_dialog)):
+                             (self.export_button, self.show_export_form)):
             press(button, slot)
 
     def _guard(self, fn, *args):

@@ -102,3 +102,16 @@ def test_labels_writer_writes_ome_tiff_for_an_ome_tif_name(tmp_path):
         assert tif.is_ome and tif.series[0].axes == "ZYX"
         assert 'PhysicalSizeZ="2.5"' in tif.ome_metadata and 'PhysicalSizeX="0.8"' in tif.ome_metadata
         np.testing.assert_array_equal(tif.asarray(), layer.data)
+
+
+def test_napari_save_dialog_offers_the_sam2_writer_for_labels():
+    from napari.layers import Labels
+    from napari.plugins import _initialize_plugins
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+
+    _initialize_plugins()
+    filters, writers = file_extensions_string_for_layers([Labels(np.zeros((2, 4, 4), np.uint16))])
+    ours = [i for i, w in enumerate(writers) if w.command == "napari-sam2.write_labels"]
+    assert ours, [w.command for w in writers]
+    entry = filters.split(";;")[ours[0]]
+    assert entry.startswith("SAM 2 labels (ImageJ TIFF, OME-TIFF, OME-Zarr) (") and "*.ome.tif" in entry, entry
