@@ -259,3 +259,14 @@ def test_model_loads_in_the_real_worker_with_progress_and_failures_are_notified(
     assert widget.model is not None and str(widget.model.device) == "cpu"
     assert widget.model_progress, "the engine's progress reached the GUI thread"
     assert widget.load_button.isEnabled() and "on cpu" in widget.model_status.text()
+
+
+def test_propagated_frames_are_drawn_only_when_on_screen(widget):
+    obj = widget.new_object()
+    _click(widget, 0, 30, 30)
+    widget.go_to_frame(6)
+    before = widget.view.refreshes
+    widget.propagate()  # writes frames 1-7; only frame 6 is on screen
+    assert all((widget.labels_layer.data[f] == obj).any() for f in range(8))
+    assert widget.view.refreshes - before <= 2, "frame 6 once, then the thumbnail at the end"
+    assert widget.view.refreshes - before >= 1, "the frame on screen is shown"
