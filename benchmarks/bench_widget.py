@@ -126,7 +126,7 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
     viewer.window.add_dock_widget(dock, name="SAM 2", area="right")
     dock.model_path.setText(str(model_dir))
     dock.device_combo.setCurrentText("cpu")
-    dock.load_model()
+    dock.load_chosen_model()
     dock.wait(300)
     viewer.dims.set_current_step(0, 0)
     app.processEvents()

@@ -38,7 +38,7 @@ def main(model=None):
     widget.synchronous = True
     widget.model_path.setText(model)
     widget.device_combo.setCurrentText("cpu")
-    widget.load_model()  # the prompt layers appear, Image and Model fold
+    widget.load_chosen_model()  # the prompt layers appear, Image and Model fold
 
     def shot(name):
         for _ in range(5):

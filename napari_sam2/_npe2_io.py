@@ -2,8 +2,9 @@
 
 * :func:`get_video_reader` -- videos (mp4, avi, mov, mkv, webm, m4v, gif) as a lazy
   ``(T, Y, X, 3)`` RGB image: napari's built-in reader decodes every frame into memory first.
-* :func:`write_labels_layer` -- a labels layer to an ImageJ TIFF or an OME-Zarr image, with the
-  layer's scale as voxel size and, when the layer's metadata carries them (see
+* :func:`write_labels_layer` -- a labels layer to an ImageJ TIFF, an OME-TIFF (``.ome.tif``) or
+  an OME-Zarr image, with the layer's scale as voxel size, its axis labels saying whether the
+  first axis is z or time, and, when the layer's metadata carries them (see
   :func:`stack_layer_data`), a GeoTIFF's georeferencing tags.
 
 Nothing here imports Qt or napari; dask is imported when a file is read.
@@ -143,7 +144,8 @@ def geometry_from_layer_meta(meta: dict, ndim: int) -> FrameGeometry:
 
 
 def write_labels_layer(path: str, data, meta: dict) -> list[str]:
-    """npe2 writer: a 2-D or 3-D labels layer to ``.tif``/``.tiff`` (ImageJ) or ``.zarr`` (OME-Zarr)."""
+    """npe2 writer: a 2-D or 3-D labels layer to ``.tif``/``.tiff`` (ImageJ), ``.ome.tif``
+    (OME-TIFF) or ``.zarr`` (OME-Zarr)."""
     from napari_sam2.io.writers import write_labels
 
     ndim = len(np.shape(data)) if not hasattr(data, "ndim") else data.ndim

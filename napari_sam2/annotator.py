@@ -106,18 +106,28 @@ class Annotator:
     def delete_objects(self, obj_ids) -> EditRun:
         """Remove objects: their memory in the engine and their pixels (one undoable run)."""
         obj_ids = [int(i) for i in obj_ids if int(i) in self.objects]
-        run = EditRun("delete " + ", ".join(f"object {i}" for i in obj_ids))
+        return self.finish_delete(obj_ids, self.prepare_delete(obj_ids))
+
+    def prepare_delete(self, obj_ids) -> list[FrameWrite]:
+        """Worker side of :meth:`delete_objects`: forget the objects in the engine and prepare
+        the frames that lose their pixels (the labels are only read)."""
+        obj_ids = [int(i) for i in obj_ids]
         for obj_id in obj_ids:
             if self.session is not None and obj_id in self.session.objects:
                 self.session.remove_object(obj_id)
-        if self.labels is not None and self.layout is not None and obj_ids:
-            empty = np.zeros(self.labels.shape[-2:], bool)
-            for f in range(self.layout.n_frames):
-                edit = self.apply(self.prepare(f, {i: empty for i in obj_ids}))
-                if edit is not None:
-                    run.edits.append(edit)
+        if self.labels is None or self.layout is None or not obj_ids:
+            return []
+        empty = np.zeros(self.labels.shape[-2:], bool)
+        writes = (self.prepare(f, {i: empty for i in obj_ids}) for f in range(self.layout.n_frames))
+        return [w for w in writes if w.region is not None]
+
+    def finish_delete(self, obj_ids, writes) -> EditRun:
+        """GUI side of :meth:`delete_objects`: write the prepared frames, drop the objects."""
+        obj_ids = [int(i) for i in obj_ids]
+        run = EditRun("delete " + ", ".join(f"object {i}" for i in obj_ids))
+        run.edits = [e for e in map(self.apply, writes) if e is not None]
         for obj_id in obj_ids:
-            del self.objects[obj_id]
+            self.objects.pop(obj_id, None)
             if self.active_id == obj_id:
                 self.active_id = None
         self.push_run(run)
@@ -175,6 +185,24 @@ class Annotator:
                 known.pop(obj_id, None)
         return edit
 
+    def prompt(self, frame: int, obj_id: int, call) -> FrameWrite:
+        """Worker side of a prompt: run the engine ``call(session)`` and prepare its mask.
+
+        ``call`` returns the mask the engine computed for the prompt (``add_points``,
+        ``add_box``, ``add_mask``), which is what gets painted; when it returns None (a cleared
+        prompt) the engine's remaining mask for that frame is painted (maybe nothing).
+        """
+        mask = call(self.session)
+        if mask is None:
+            mask = self.engine_mask(frame, obj_id)
+        return self.prepare(frame, {obj_id: np.asarray(mask, bool)})
+
+    def commit(self, write: FrameWrite, label: str) -> FrameEdit | None:
+        """GUI side of a prompt (or seed, or undo): write a prepared frame as one undoable step."""
+        edit = self.apply(write)
+        self.push_run(EditRun(label, [edit] if edit is not None else []))
+        return edit
+
     def paint(self, frame: int, masks: dict, label: str) -> EditRun:
         """Paint masks on one frame as one undoable step (a prompt, an undo, a loaded session)."""
         edit = self.apply(self.prepare(frame, masks))
@@ -194,19 +222,12 @@ class Annotator:
             self.runs.append(run)
             del self.runs[:-UNDO_DEPTH]
 
-    def _undo_run(self, run: EditRun) -> None:
-        run.undo(self.labels)
-        self.epoch += 1
-        for edit in run.edits:
-            frame = edit.index[self.layout.video_axis] if not self.layout.is_single_image else 0
-            self.forget_where(int(frame))
-
     # ------------------------------------------------------------------ undo
     def undo_prompt(self):
         """Undo the engine's last prompt and repaint its frame; ``(frame, obj id)`` or None."""
         res, write = self.undo_prompt_prepared()
         if write is not None:
-            self.push_run(EditRun("undo", [e for e in [self.apply(write)] if e is not None]))
+            self.commit(write, "undo")
         return res
 
     def undo_prompt_prepared(self):
@@ -235,7 +256,10 @@ class Annotator:
 
     def undo_run(self, run: EditRun) -> None:
         """Put back the pixels a run changed (may run in a worker: a masked copy per frame)."""
-        self._undo_run(run)
+        run.undo(self.labels)
+        self.epoch += 1
+        for frame in self.frames_of(run):
+            self.forget_where(frame)
 
     def frames_of(self, run: EditRun) -> list[int]:
         """The frame numbers a run wrote."""

@@ -9,8 +9,16 @@ import sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import threading
+import time
+
 import numpy as np
 import pytest
+
+#: threads the engine starts for a piece of work and ends with it (engine/prefetch.py, engine/cache.py)
+ENGINE_THREADS = ("sam2-prefetch", "sam2-feature-store")
+#: how long such a thread may take, once its work is stopped, to finish the frame it is on
+ENGINE_THREAD_GRACE_S = 10.0
 
 
 def _has_display() -> bool:
@@ -25,6 +33,29 @@ def pytest_collection_modifyitems(config, items):
         uses_viewer = "make_napari_viewer" in getattr(item, "fixturenames", ())
         if "_qt" in item.path.parts or uses_viewer or item.get_closest_marker("gui"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_thread_left_running():
+    """Fail a test that leaves a prefetch or feature-store thread running.
+
+    An idle session holds no thread: a propagation that is closed (or runs to its end) stops
+    its prefetcher, and the feature store's writer ends when its queue is empty. A thread still
+    there after the test means a propagation left open or a store never drained, which in the
+    dock or a batch run would keep reading frames or holding memory.
+    """
+    def engine_threads():
+        return [t for t in threading.enumerate() if t.name.startswith(ENGINE_THREADS)]
+
+    before = set(engine_threads())
+    yield
+    deadline = time.monotonic() + ENGINE_THREAD_GRACE_S
+    started = [t for t in engine_threads() if t not in before]
+    for thread in started:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    running = [t.name for t in started if t.is_alive()]
+    assert not running, (f"the test left {running} running: close the propagation it started "
+                         "(generator.close(), or run it to its end) or flush its feature store")
 
 
 @pytest.fixture(scope="session", autouse=True)

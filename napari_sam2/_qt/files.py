@@ -3,8 +3,9 @@
 A saved session is the session file (prompts, objects, settings; the command line reads it too)
 plus, next to it, the label volume as an ImageJ TIFF, referenced from the file's settings
 (``extra["labels_file"]``): loading shows the masks at once, without propagating again.
-Export writes the tracked stack's labels with the image's voxel size and units, and says whether
-the tracked axis is z or time (ImageJ slices or frames, OME-Zarr axis type).
+Export (the form is in :mod:`~napari_sam2._qt.export_form`) writes the tracked stack's labels
+with the image's voxel size and units, and says whether the tracked axis is z or time (ImageJ
+slices or frames, the OME axis type).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class DockFiles:
     # ------------------------------------------------------------------ export
     def tracked_labels(self):
         """The labels of the stack the session tracks: ``(T, Y, X)`` (or ``(Y, X)``)."""
-        lay = self.layout_
+        lay = self.stack_layout
         if self.labels_layer is None or lay is None:
             raise ValueError("there are no SAM 2 labels yet: click on an object first")
         if lay.is_single_image or lay.ndim == 3:
@@ -49,22 +50,27 @@ class DockFiles:
         return self.labels_layer.data[tuple(index)]
 
     def export_labels(self, path) -> Path:
-        """Write the labels as ImageJ TIFF (``.tif``) or OME-Zarr (``.zarr``)."""
+        """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr
+        (``.zarr``), with the image's voxel size and units and the tracked axis as time or z."""
+        from napari_sam2._qt.export_form import LabelFormat
         from napari_sam2.io.writers import write_labels
 
         data = self.tracked_labels()
-        geometry = labels_geometry(self.image_layer, self.layout_, self.axis_kind.currentText())
+        geometry = labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText())
         out = write_labels(path, np.asarray(data), geometry)
-        self.say(f"labels exported to {out} ({'z' if geometry.axis_name == 'Z' else 'time'} axis, "
+        fmt = LabelFormat.of(out)
+        self.say(f"labels exported to {out} ({fmt.value.split(' (')[0] if fmt else 'labels'}, "
+                 f"{'z' if geometry.axis_name == 'Z' else 'time'} axis, "
                  f"pixel {abs(geometry.scale[-1]):g} {geometry.units[1] or 'px'})")
         return out
 
-    def _export_dialog(self):
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export SAM 2 labels", "labels.tif",
-            "ImageJ TIFF (*.tif);;OME-Zarr (*.zarr)")
-        if path:
-            self.export_labels(path)
+    def show_export_form(self) -> None:
+        """Open the "Export labels…" form (format, file, what the tracked axis is)."""
+        from napari_sam2._qt.export_form import ExportForm
+
+        if getattr(self, "export_form", None) is None:
+            self.export_form = ExportForm(self)
+        self.export_form.show()
 
     # ------------------------------------------------------------------ sessions
     def save_session(self, path) -> Path:
@@ -81,10 +87,10 @@ class DockFiles:
         extra = {"channel_layers": layers} if layers else {}
         labels_path = path.with_name(path.stem + LABELS_SUFFIX)
         write_labels(labels_path, np.asarray(self.tracked_labels()),
-                     labels_geometry(self.image_layer, self.layout_, self.axis_kind.currentText()))
+                     labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText()))
         extra["labels_file"] = labels_path.name
         extra["axis_kind"] = self.axis_kind.currentText()
-        settings = SessionSettings(model=model, axis=self.layout_.video_axis,
+        settings = SessionSettings(model=model, axis=self.stack_layout.video_axis,
                                    image_layer=self.image_layer.name,
                                    channels=None if layers else self.session_channels, extra=extra)
         sf = session_from_engine(self.session, settings, names=self.objects)
@@ -148,7 +154,7 @@ class DockFiles:
             self._replay(sf, done, progress="Loading session")
 
         if self.model is None:
-            self.load_model(then=start_replay)
+            self.load_chosen_model(then=start_replay)
         else:
             start_replay()
 

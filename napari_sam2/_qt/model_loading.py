@@ -4,75 +4,101 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["load_in_worker"]
+from qtpy.QtWidgets import QFileDialog
+
+__all__ = ["ModelLoading"]
 
 
-def load_in_worker(dock, then=None) -> None:
-    """Load the dock's chosen model in a worker; ``dock._model_loaded`` receives it.
+class ModelLoading:
+    """The Model section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
-    ``napari_sam2.load_model`` blocks and reports progress through a callback; it runs in a
-    helper thread whose reports come back through a queue, so that the worker (a generator)
-    yields them to the GUI thread.
-    """
-    from napari.utils import progress as activity_progress
+    def _browse_model(self):
+        path, _ = QFileDialog.getOpenFileName(self, "SAM 2 checkpoint", "",
+                                              "Checkpoints (*.pt *.pth *.safetensors *.json)")
+        if path:
+            self.model_path.setText(str(Path(path).parent if path.endswith(".json") else path))
 
-    source = dock.model_path.text().strip() or dock.size_combo.currentText()
-    device = dock.device_combo.currentText()
-    previous_status = dock.model_status.text()
-    dock.model_status.setText(f"loading {source}…")
-    dock.load_button.setEnabled(False)
-    dock.say(f"loading {source}…")
-    bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
-    dock.model_progress = []  # (done, total, message) as reported, for the status line
+    def load_chosen_model(self, then=None) -> None:
+        """Load the model chosen in the dock in a worker; then the prompt layers are ready.
 
-    def work():
-        import queue
-        import threading
+        Download and loading progress goes to a bar in napari's activity dock and to the model
+        line; ``then`` is called on the GUI thread once the model is there (not after a failure).
+        ``napari_sam2.load_model`` blocks and reports progress through a callback: it runs in a
+        helper thread whose reports come back through a queue, so that the worker (a generator)
+        yields them to the GUI thread.
+        """
+        from napari.utils import progress as activity_progress
 
-        from napari_sam2 import load_model
+        source = self.model_path.text().strip() or self.size_combo.currentText()
+        device = self.device_combo.currentText()
+        previous_status = self.model_status.text()
+        self.model_status.setText(f"loading {source}…")
+        self.load_button.setEnabled(False)
+        self.say(f"loading {source}…")
+        bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
+        self.model_progress = []  # (done, total, message) as reported, for the status line
 
-        reports: queue.Queue = queue.Queue()
-        out: dict = {}
+        def work():
+            import queue
+            import threading
 
-        def run():
-            try:
-                out["model"] = load_model(source, device=device, progress=lambda *r: reports.put(r))
-            except BaseException as err:  # noqa: BLE001 - re-raised in the worker below
-                out["error"] = err
-            finally:
-                reports.put(None)
+            from napari_sam2 import load_model
 
-        threading.Thread(target=run, name="napari-sam2 model loading", daemon=True).start()
-        while (report := reports.get()) is not None:
-            yield report
-        if "error" in out:
-            raise out["error"]
-        return out["model"]
+            reports: queue.Queue = queue.Queue()
+            out: dict = {}
 
-    def on_progress(report):
-        done, total, message = report
-        dock.model_progress.append(report)
-        if total > 0 and bar.total != total:
-            bar.total = total
-        bar.n = min(done, total) if total > 0 else done
-        bar.update(0)  # emits the new value to the activity dock
-        if message:
-            bar.set_description(message)
-        percent = f" {100 * done / total:.0f} %" if total > 0 else ""
-        dock.model_status.setText(f"{message or 'loading'}{percent}")
+            def run():
+                try:
+                    out["model"] = load_model(source, device=device, progress=lambda *r: reports.put(r))
+                except BaseException as err:  # noqa: BLE001 - re-raised in the worker below
+                    out["error"] = err
+                finally:
+                    reports.put(None)
 
-    loaded = []
+            threading.Thread(target=run, name="napari-sam2 model loading", daemon=True).start()
+            while (report := reports.get()) is not None:
+                yield report
+            if "error" in out:
+                raise out["error"]
+            return out["model"]
 
-    def done(model):
-        loaded.append(model)
-        dock._model_loaded(model, source)
-        if then is not None:
-            then()
+        def on_progress(report):
+            done, total, message = report
+            self.model_progress.append(report)
+            if total > 0 and bar.total != total:
+                bar.total = total
+            bar.n = min(done, total) if total > 0 else done
+            bar.update(0)  # emits the new value to the activity dock
+            if message:
+                bar.set_description(message)
+            percent = f" {100 * done / total:.0f} %" if total > 0 else ""
+            self.model_status.setText(f"{message or 'loading'}{percent}")
 
-    def finished():
-        bar.close()
-        dock.load_button.setEnabled(True)
-        if not loaded:  # failed: the status line says why; the previous model stays
-            dock.model_status.setText(previous_status if dock.model is not None else "no model loaded")
+        loaded = []
 
-    dock.tasks.submit(work, done, on_yield=on_progress, on_finish=finished)
+        def done(model):
+            loaded.append(model)
+            self._model_loaded(model, source)
+            if then is not None:
+                then()
+
+        def finished():
+            bar.close()
+            self.load_button.setEnabled(True)
+            if not loaded:  # failed: the status line says why; the previous model stays
+                self.model_status.setText(previous_status if self.model is not None else "no model loaded")
+
+        self.tasks.submit(work, done, on_yield=on_progress, on_finish=finished)
+
+    def _model_loaded(self, model, source):
+        self.model = model
+        self.model_status.setText(f"{Path(str(source)).name} on {model.device}")
+        self._reset_session()
+        if self.image_layer is not None:
+            self.ensure_session()  # the labels and prompt layers appear: the next click segments
+            self.image_section.set_expanded(False)
+            self.model_section.set_expanded(False)
+            self.say(f"model loaded: click on an object to segment it ({self.unit} "
+                     f"0-{self.stack_layout.n_frames - 1}); N for a new object")
+        else:
+            self.say("model loaded: open an image to segment")

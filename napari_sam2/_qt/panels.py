@@ -202,7 +202,7 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.save_button = QPushButton("Save session…")
     w.load_session_button = QPushButton("Load session…")
     box.addLayout(_row(w.save_button, w.load_session_button))
-    w.export_button = QPushButton("Export labels…", toolTip="ImageJ TIFF or OME-Zarr "
+    w.export_button = QPushButton("Export labels…", toolTip="ImageJ TIFF, OME-TIFF or OME-Zarr "
                                   "with the image's voxel size and units")
     box.addWidget(w.export_button)
     col.addWidget(w.files_section)

@@ -1,4 +1,4 @@
-"""The widget's prompt layers: a Points layer for clicks and a Shapes layer for boxes.
+"""The dock's prompt layers: a Points layer for clicks and a Shapes layer for boxes.
 
 Points carry two features: ``obj_id`` (the object the click belongs to) and ``positive``
 (green: on the object, red: background). Whenever the Points layer changes, its points are
@@ -34,8 +34,8 @@ BOX_EDGE_SCREEN_PX = 2.0
 class PromptLayers:
     """Keeps the prompt layers and the engine's prompts in step."""
 
-    def __init__(self, widget):
-        self.w = widget
+    def __init__(self, dock):
+        self.dock = dock
         self.points = None
         self.shapes = None
         self.positive = True
@@ -45,9 +45,9 @@ class PromptLayers:
 
     # ------------------------------------------------------------------ layers
     def ensure_layers(self):
-        viewer = self.w.viewer
-        img = self.w.image_layer
-        nd = self.w.layout_.ndim
+        viewer = self.dock.viewer
+        img = self.dock.image_layer
+        nd = self.dock.stack_layout.ndim
         geo = {"scale": img.scale[:nd], "translate": img.translate[:nd],
                "axis_labels": tuple(img.axis_labels[:nd]), "units": tuple(img.units[:nd])}
         if self.points is None or self.points not in viewer.layers:
@@ -69,23 +69,23 @@ class PromptLayers:
 
     def select_points(self):
         """Make the Points layer the active one, in add mode: the next click is a prompt."""
-        self.w.viewer.layers.selection.active = self.points
+        self.dock.viewer.layers.selection.active = self.points
         self.points.mode = "add"
 
     def _camera(self):
-        viewer = self.w.viewer
+        viewer = self.dock.viewer
         scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before
         return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
     def _edge_width(self) -> float:
         """Data units that make BOX_EDGE_SCREEN_PX screen pixels at the current zoom."""
-        img = self.w.image_layer
+        img = self.dock.image_layer
         zoom = float(self._camera().zoom) or 1.0
         step = float(np.min(np.abs(img.scale[-2:]))) if img is not None else 1.0
         return BOX_EDGE_SCREEN_PX / zoom / step
 
     def _zoomed(self, event=None):
-        if self.shapes is None or self.shapes not in self.w.viewer.layers:
+        if self.shapes is None or self.shapes not in self.dock.viewer.layers:
             return
         width = self._edge_width()
         self.shapes.current_edge_width = width
@@ -95,7 +95,7 @@ class PromptLayers:
     def _set_defaults(self):
         if self.points is None:
             return
-        self.points.feature_defaults = {"obj_id": self.w.active_id or 0, "positive": self.positive}
+        self.points.feature_defaults = {"obj_id": self.dock.active_id or 0, "positive": self.positive}
         # napari also recolours the selected points with the current colour: select none first
         self.points.selected_data = set()
         self.points.current_face_color = POSITIVE if self.positive else NEGATIVE
@@ -116,17 +116,17 @@ class PromptLayers:
 
     # ------------------------------------------------------------------ coordinates
     def _image_coords(self, layer, coords) -> np.ndarray:
-        img = self.w.image_layer
-        return np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)[-self.w.layout_.ndim:]
+        img = self.dock.image_layer
+        return np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)[-self.dock.stack_layout.ndim:]
 
     def _to_image(self, layer, coords):
         """Layer data coordinates -> (on this stack, frame, row, col) of the image data."""
         data = self._image_coords(layer, coords)
-        lay = self.w.layout_
+        lay = self.dock.stack_layout
         return lay.on_this_stack(data), *lay.split(data)
 
     def _from_image(self, frame, row, col):
-        lay = self.w.layout_
+        lay = self.dock.stack_layout
         c = np.zeros(lay.ndim)
         for a, i in enumerate(lay.index(frame)):
             if not isinstance(i, slice):
@@ -140,17 +140,17 @@ class PromptLayers:
         if self._suspend or not any(a in action for a in ("added", "removed", "changed")):
             return
         try:
-            self.w.ensure_session()
+            self.dock.ensure_session()
         except ValueError as err:
-            return self.w._error(err)
+            return self.dock._error(err)
         if "added" in action and len(self.points.data):
             on_stack, frame, *_ = self._to_image(self.points, self.points.data[-1])
             if not on_stack:
-                lay = self.w.layout_
+                lay = self.dock.stack_layout
                 a = lay.other_axes[0]
                 where = int(round(self._image_coords(self.points, self.points.data[-1])[a]))
-                return self.w._error(ValueError(
-                    f"this click is at index {where} of {self.w.fixed_label.text()}, but the session "
+                return self.dock._error(ValueError(
+                    f"this click is at index {where} of {self.dock.fixed_label.text()}, but the session "
                     f"tracks index {lay.fixed.get(a, 0)} of that axis: tick 'follow' (Image) "
                     "or set the index there"))
         self.sync_points()
@@ -159,7 +159,7 @@ class PromptLayers:
         feats = self.points.features
         if len(self.points.data) and (feats["obj_id"] == 0).any():
             # clicks made before any object existed start one
-            obj_id = self.w.ensure_active()
+            obj_id = self.dock.ensure_active()
             ids = feats["obj_id"].to_numpy().copy()
             ids[ids == 0] = obj_id
             self.points.features["obj_id"] = ids
@@ -173,7 +173,7 @@ class PromptLayers:
 
     def sync_points(self):
         """Send the engine what changed in the Points layer since the last call."""
-        session = self.w.session
+        session = self.dock.session
         groups = self._groups()
         for key in sorted(set(groups) | set(self._sent)):
             cur, old = groups.get(key, []), self._sent.get(key, [])
@@ -184,7 +184,7 @@ class PromptLayers:
                 continue
             inside = points_in_frame([c[:2] for c in cur], session.frame_shape) if cur else np.zeros(0, bool)
             if not inside.all():
-                self.w._error(ValueError(f"a click on frame {frame} lies outside the image: it is ignored"))
+                self.dock._error(ValueError(f"a click on frame {frame} lies outside the image: it is ignored"))
                 cur = [c for c, ok in zip(cur, inside) if ok]
                 if cur == old:
                     continue
@@ -198,7 +198,7 @@ class PromptLayers:
                 def call(s, frame=frame, obj_id=obj_id):
                     if obj_id in s.objects and frame in s.prompted_frames(obj_id):
                         s.clear_prompts(frame, obj_id)
-            self.w.run_prompt(frame, obj_id, call, "click")
+            self.dock.run_prompt(frame, obj_id, call, "click")
 
     @staticmethod
     def _add(frame, obj_id, clicks, replace):
@@ -222,16 +222,16 @@ class PromptLayers:
         if self._suspend or "added" not in action:
             return
         try:
-            self.w.ensure_session()
+            self.dock.ensure_session()
         except ValueError as err:
-            return self.w._error(err)
+            return self.dock._error(err)
         corners = [self._to_image(self.shapes, v) for v in self.shapes.data[-1]]
         frame = corners[0][1]
         rc = np.array([c[2:] for c in corners])
         box = [rc.min(axis=0).tolist(), rc.max(axis=0).tolist()]
-        obj_id = self.w.ensure_active()
+        obj_id = self.dock.ensure_active()
         self._history.append(("box", (frame, obj_id)))
-        self.w.run_prompt(frame, obj_id, lambda s: s.add_box(frame, obj_id, box), "box")
+        self.dock.run_prompt(frame, obj_id, lambda s: s.add_box(frame, obj_id, box), "box")
 
     # ------------------------------------------------------------------ undo and sessions
     def record_mask(self, frame, obj_id):
@@ -264,7 +264,7 @@ class PromptLayers:
             data.append(self._from_image(frame, row, col))
             ids.append(obj_id)
             pos.append(bool(label))
-        nd = self.w.layout_.ndim
+        nd = self.dock.stack_layout.ndim
         self.points.selected_data = set()
         self.points.data = np.asarray(data, float).reshape(-1, nd)
         self.points.features = {"obj_id": np.asarray(ids, int), "positive": np.asarray(pos, bool)}

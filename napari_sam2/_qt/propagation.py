@@ -4,64 +4,96 @@ In the worker: the engine tracks a frame, and the frame's masks are cropped to t
 changes (:meth:`Annotator.prepare`, a read of the labels). On the GUI thread: the crop is
 painted (a few thousand pixels for a cell, whatever the frame size) and shown only if it is the
 frame on screen, at a bounded rate (:class:`~napari_sam2._qt.labels_view.LabelsView`).
+Cancel stops the engine after the frame it is computing; finished frames stay. Revert puts the
+labels back as they were before the last run, in the worker too.
 """
 
 from __future__ import annotations
 
 from napari_sam2.label_edits import EditRun
 
-__all__ = ["start_propagation"]
+__all__ = ["PropagationPanel"]
 
 
-def start_propagation(dock) -> None:
-    """Start propagating the dock's objects (all, or the selected one) in a worker."""
-    session = dock.ensure_session()
-    if dock.tasks.busy:
-        raise ValueError("wait for the running task to finish (or press Cancel)")
-    core = dock.core
-    obj_ids = [dock.active_id] if dock.selected_only.isChecked() and dock.active_id else None
-    stop = dock.stop_spin.value() or None
-    kwargs = dict(direction=dock.direction_combo.currentText(), start=dock.start_spin.value(),
-                  stop=stop, obj_ids=obj_ids)
-    total = len(session.plan_propagation(**kwargs))
-    unit = dock.unit
-    run = EditRun("propagation")
-    dock.progress.start(total, unit)
-    dock.cancel_button.setEnabled(True)
-    dock.propagate_button.setEnabled(False)
-    dock._cancel = False
-    dock.say(f"propagating {total} {unit}…")
+class PropagationPanel:
+    """The Propagate section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
-    def work():
-        for frame, masks in session.propagate(**kwargs):
-            yield core.prepare(frame, dict(masks.items()) if hasattr(masks, "items") else masks)
-            if dock._cancel:
-                return
+    def propagate(self):
+        """Propagate all (or the selected) objects in a worker; results stream into the labels."""
+        session = self.ensure_session()
+        if self.tasks.busy:
+            raise ValueError("wait for the running task to finish (or press Cancel)")
+        core = self.core
+        obj_ids = [self.active_id] if self.selected_only.isChecked() and self.active_id else None
+        kwargs = dict(direction=self.direction_combo.currentText(), start=self.start_spin.value(),
+                      stop=self.stop_spin.value() or None, obj_ids=obj_ids)
+        total = len(session.plan_propagation(**kwargs))
+        unit = self.unit
+        run = EditRun("propagation")
+        self.progress.start(total, unit)
+        self.cancel_button.setEnabled(True)
+        self.propagate_button.setEnabled(False)
+        self._cancel = False
+        self.say(f"propagating {total} {unit}…")
 
-    def on_frame(write):
-        edit = core.apply(write)
-        if edit is not None:
-            run.edits.append(edit)
-            dock._show(edit, now=False)
-        dock.progress.step()
+        def work():
+            for frame, masks in session.propagate(**kwargs):
+                yield core.prepare(frame, dict(masks.items()) if hasattr(masks, "items") else masks)
+                if self._cancel:
+                    return
 
-    def finished():
-        dock.view.flush()
-        core.push_run(run)
-        dock.cancel_button.setEnabled(False)
-        dock.propagate_button.setEnabled(True)
-        done = dock.progress.done
-        clock = dock.progress.clock
-        rate = f" at {clock.text(unit).split(' · ')[1]}" if clock is not None and clock.rate > 0 else ""
-        if done < total:  # the bar no longer counts down
-            dock.progress.setFormat(f"{done} / {total} {unit} · " + ("cancelled" if dock._cancel else "stopped"))
-        if dock._cancel and done < total:
-            dock.say(f"cancelled ({done} of {total} {unit}); the finished {unit} stay")
-        elif dock.status.is_error and done < total:
-            pass  # the error is on the status line already
-        else:
-            dock.say(f"propagated {done} {unit}{rate}")
-        dock._update_quality()
+        def on_frame(write):
+            edit = core.apply(write)
+            if edit is not None:
+                run.edits.append(edit)
+                self._show(edit, now=False)
+            self.progress.step()
 
-    dock.tasks.submit(work, None, progress={"total": total, "desc": "SAM 2 propagation"},
-                      on_yield=on_frame, on_finish=finished)
+        def finished():
+            self.view.flush()
+            core.push_run(run)
+            self.cancel_button.setEnabled(False)
+            self.propagate_button.setEnabled(True)
+            done = self.progress.done
+            clock = self.progress.clock
+            rate = f" at {clock.text(unit).split(' · ')[1]}" if clock is not None and clock.rate > 0 else ""
+            if done < total:  # the bar no longer counts down
+                self.progress.setFormat(f"{done} / {total} {unit} · " + ("cancelled" if self._cancel else "stopped"))
+            if self._cancel and done < total:
+                self.say(f"cancelled ({done} of {total} {unit}); the finished {unit} stay")
+            elif not (self.status.is_error and done < total):  # else the error is on the status line
+                self.say(f"propagated {done} {unit}{rate}")
+            self._update_quality()
+
+        self.tasks.submit(work, None, progress={"total": total, "desc": "SAM 2 propagation"},
+                          on_yield=on_frame, on_finish=finished)
+
+    def cancel(self):
+        """Stop the propagation after the current frame; finished frames stay."""
+        self._cancel = True
+        if self.session is not None and hasattr(self.session, "cancel"):
+            self.session.cancel()  # the engine stops after the frame it is computing
+        self.tasks.quit()
+
+    def revert_last_run(self):
+        """Put the labels back exactly as they were before the last propagation run.
+
+        The run leaves the history at once; its pixels are put back in the worker (a masked copy
+        per frame), then the labels are redrawn.
+        """
+        run = self.core.take_last_run()
+        if run is None:
+            self.say("no propagation run to revert")
+            return None
+        n = len(self.core.frames_of(run))
+
+        def done(_):
+            for edit in run.edits:
+                self._show(edit, now=False)
+            self.view.flush()
+            self.say(f"reverted the last propagation: {n} {self.unit} back as they were "
+                     "(the tracking stays in the session: Propagate redoes it)")
+            self._update_quality()
+
+        self.tasks.submit(lambda: self.core.undo_run(run), done)
+        return run

@@ -1,4 +1,8 @@
-"""A strip of per-frame tracking quality for one object: one cell per frame, click to jump."""
+"""Per-frame tracking quality of the selected object: a strip of one cell per frame (click to
+jump there), a line of text, and jumps to the previous / next flagged frame.
+
+Which frames are flagged is decided in :mod:`napari_sam2.quality` (no Qt).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from napari_sam2.quality import flagged_frames, frame_states
 
-__all__ = ["QualityStrip", "flagged_frames", "frame_states"]
+__all__ = ["QualityStrip", "QualityPanel"]
 
 _COLORS = {
     "none": QColor(70, 70, 70),  # not computed
@@ -69,3 +73,40 @@ class QualityStrip(QWidget):
         frame = self.frame_at(event.position().x() if hasattr(event, "position") else event.x())
         if frame >= 0 and event.button() == Qt.MouseButton.LeftButton:
             self.frame_clicked.emit(frame)
+
+
+class QualityPanel:
+    """The Quality section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
+
+    def _update_quality(self, *_):
+        if self.session is None or self.image_layer is None or self.active_id not in self.session.objects:
+            self.strip.set_quality(np.zeros((0, 2)))
+            self.quality_label.setText("")
+            return
+        q = self.session.quality(self.active_id)
+        try:
+            current = self.current_frame()
+        except ValueError:
+            current = -1
+        self.strip.set_quality(q, current)
+        flagged = flagged_frames(q, self.strip.iou_threshold)
+        done = int(np.count_nonzero(~np.isnan(q[:, 0])))
+        listed = f": {', '.join(map(str, flagged[:8]))}{'…' if len(flagged) > 8 else ''}" if len(flagged) else ""
+        self.quality_label.setText(f"{done} {self.unit} tracked, {len(flagged)} flagged{listed}")
+
+    def _flagged(self):
+        if self.session is None or self.active_id not in self.session.objects:
+            return np.array([], int)
+        return flagged_frames(self.session.quality(self.active_id), self.strip.iou_threshold)
+
+    def next_flagged(self):
+        """Go to the next flagged frame after the one on screen."""
+        later = [f for f in self._flagged() if f > self.current_frame()]
+        if later:
+            self.go_to_frame(later[0])
+
+    def previous_flagged(self):
+        """Go to the last flagged frame before the one on screen."""
+        earlier = [f for f in self._flagged() if f < self.current_frame()]
+        if earlier:
+            self.go_to_frame(earlier[-1])

@@ -7,6 +7,8 @@
   hold, so the file is an OME-TIFF instead (Fiji opens it through Bio-Formats). A GeoTIFF input's
   georeferencing tags are written on every page, so a satellite time series segments straight
   back into GIS (GDAL opens page 0, and each page as a ``GTIFF_DIR`` subdataset).
+* **OME-TIFF** (``.ome.tif``, ``.ome.tiff``): the same pages with OME-XML metadata (axes, physical
+  pixel size and slice spacing or time increment, with units), for Bio-Formats, OMERO, QuPath.
 * **zarr** (``.zarr``, ``.ome.zarr``): an OME-NGFF 0.4 image with one full-resolution array
   chunked one frame per chunk, written frame by frame: for volumes larger than memory.
 
@@ -142,6 +144,8 @@ class LabelsWriter:
             raise LabelWriteError(f"labels are written as (T, Y, X) stacks, got shape {self.shape}")
         self.dtype = label_dtype(max_id)
         self.geometry = geometry or FrameGeometry()
+        #: an OME-TIFF is asked for by name (ImageJ TIFF otherwise, while ids fit 16 bits)
+        self.ome = self.path.name.lower().endswith((".ome.tif", ".ome.tiff"))
         self.written = np.zeros(self.shape[0], bool)
         try:
             check_output_path(self.path, folder=self.format == "zarr")
@@ -237,7 +241,7 @@ class LabelsWriter:
         self._closed = True
         try:
             if self.format == "tiff":
-                _write_tiff(self._staged.temp, self._array, self.geometry)
+                _write_tiff(self._staged.temp, self._array, self.geometry, ome=self.ome)
             self.result = self._staged.commit() if complete else self._staged.keep_partial()
         except BaseException:
             self._staged.discard()
@@ -263,8 +267,9 @@ class LabelsWriter:
 
 
 # --------------------------------------------------------------------------- TIFF
-def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
-    """Write ``(T, Y, X)`` frames (array-like, read one frame at a time) as an ImageJ TIFF."""
+def _write_tiff(path: Path, frames, geometry: FrameGeometry, ome: bool = False) -> None:
+    """Write ``(T, Y, X)`` frames (array-like, read one frame at a time) as an ImageJ TIFF, or as
+    an OME-TIFF when ``ome`` or when the ids need 32 bits."""
     import tifffile
 
     shape = tuple(int(s) for s in frames.shape)
@@ -279,7 +284,7 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
     if unit is not None and dx > 0 and dy > 0:
         kwargs["resolution"] = (1.0 / dx, 1.0 / dy)
     meta: dict[str, Any] = {"axes": f"{axis}YX"}  # ImageJ or OME metadata
-    if dtype == np.uint16:
+    if dtype == np.uint16 and not ome:
         if unit is not None:
             meta["unit"] = _imagej_unit(unit)
         if axis == "Z" and (t_scale != 1.0 or unit is not None):
@@ -297,6 +302,8 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry) -> None:
                 meta.update(PhysicalSizeZ=t_scale, PhysicalSizeZUnit=_ome_unit(unit))
         if axis == "T" and t_scale != 1.0:
             meta["TimeIncrement"] = t_scale
+            if t_unit:
+                meta["TimeIncrementUnit"] = _ome_unit(t_unit)
         kwargs.update(ome=True, metadata=meta)
 
     def pages():

@@ -1,4 +1,5 @@
-"""A user's actions for GUI tests: a click in add mode, a key on the canvas, a button press."""
+"""A user's actions for GUI tests: a click in add mode, a key on the canvas, a button press,
+typing into a field, choosing in a combo box."""
 
 from __future__ import annotations
 
@@ -51,6 +52,25 @@ def press(qtbot, button):
 
     assert button.isEnabled(), f"{button.text()!r} is disabled"
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def type_into(qtbot, line_edit, text, enter=False):
+    """Select all of a text field and type ``text`` over it (then Enter, if asked)."""
+    from qtpy.QtCore import Qt
+
+    line_edit.setFocus()
+    line_edit.selectAll()
+    qtbot.keyClicks(line_edit, text)
+    if enter:
+        qtbot.keyClick(line_edit, Qt.Key.Key_Return)
+
+
+def choose(combo, text):
+    """Pick an entry of a combo box by its text, as a user does from its list."""
+    index = combo.findText(text)
+    assert index >= 0, f"{text!r} is not among {[combo.itemText(i) for i in range(combo.count())]}"
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
 
 
 def world(layer, data_coords):

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from _user_actions import click_canvas, press, press_key, same, world
+from _user_actions import choose, click_canvas, press, press_key, same, type_into, world
 
 from napari_sam2.samples import make_cells_timelapse, make_organ_volume
 
@@ -163,7 +163,7 @@ def test_a_failed_load_shows_the_whole_message_in_the_dock(make_napari_viewer, q
 
 
 def test_a_ct_volume_is_tracked_through_z_and_exported_with_its_voxel_size(
-    make_napari_viewer, hub_cache, no_alerts, qtbot, tmp_path, monkeypatch
+    make_napari_viewer, hub_cache, no_alerts, qtbot, tmp_path
 ):
     import tifffile
 
@@ -187,11 +187,15 @@ def test_a_ct_volume_is_tracked_through_z_and_exported_with_its_voxel_size(
     assert "propagated 10 slices" in dock.status.text()
     assert "10 slices tracked" in dock.quality_label.text()
 
-    from qtpy.QtWidgets import QFileDialog
-
-    out = tmp_path / "organ.tif"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    # Export labels…: the form knows the axis is z and shows the voxel size; type a file, Export
     press(qtbot, dock.export_button)
+    form = dock.export_form
+    assert form.dialog.isVisible()
+    assert form.form.tracked_axis.value == "z" and "2.5 × 0.8 × 0.8 mm" in form.voxel.value
+    out = tmp_path / "organ.tif"
+    type_into(qtbot, form.form.file.line_edit.native, str(out))
+    press(qtbot, form.form.call_button.native)
+    assert not form.dialog.isVisible() and "labels exported" in dock.status.text()
     with tifffile.TiffFile(out) as tif:
         ij = tif.imagej_metadata
         np.testing.assert_array_equal(tif.asarray(), dock.labels_layer.data)
@@ -199,6 +203,19 @@ def test_a_ct_volume_is_tracked_through_z_and_exported_with_its_voxel_size(
     assert ij.get("slices") == 10 and not ij.get("frames"), ij
     assert ij.get("spacing") == pytest.approx(2.5) and ij.get("unit") in ("mm", "millimeter")
     assert x_res[1] / x_res[0] == pytest.approx(0.8, rel=1e-3)
+
+    # again as OME-TIFF: choosing the format renames the file; Enter exports
+    press(qtbot, dock.export_button)
+    choose(form.form.format.native, "OME-TIFF (.ome.tif)")
+    assert str(form.form.file.value).endswith("organ.ome.tif")
+    type_into(qtbot, form.form.file.line_edit.native, str(tmp_path / "organ.ome.tif"), enter=True)
+    assert not form.dialog.isVisible()
+    with tifffile.TiffFile(tmp_path / "organ.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYX"
+        np.testing.assert_array_equal(tif.asarray(), dock.labels_layer.data)
+        pixels = re.search(r"<Pixels [^>]*>", tif.ome_metadata).group(0)
+    for attr in ('PhysicalSizeZ="2.5"', 'PhysicalSizeX="0.8"', 'PhysicalSizeXUnit="mm"'):
+        assert attr in pixels, pixels
 
 
 def test_4d_the_other_axis_follows_the_slider_and_names_itself(
@@ -318,6 +335,8 @@ def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
         item = dock.object_list.item(row)
         item.setSelected(item.text() in ("object 5", "object 6"))
     press(qtbot, dock.delete_button)
-    assert set(dock.objects) == {9}
+    assert dock.object_list.count() == 1, "the list changes at once"
+    _idle(qtbot, dock)  # the pixels go in the worker
+    assert set(dock.objects) == {9} and dock.status.text() == "deleted 5, 6"
     labels = dock.labels_layer.data
     assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()

@@ -22,7 +22,7 @@ def _dock(viewer, image, tiny_model_dir, **layer_kwargs):
     widget.synchronous = True
     widget.model_path.setText(str(tiny_model_dir))
     widget.device_combo.setCurrentText("cpu")
-    widget.load_model()
+    widget.load_chosen_model()
     assert widget.model is not None, getattr(widget, "last_error", None)
     return widget
 
@@ -86,7 +86,7 @@ def test_cancel_keeps_finished_frames_with_the_real_worker(make_napari_viewer, t
 
     widget.progress.valueChanged.connect(cancel_after_three)
     widget.propagate()
-    qtbot.waitUntil(lambda: not widget._busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.tasks.busy, timeout=60_000)
     labels = widget.labels_layer.data
     painted = {f for f in range(60) if (labels[f] == obj).any()}
     tracked = set(np.flatnonzero(np.isfinite(widget.session.quality(obj)[:, 0])))
@@ -94,7 +94,7 @@ def test_cancel_keeps_finished_frames_with_the_real_worker(make_napari_viewer, t
     assert painted <= tracked and len(painted) >= 3, "finished frames are kept"
     # the widget is usable afterwards: a new run completes
     widget.propagate()
-    qtbot.waitUntil(lambda: not widget._busy, timeout=120_000)
+    qtbot.waitUntil(lambda: not widget.tasks.busy, timeout=120_000)
     assert np.isfinite(widget.session.quality(obj)).all()
 
 
@@ -219,7 +219,7 @@ def test_loading_a_session_in_the_real_worker_adds_layers_on_the_gui_thread(
     threads = []
     viewer.layers.events.inserted.connect(lambda e: threads.append(threading.current_thread()))
     other.load_session(path)  # no model loaded yet: it loads the session's model first
-    qtbot.waitUntil(lambda: not other._busy and not other._queue, timeout=60_000)
+    qtbot.waitUntil(lambda: not other.tasks.busy and not len(other.tasks), timeout=60_000)
     assert other.model is not None and other.objects == {obj: f"object {obj}"}
     assert len(threads) == 3 and all(t is threading.main_thread() for t in threads)
     np.testing.assert_array_equal(other.labels_layer.data, widget.labels_layer.data)
@@ -269,36 +269,28 @@ def test_model_loads_in_the_real_worker_with_progress_and_failures_are_notified(
     widget.device_combo.setCurrentText("cpu")
 
     widget.model_path.setText(str(tmp_path / "missing-model"))
-    widget.load_model()
-    qtbot.waitUntil(lambda: not widget._busy, timeout=30_000)
+    widget.load_chosen_model()
+    qtbot.waitUntil(lambda: not widget.tasks.busy, timeout=30_000)
     assert widget.model is None
     assert "missing-model" in str(widget.last_error)
     assert widget.model_status.text() == "no model loaded"
     assert widget.load_button.isEnabled(), "a failed load leaves the widget usable"
 
     widget.model_path.setText(str(tiny_model_dir))
-    widget.load_model()
+    widget.load_chosen_model()
     assert not widget.load_button.isEnabled()
-    qtbot.waitUntil(lambda: not widget._busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.tasks.busy, timeout=60_000)
     assert widget.model is not None and str(widget.model.device) == "cpu"
     assert widget.model_progress, "the engine's progress reached the GUI thread"
     assert widget.load_button.isEnabled() and "on cpu" in widget.model_status.text()
 
 
-def test_frames_are_flagged_when_lost_low_or_dropping():
-    from napari_sam2._qt.quality_strip import flagged_frames, frame_states
-
-    nan = np.nan
-    q = np.array([
-        [0.99, 0.92],  # ok
-        [0.98, 0.90],  # ok
-        [0.97, 0.62],  # above 0.5 but 0.3 below the usual 0.9: a drop
-        [0.20, 0.91],  # presence low: lost
-        [0.99, 0.40],  # low
-        [nan, nan],    # not computed
-        [0.99, 0.91],  # ok
-    ])
-    assert frame_states(q) == ["ok", "ok", "low", "lost", "low", "none", "ok"]
-    np.testing.assert_array_equal(flagged_frames(q), [2, 3, 4])
-    np.testing.assert_array_equal(flagged_frames(q, drop=1.0), [3, 4])
-    assert flagged_frames(np.full((3, 2), np.nan)).size == 0
+def test_propagated_frames_are_drawn_only_when_on_screen(widget):
+    obj = widget.new_object()
+    _click(widget, 0, 30, 30)
+    widget.go_to_frame(6)
+    before = widget.view.refreshes
+    widget.propagate()  # writes frames 1-7; only frame 6 is on screen
+    assert all((widget.labels_layer.data[f] == obj).any() for f in range(8))
+    assert widget.view.refreshes - before <= 2, "frame 6 once, then the thumbnail at the end"
+    assert widget.view.refreshes - before >= 1, "the frame on screen is shown"

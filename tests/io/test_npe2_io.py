@@ -34,7 +34,7 @@ def test_manifest_is_valid():
     readers = [r for r in manifest.contributions.readers if r.command == "napari-sam2.get_video_reader"]
     assert readers and "*.mp4" in readers[0].filename_patterns
     writers = [w for w in manifest.contributions.writers if w.command == "napari-sam2.write_labels"]
-    assert writers and set(writers[0].filename_extensions) == {".tif", ".tiff", ".zarr"}
+    assert writers and set(writers[0].filename_extensions) == {".tif", ".tiff", ".ome.tif", ".ome.tiff", ".zarr"}
 
 
 def test_video_reader_gives_a_lazy_rgb_layer(movie):
@@ -88,3 +88,30 @@ def test_labels_writer_with_a_napari_layer_state(tmp_path):
         assert tif.imagej_metadata["unit"] == "\\u00B5m"
         np.testing.assert_allclose(tif.pages[0].get_resolution(), (2.0, 2.0))
         np.testing.assert_array_equal(tif.asarray(), layer.data)
+
+
+def test_labels_writer_writes_ome_tiff_for_an_ome_tif_name(tmp_path):
+    from napari.layers import Labels
+
+    layer = Labels(np.zeros((4, 8, 8), np.uint16), scale=(2.5, 0.8, 0.8), units=("mm", "mm", "mm"),
+                   axis_labels=("z", "y", "x"))
+    layer.data[2, 2:5, 3:6] = 4
+    out = tmp_path / "layer.ome.tif"
+    assert npe2.write(str(out), [layer.as_layer_data_tuple()], plugin_name="napari-sam2") == [str(out)]
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYX"
+        assert 'PhysicalSizeZ="2.5"' in tif.ome_metadata and 'PhysicalSizeX="0.8"' in tif.ome_metadata
+        np.testing.assert_array_equal(tif.asarray(), layer.data)
+
+
+def test_napari_save_dialog_offers_the_sam2_writer_for_labels():
+    from napari.layers import Labels
+    from napari.plugins import _initialize_plugins
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+
+    _initialize_plugins()
+    filters, writers = file_extensions_string_for_layers([Labels(np.zeros((2, 4, 4), np.uint16))])
+    ours = [i for i, w in enumerate(writers) if w.command == "napari-sam2.write_labels"]
+    assert ours, [w.command for w in writers]
+    entry = filters.split(";;")[ours[0]]
+    assert entry.startswith("SAM 2 labels (ImageJ TIFF, OME-TIFF, OME-Zarr) (") and "*.ome.tif" in entry, entry

@@ -73,6 +73,25 @@ def test_large_ids_give_ome_tiff_uint32(tmp_path):
     assert open_stack(path).scale == pytest.approx((3.0, 0.5, 0.5))
 
 
+def test_an_ome_tif_name_asks_for_ome_tiff_with_physical_sizes(tmp_path):
+    import re
+
+    labels = blobs()
+    path = write_labels(tmp_path / "l.ome.tif", labels, FrameGeometry("Z", (2.5, 0.8, 0.8), ("mm", "mm")))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome and not tif.is_imagej
+        assert tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.uint16
+        np.testing.assert_array_equal(tif.asarray(), labels)
+        pixels = re.search(r"<Pixels [^>]*>", tif.ome_metadata).group(0)
+    for attr in ('PhysicalSizeZ="2.5"', 'PhysicalSizeZUnit="mm"', 'PhysicalSizeX="0.8"', 'PhysicalSizeY="0.8"'):
+        assert attr in pixels, pixels
+    assert open_stack(path).scale == pytest.approx((2.5, 0.8, 0.8))
+    series = write_labels(tmp_path / "t.ome.tiff", labels, FrameGeometry("T", (30.0, 0.5, 0.5), ("s", "µm")))
+    with tifffile.TiffFile(series) as tif:
+        assert tif.series[0].axes == "TYX"
+        assert 'TimeIncrement="30.0"' in tif.ome_metadata and 'TimeIncrementUnit="s"' in tif.ome_metadata
+
+
 def test_geotiff_tags_on_every_page(tmp_path):
     geometry = FrameGeometry("T", (1.0, -10.0, 10.0), (None, "m"), geotiff_tags=GEO_TAGS)
     path = write_labels(tmp_path / "geo.tif", blobs(), geometry)

@@ -1,0 +1,146 @@
+"""The dock's "Export labels…" form: a typed magicgui form in a small dialog.
+
+Three choices make an export: the file format (ImageJ TIFF for Fiji, OME-TIFF for Bio-Formats
+and OMERO, OME-Zarr for volumes larger than memory), the file, and what the tracked axis is
+(time or z: ImageJ frames or slices, the OME axis type). The voxel size and units come from the
+image layer and are shown, not asked. The file's suffix follows the format and the format the
+suffix, so the two cannot disagree.
+"""
+
+# no ``from __future__ import annotations``: magicgui reads the form's annotations as types
+from enum import Enum
+from pathlib import Path
+
+__all__ = ["LabelFormat", "ExportForm", "with_format"]
+
+
+class LabelFormat(Enum):
+    """A label file format, by its name in the form."""
+
+    IMAGEJ_TIFF = "ImageJ TIFF (.tif)"
+    OME_TIFF = "OME-TIFF (.ome.tif)"
+    OME_ZARR = "OME-Zarr (.zarr)"
+
+    @property
+    def suffix(self) -> str:
+        return {"IMAGEJ_TIFF": ".tif", "OME_TIFF": ".ome.tif", "OME_ZARR": ".zarr"}[self.name]
+
+    @classmethod
+    def of(cls, path) -> "LabelFormat | None":
+        """The format a file name asks for (None: not a label format)."""
+        name = str(path).rstrip("/\\").lower()
+        if name.endswith((".ome.tif", ".ome.tiff")):
+            return cls.OME_TIFF
+        if name.endswith((".tif", ".tiff")):
+            return cls.IMAGEJ_TIFF
+        if name.endswith(".zarr"):
+            return cls.OME_ZARR
+        return None
+
+
+def with_format(path, fmt: LabelFormat) -> Path:
+    """``path`` with the suffix of ``fmt`` (any label suffix it had replaced)."""
+    path = Path(str(path).rstrip("/\\"))
+    name = path.name
+    for old in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(old):
+            name = name[: -len(old)]
+            break
+    return path.with_name((name or "labels") + fmt.suffix)
+
+
+def _voxel_text(geometry, single_image: bool) -> str:
+    t_step, dy, dx = (abs(float(s)) for s in geometry.scale)
+    t_unit, unit = geometry.units
+    px = f"{dy:g} × {dx:g} {unit or 'px'}"
+    if single_image:
+        return f"pixel {px}"
+    if geometry.axis_name == "Z":
+        return f"voxel {t_step:g} × {px} (z, y, x)"
+    return f"pixel {px}, every {t_step:g} {t_unit or 'frame'}"
+
+
+class ExportForm:
+    """The export dialog of a dock (made once, filled from the dock each time it is shown).
+
+    Parameters
+    ----------
+    dock : Sam2Widget
+        Gives the labels, the image's geometry and the tracked axis choice, and exports.
+    """
+
+    def __init__(self, dock):
+        from magicgui import magicgui
+        from magicgui.widgets import Label
+        from qtpy.QtWidgets import QDialog, QPushButton, QVBoxLayout
+
+        self.dock = dock
+
+        @magicgui(
+            call_button="Export",
+            format={"label": "format", "choices": [(f.value, f) for f in LabelFormat]},
+            file={"label": "file", "mode": "w", "filter": "Labels (*.tif *.tiff *.zarr)"},
+            tracked_axis={"label": "tracked axis", "choices": ["time", "z"],
+                          "tooltip": "time: frames (ImageJ) / a time axis (OME); z: slices / a space axis"},
+        )
+        def export(format: LabelFormat = LabelFormat.IMAGEJ_TIFF, file: Path = Path("labels.tif"),
+                   tracked_axis: str = "time"):
+            return self._export(with_format(file, format), tracked_axis)
+
+        self.form = export
+        self.voxel = Label(value="")  # no name: shown, not a parameter of the form
+        export.insert(3, self.voxel)
+        export.format.changed.connect(self._format_chosen)
+        export.file.changed.connect(self._file_chosen)
+        export.tracked_axis.changed.connect(lambda *_: self._show_geometry())
+        self.dialog = QDialog(dock)
+        self.dialog.setWindowTitle("Export SAM 2 labels")
+        QVBoxLayout(self.dialog).addWidget(export.native)
+        # Enter in the dialog exports (a dialog's default button is otherwise its first one,
+        # here the file field's "Choose file")
+        for button in self.dialog.findChildren(QPushButton):
+            button.setAutoDefault(False)
+        export.call_button.native.setDefault(True)
+
+    # ------------------------------------------------------------------ the fields follow each other
+    def _format_chosen(self, fmt):
+        wanted = with_format(self.form.file.value, fmt)
+        if Path(self.form.file.value) != wanted:
+            self.form.file.value = wanted
+
+    def _file_chosen(self, path):
+        fmt = LabelFormat.of(path)
+        if fmt is not None and fmt != self.form.format.value:
+            self.form.format.value = fmt
+
+    def _show_geometry(self):
+        from napari_sam2._qt.files import labels_geometry
+
+        dock = self.dock
+        geometry = labels_geometry(dock.image_layer, dock.stack_layout, self.form.tracked_axis.value)
+        self.voxel.value = _voxel_text(geometry, dock.stack_layout.is_single_image)
+
+    # ------------------------------------------------------------------ show and export
+    def show(self) -> None:
+        """Open the dialog with the dock's current choices (the last file, or one named after
+        the image next to where the image came from)."""
+        dock = self.dock
+        dock.tracked_labels()  # no labels yet: the status line says what to do first
+        current = Path(self.form.file.value)
+        if current.name == "labels.tif" and not current.is_absolute():
+            source = (dock.image_layer.source.path or "") if dock.image_layer is not None else ""
+            folder = Path(source).parent if source else Path.cwd()
+            self.form.file.value = with_format(folder / f"{dock.image_layer.name}_labels", self.form.format.value)
+        self.form.tracked_axis.value = dock.axis_kind.currentText()
+        self._show_geometry()
+        self.dialog.show()
+        self.dialog.raise_()
+
+    def _export(self, path: Path, tracked_axis: str):
+        dock = self.dock
+        if dock.axis_kind.currentText() != tracked_axis:
+            dock.axis_kind.setCurrentText(tracked_axis)  # what the axis is holds for the whole dock
+        out = dock._guard(dock.export_labels, path)
+        if out is not None:
+            self.dialog.accept()
+        return out

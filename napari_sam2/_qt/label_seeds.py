@@ -1,0 +1,101 @@
+"""Objects from a Labels layer: one label as a mask prompt, every label as an object, or SAM 2's
+own automatic masks on this frame into a layer to review first.
+
+A painted mask, a Cellpose or StarDist result: "Use as mask" prompts the active object with one
+of its labels, "Seed from labels" makes every label of the current frame an object with the same
+id, and "Find objects on this frame" fills a "SAM 2 found objects" layer to edit before seeding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["LabelSeeds", "FOUND_LAYER"]
+
+FOUND_LAYER = "SAM 2 found objects"
+
+
+class LabelSeeds:
+    """The Objects section's seeding buttons of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
+
+    def _seed_plane(self, hint: str):
+        """The chosen seed layer's plane on the current frame: ``(session, frame, name, plane)``."""
+        name = self.mask_source.currentText()
+        if name not in self.viewer.layers:
+            raise ValueError(f"choose a Labels layer holding the {hint}")
+        session = self.ensure_session()
+        frame = self.current_frame()
+        plane = np.asarray(self.viewer.layers[name].data[self.stack_layout.index(frame)])
+        if plane.shape != tuple(session.frame_shape):
+            raise ValueError(f"'{name}' does not have the image's shape: choose a Labels layer of this stack")
+        return session, frame, name, plane
+
+    def mask_from_labels(self):
+        """Prompt the active object with an object of the chosen Labels layer on this frame."""
+        _, frame, name, plane = self._seed_plane("seed mask (Objects ▸ Use as mask)")
+        obj_id = self.ensure_active()
+        source_id = self.mask_id.value() or obj_id
+        seed = plane == source_id
+        if not seed.any():
+            raise ValueError(f"label {source_id} is not on {self.unit[:-1]} {frame} of '{name}'")
+        self.prompts.record_mask(frame, obj_id)
+        self.run_prompt(frame, obj_id, lambda s: s.add_mask(frame, obj_id, seed), "mask")
+
+    def seed_from_labels(self):
+        """Turn every label of the chosen Labels layer on this frame into an object (ids kept)."""
+        session, frame, name, plane = self._seed_plane("objects (Objects ▸ Seed from labels)")
+        if not plane.any():
+            raise ValueError(f"'{name}' has no labels on {self.unit[:-1]} {frame}")
+        core = self.core
+
+        def work():
+            ids = session.add_label_image(frame, plane)
+            masks = {i: core.engine_mask(frame, i) for i in ids}
+            return ids, core.prepare(frame, masks)
+
+        def done(result):
+            ids, write = result
+            for obj_id in ids:
+                if obj_id not in self.objects:
+                    self._add_object_item(obj_id, f"object {obj_id}")
+            self.prompts.record_mask(frame, ids[0])
+            self._show(core.commit(write, "seed"))
+            self._update_quality()
+            self.say(f"seeded {len(ids)} objects from '{name}' on {self.unit[:-1]} {frame} "
+                     f"(ids {', '.join(map(str, ids[:6]))}{'…' if len(ids) > 6 else ''})")
+
+        self.tasks.submit(work, done)
+
+    def find_objects(self, points_per_side: int = 16):
+        """Find the objects on this frame (SAM 2's automatic masks) into a Labels layer to review.
+
+        Nothing becomes an object yet: edit the layer if needed (erase, merge, paint), then
+        press "Seed from labels" with it.
+        """
+        session = self.ensure_session()
+        frame = self.current_frame()
+        self.say(f"finding objects on {self.unit[:-1]} {frame}…")
+
+        def work():
+            return session.segment_everything(frame, points_per_side=points_per_side)
+
+        def done(found):
+            lay = self.stack_layout
+            if FOUND_LAYER in self.viewer.layers and self.viewer.layers[FOUND_LAYER].data.shape == lay.labels_shape:
+                layer = self.viewer.layers[FOUND_LAYER]
+            else:
+                img = self.image_layer
+                layer = self.viewer.add_labels(
+                    np.zeros(lay.labels_shape, found.dtype if found.dtype.itemsize >= 2 else np.uint16),
+                    name=FOUND_LAYER, scale=img.scale[:lay.ndim], translate=img.translate[:lay.ndim],
+                    opacity=0.5)
+            layer.data[lay.index(frame)] = found
+            layer.refresh()
+            self._refresh_layer_choices()
+            self.mask_source.setCurrentText(FOUND_LAYER)
+            n = len(np.unique(found[found > 0]))
+            self.prompts.select_points()
+            self.say(f"found {n} objects on {self.unit[:-1]} {frame} in '{FOUND_LAYER}': review them, "
+                     "then press Seed from labels")
+
+        self.tasks.submit(work, done, progress="SAM 2: finding objects")

@@ -1,0 +1,107 @@
+"""The dock's object list: new, select (also by Alt-click on a mask), rename, delete.
+
+The objects themselves (ids, names, the active one) live in the Qt-free
+:class:`~napari_sam2.annotator.Annotator`; the list shows each id with its label colour.
+Deleting runs like undo: the engine forgets the objects and the frames losing their pixels are
+prepared in the worker; the GUI thread copies the prepared crops in and refreshes the layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QListWidgetItem
+
+__all__ = ["ObjectList"]
+
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class ObjectList:
+    """The Objects section's list of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
+
+    def new_object(self, name: str | None = None) -> int:
+        """Add an object with the next free label id, make it active, get ready for clicks."""
+        if self.model is not None and self.image_layer is not None:
+            self.ensure_session()  # the prompt layers exist from here on
+        obj_id = self.core.add_object(name)
+        self._add_object_item(obj_id, self.core.objects[obj_id])
+        if self.prompts.points is not None and self.prompts.points in self.viewer.layers:
+            self.prompts.select_points()
+        self.say(f"{self.core.objects[obj_id]}: click on it")
+        return obj_id
+
+    def ensure_active(self) -> int:
+        """The active object's id (a new object when there is none)."""
+        if self.active_id is None:
+            self.new_object()
+        return self.active_id
+
+    def _add_object_item(self, obj_id, name):
+        from qtpy.QtGui import QColor, QIcon, QPixmap
+
+        self.core.objects[obj_id] = name
+        item = QListWidgetItem(f"{obj_id}: {name}" if name != f"object {obj_id}" else name)
+        item.setData(ID_ROLE, obj_id)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+        if self.labels_layer is not None:
+            rgba = np.asarray(self.labels_layer.get_color(obj_id), dtype=float)
+            pix = QPixmap(12, 12)
+            pix.fill(QColor(*(int(255 * c) for c in rgba[:3])))
+            item.setIcon(QIcon(pix))
+        self.object_list.addItem(item)
+        self.object_list.setCurrentItem(item)
+
+    def _object_selected(self, item, *_):
+        self.core.active_id = None if item is None else int(item.data(ID_ROLE))
+        self.prompts.set_active(self.active_id)
+        self._update_quality()
+
+    def _object_renamed(self, item):
+        obj_id = item.data(ID_ROLE)
+        if obj_id is not None:
+            self.core.objects[int(obj_id)] = item.text()
+
+    def _select_object(self, obj_id: int) -> bool:
+        for row in range(self.object_list.count()):
+            item = self.object_list.item(row)
+            if int(item.data(ID_ROLE)) == obj_id:
+                self.object_list.setCurrentItem(item)
+                return True
+        return False
+
+    def _pick_object(self, viewer, event):
+        """Alt-click on the canvas: select the object under the cursor (whatever layer is active)."""
+        if "Alt" not in [str(getattr(m, "name", m)) for m in event.modifiers] or self.labels_layer is None:
+            return
+        value = self.labels_layer.get_value(event.position, world=True)
+        obj_id = int(value) if value is not None and not isinstance(value, tuple) else 0
+        if obj_id in self.objects and self._select_object(obj_id):
+            self.say(f"selected {self.objects[obj_id]}")
+        else:
+            self.say("Alt-click on an object's mask selects it; there is none here")
+        event.handled = True
+
+    def delete_selected(self):
+        """Remove every selected object of the list: prompts, pixels (one undoable step), memory."""
+        ids = [int(i.data(ID_ROLE)) for i in self.object_list.selectedItems()]
+        ids = ids or ([self.active_id] if self.active_id is not None else [])
+        ids = [i for i in ids if i in self.objects]
+        if not ids:
+            return self.say("no object selected")
+        for obj_id in ids:  # the list and the prompt layers change at once...
+            self.prompts.remove_object(obj_id)
+        for row in reversed(range(self.object_list.count())):
+            if int(self.object_list.item(row).data(ID_ROLE)) in ids:
+                self.object_list.takeItem(row)
+        core = self.core
+
+        def done(writes):  # ...the pixels once the worker has prepared them
+            run = core.finish_delete(ids, writes)
+            for edit in run.edits:
+                self._show(edit, now=False)
+            self.view.flush()
+            self._update_quality()
+            self.say(f"deleted {', '.join(map(str, ids))}")
+
+        self.tasks.submit(lambda: core.prepare_delete(ids), done)

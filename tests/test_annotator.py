@@ -1,0 +1,112 @@
+"""The annotator core without Qt or a display: prompts, propagation, delete, undo and revert.
+
+These drive :class:`napari_sam2.annotator.Annotator` as the dock does (the engine call and
+``prepare`` where the worker runs, ``commit`` / ``apply`` where the labels live) on a real
+random-initialised SAM 2 session.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam2.annotator import Annotator, ProgressClock
+from napari_sam2.stack_layout import StackLayout
+
+
+@pytest.fixture
+def core(tiny_model, blobs_stack):
+    from napari_sam2 import Sam2Session
+
+    annotator = Annotator(np.zeros(blobs_stack.shape, np.uint16))
+    annotator.model = tiny_model
+    annotator.layout = StackLayout(blobs_stack.shape)
+    annotator.session = Sam2Session(tiny_model, blobs_stack)
+    return annotator
+
+
+def _click(core, frame, obj_id, point, label=1):
+    """A click as the dock sends it: the engine call in the worker, the write on the GUI side."""
+    returned = []
+
+    def call(session):
+        returned.append(session.add_points(frame, obj_id, [point], [label]))
+        return returned[-1]
+
+    core.commit(core.prompt(frame, obj_id, call), "click")
+    return returned[0]
+
+
+def test_a_click_paints_the_mask_the_engine_returned_and_undo_takes_it_back(core):
+    obj = core.add_object()
+    assert (obj, core.active_id, core.objects) == (1, 1, {1: "object 1"})
+    mask = _click(core, 2, obj, (44, 51))
+    assert mask.any(), "the test model must see something"
+    np.testing.assert_array_equal(core.labels[2] == obj, mask)
+    assert not core.labels[[0, 1, 3]].any(), "only the clicked frame changes"
+    assert [r.label for r in core.runs] == ["click"]
+    assert core.undo_prompt() == (2, obj)
+    assert not core.labels.any()
+
+
+def test_a_prepared_write_reads_the_labels_only_until_it_is_applied(core):
+    obj = core.add_object()
+    core.session.add_points(3, obj, [(46, 54)], [1])
+    write = core.prepare(3, {obj: core.engine_mask(3, obj)})
+    assert write.region is not None and not core.labels.any(), "prepare does not write"
+    core.labels[3, :2, :2] = 99  # the user paints meanwhile
+    core.forget_where(3)
+    edit = core.apply(write)  # prepared before the change: painted again from the masks
+    assert edit is not None and (core.labels[3, :2, :2] == 99).all()
+    np.testing.assert_array_equal(core.labels[3] == obj, core.engine_mask(3, obj))
+
+
+def test_propagation_then_revert_puts_back_every_pixel(core):
+    from napari_sam2.label_edits import EditRun
+
+    obj = core.add_object()
+    _click(core, 0, obj, (40, 45))
+    core.labels[5, :3, :3] = 99  # a label of the user's
+    before = core.labels.copy()
+    run = EditRun("propagation")
+    for frame, masks in core.session.propagate():
+        edit = core.apply(core.prepare(frame, dict(masks.items())))
+        if edit is not None:
+            run.edits.append(edit)
+    core.push_run(run)
+    assert all((core.labels[f] == obj).any() for f in range(8))
+    assert (core.labels[5, :3, :3] == 99).all(), "the user's label survives"
+    assert core.frames_of(run) == list(range(1, 8))
+    assert core.revert_last_run() is run
+    np.testing.assert_array_equal(core.labels, before)
+    assert core.revert_last_run() is None
+
+
+def test_delete_is_prepared_apart_from_the_labels_and_undoes_exactly(core):
+    a, b = core.add_object(), core.add_object()
+    _click(core, 1, a, (42, 48))
+    _click(core, 4, a, (48, 57))
+    _click(core, 4, b, (10, 10))
+    core.labels[4, -3:, -3:] = 99
+    before = core.labels.copy()
+    writes = core.prepare_delete([a])  # the worker's half
+    assert a not in core.session.objects and b in core.session.objects
+    np.testing.assert_array_equal(core.labels, before)
+    assert sorted(w.frame for w in writes) == [1, 4], "only frames that hold the object"
+    run = core.finish_delete([a], writes)  # the GUI thread's half
+    assert not (core.labels == a).any() and set(core.objects) == {b}
+    np.testing.assert_array_equal(core.labels == b, before == b)
+    assert (core.labels[4, -3:, -3:] == 99).all()
+    run.undo(core.labels)
+    np.testing.assert_array_equal(core.labels, before)
+
+
+def test_progress_clock_says_frames_rate_and_time_left():
+    now = [0.0]
+    clock = ProgressClock(40, clock=lambda: now[0])
+    assert clock.text() == "0 / 40 frames"
+    clock.step(10)
+    now[0] = 5.0
+    assert clock.text("slices") == "10 / 40 slices · 2.0 slices/s · 15 s left"
+    clock.step(30)
+    assert clock.text() == "40 / 40 frames · 8.0 frames/s"
