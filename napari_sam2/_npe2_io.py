@@ -144,8 +144,10 @@ def geometry_from_layer_meta(meta: dict, ndim: int) -> FrameGeometry:
 
 
 def write_labels_layer(path: str, data, meta: dict) -> list[str]:
-    """npe2 writer: a 2-D or 3-D labels layer to ``.tif``/``.tiff`` (ImageJ), ``.ome.tif``
-    (OME-TIFF) or ``.zarr`` (OME-Zarr)."""
+    """Npe2 writer: a 2-D or 3-D labels layer to a label file.
+
+    ``.tif``/``.tiff`` (ImageJ), ``.ome.tif`` (OME-TIFF) or ``.zarr`` (OME-Zarr).
+    """
     from napari_sam2.io.writers import write_labels
 
     ndim = len(np.shape(data)) if not hasattr(data, "ndim") else data.ndim

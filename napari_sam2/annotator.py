@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_sam2.label_edits import EditRun, FrameEdit, box_slices, mask_box, paint_masks, painted, union_box
+
+if TYPE_CHECKING:
+    from napari_sam2.engine.models import Sam2Model
+    from napari_sam2.engine.session import Sam2Session
+    from napari_sam2.stack_layout import StackLayout
 
 __all__ = ["Annotator", "FrameWrite", "ProgressClock"]
 
@@ -53,9 +59,9 @@ class Annotator:
     """
 
     def __init__(self, labels: np.ndarray | None = None):
-        self.model = None
-        self.session = None  # napari_sam2.Sam2Session
-        self.layout = None  # napari_sam2.stack_layout.StackLayout (Qt-free)
+        self.model: Sam2Model | None = None
+        self.session: Sam2Session | None = None
+        self.layout: StackLayout | None = None
         self.objects: dict[int, str] = {}
         self.active_id: int | None = None
         self.runs: list[EditRun] = []  # undo history of label writes, newest last
@@ -63,10 +69,22 @@ class Annotator:
         # bumped whenever the labels change other than through prepare() + apply(): a write
         # prepared before then is painted again from its masks
         self.epoch = 0
-        self.labels = None
+        self.labels: np.ndarray | None = None
         self.set_labels(labels)
 
     # ------------------------------------------------------------------ labels and objects
+    def _label_array(self) -> np.ndarray:
+        """The labels painted into; an error that says what to do when there are none yet."""
+        if self.labels is None:
+            raise RuntimeError("the annotator has no label array yet: call set_labels() first")
+        return self.labels
+
+    def _stack_layout(self) -> StackLayout:
+        """The image's layout; an error that says what to do when there is none yet."""
+        if self.layout is None:
+            raise RuntimeError("the annotator has no stack layout yet: set .layout to the image's")
+        return self.layout
+
     def set_labels(self, labels: np.ndarray | None) -> None:
         """Write into another label array (its objects' whereabouts are looked up again)."""
         self.labels = labels
@@ -82,12 +100,14 @@ class Annotator:
             self._boxes.pop(int(frame), None)
 
     def sam_ids(self) -> set[int]:
+        """Ids of every SAM 2 object: the dock's and the engine's."""
         ids = set(self.objects)
         if self.session is not None:
             ids |= set(self.session.objects)
         return ids
 
     def next_free_id(self) -> int:
+        """One more than the highest id among the objects and the labels."""
         used = max([0, *self.objects])
         if self.labels is not None and self.labels.size:
             used = max(used, int(np.max(self.labels)))
@@ -101,6 +121,7 @@ class Annotator:
         return obj_id
 
     def ensure_active(self) -> int:
+        """The active object's id, adding an object first if there is none."""
         return self.active_id if self.active_id is not None else self.add_object()
 
     def delete_objects(self, obj_ids) -> EditRun:
@@ -109,8 +130,11 @@ class Annotator:
         return self.finish_delete(obj_ids, self.prepare_delete(obj_ids))
 
     def prepare_delete(self, obj_ids) -> list[FrameWrite]:
-        """Worker side of :meth:`delete_objects`: forget the objects in the engine and prepare
-        the frames that lose their pixels (the labels are only read)."""
+        """Worker side of :meth:`delete_objects`.
+
+        Forget the objects in the engine and prepare the frames that lose their pixels (the
+        labels are only read).
+        """
         obj_ids = [int(i) for i in obj_ids]
         for obj_id in obj_ids:
             if self.session is not None and obj_id in self.session.objects:
@@ -139,7 +163,7 @@ class Annotator:
         known = self._boxes.setdefault(int(frame), {})
         missing = [i for i in obj_ids if i not in known]
         if missing:
-            plane = self.labels[self.layout.index(frame)]
+            plane = self._label_array()[self._stack_layout().index(frame)]
             for obj_id in missing:
                 known[obj_id] = mask_box(plane == obj_id)
         return {i: known[i] for i in obj_ids}
@@ -160,8 +184,8 @@ class Annotator:
             return FrameWrite(frame, {}, None, epoch=epoch)
         region = box_slices(box)
         crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
-        index = self.layout.index(frame)
-        before = np.array(self.labels[index][region], copy=True)
+        index = self._stack_layout().index(frame)
+        before = np.array(self._label_array()[index][region], copy=True)
         new = painted(before, crops, self.sam_ids())
         edit = FrameEdit.between(index, before, new, region)
         return FrameWrite(frame, crops, region, new, edit, boxes, epoch)
@@ -170,13 +194,14 @@ class Annotator:
         """Write a prepared frame into the labels (on the thread that owns them)."""
         if write.region is None:
             return None
-        index = self.layout.index(write.frame)
+        index = self._stack_layout().index(write.frame)
+        labels = self._label_array()
         if write.epoch == self.epoch and write.new is not None:
             edit = write.edit
             if edit is not None:
-                self.labels[index][write.region] = write.new
+                labels[index][write.region] = write.new
         else:  # the labels changed since it was prepared: paint from the masks again
-            edit = paint_masks(self.labels, index, write.masks, self.sam_ids(), region=write.region)
+            edit = paint_masks(labels, index, write.masks, self.sam_ids(), region=write.region)
         known = self._boxes.setdefault(write.frame, {})
         for obj_id, b in (write.boxes or {i: mask_box(m) for i, m in write.masks.items()}).items():
             known[obj_id] = b
@@ -212,12 +237,13 @@ class Annotator:
 
     def engine_mask(self, frame: int, obj_id: int) -> np.ndarray:
         """The engine's mask of an object on a frame (empty when it has none)."""
-        mask = None
-        if self.session is not None and obj_id in self.session.objects:
-            mask = self.session.mask(frame, obj_id)
+        if self.session is None:
+            return np.zeros(self._label_array().shape[-2:], bool)
+        mask = self.session.mask(frame, obj_id) if obj_id in self.session.objects else None
         return np.zeros(self.session.frame_shape, bool) if mask is None else mask
 
     def push_run(self, run: EditRun) -> None:
+        """Keep a run in the undo history (if it changed anything), at most UNDO_DEPTH of them."""
         if run.edits:
             self.runs.append(run)
             del self.runs[:-UNDO_DEPTH]
@@ -256,7 +282,7 @@ class Annotator:
 
     def undo_run(self, run: EditRun) -> None:
         """Put back the pixels a run changed (may run in a worker: a masked copy per frame)."""
-        run.undo(self.labels)
+        run.undo(self._label_array())
         self.epoch += 1
         for frame in self.frames_of(run):
             self.forget_where(frame)
@@ -278,10 +304,12 @@ class ProgressClock:
         self._start = clock()
 
     def step(self, n: int = 1) -> None:
+        """Count ``n`` more items done."""
         self.done += int(n)
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the clock started."""
         return self._clock() - self._start
 
     @property
@@ -297,6 +325,7 @@ class ProgressClock:
         return (self.total - self.done) / r if r > 0 else None
 
     def text(self, unit: str = "frames") -> str:
+        """``"k / n frames, rate, time left"`` for a progress bar."""
         parts = [f"{self.done} / {self.total} {unit}"]
         if self.rate > 0:
             parts.append(f"{self.rate:.1f} {unit}/s" if self.rate >= 1 else f"{1 / self.rate:.1f} s each")

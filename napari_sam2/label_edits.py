@@ -64,6 +64,7 @@ class FrameEdit:
         return frame if self.region is None else frame[self.region]
 
     def undo(self, labels: np.ndarray) -> None:
+        """Put back the pixels this edit changed."""
         self._view(labels)[self.changed] = self.old
 
     @property
@@ -84,9 +85,11 @@ class EditRun:
 
     @property
     def frames(self) -> list:
+        """The label-array indices of the frames the run changed."""
         return [e.index for e in self.edits]
 
     def undo(self, labels: np.ndarray) -> None:
+        """Put back every pixel the run changed, newest edit first."""
         for edit in reversed(self.edits):
             edit.undo(labels)
 
@@ -103,11 +106,11 @@ def mask_box(mask) -> tuple | None:
 
 def union_box(*boxes) -> tuple | None:
     """The smallest box holding all the given boxes (Nones are skipped)."""
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
+    given = [b for b in boxes if b is not None]
+    if not given:
         return None
-    return (min(b[0] for b in boxes), max(b[1] for b in boxes),
-            min(b[2] for b in boxes), max(b[3] for b in boxes))
+    return (min(b[0] for b in given), max(b[1] for b in given),
+            min(b[2] for b in given), max(b[3] for b in given))
 
 
 def box_slices(box) -> tuple:

@@ -45,7 +45,9 @@ def frame_states(quality: np.ndarray, iou_threshold: float = 0.5, drop: float = 
 
 
 def flagged_frames(quality: np.ndarray, iou_threshold: float = 0.5, drop: float = 0.2) -> np.ndarray:
-    """Frames where an object is lost or its predicted IoU is low or drops (see
-    :func:`frame_states`), sorted."""
+    """Frames where an object is lost or its predicted IoU is low or drops, sorted.
+
+    See :func:`frame_states`.
+    """
     return np.array([f for f, st in enumerate(frame_states(quality, iou_threshold, drop))
                      if st in ("lost", "low")], dtype=int)

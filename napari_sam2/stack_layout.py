@@ -45,10 +45,12 @@ class StackLayout:
 
     @property
     def labels_shape(self) -> tuple:
+        """Shape of the matching label array (the image's, without an RGB axis)."""
         return tuple(self.shape[: self.ndim])
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
+        """The row and column axes (the last two of the label array)."""
         return (self.ndim - 2, self.ndim - 1)
 
     @property
@@ -58,13 +60,16 @@ class StackLayout:
 
     @property
     def is_single_image(self) -> bool:
+        """A 2-D image: one frame."""
         return self.ndim == 2
 
     @property
     def n_frames(self) -> int:
+        """Frames along the tracked axis (1 for a single image)."""
         return 1 if self.is_single_image else int(self.shape[self.video_axis])
 
     def validate(self) -> None:
+        """Raise ValueError, naming the problem, if the layout cannot be tracked."""
         if self.ndim < 2:
             raise ValueError("the image layer must have at least two dimensions")
         if not self.is_single_image and not 0 <= self.video_axis < self.ndim - 2:

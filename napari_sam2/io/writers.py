@@ -268,8 +268,10 @@ class LabelsWriter:
 
 # --------------------------------------------------------------------------- TIFF
 def _write_tiff(path: Path, frames, geometry: FrameGeometry, ome: bool = False) -> None:
-    """Write ``(T, Y, X)`` frames (array-like, read one frame at a time) as an ImageJ TIFF, or as
-    an OME-TIFF when ``ome`` or when the ids need 32 bits."""
+    """Write ``(T, Y, X)`` frames (array-like, read one frame at a time) as a TIFF.
+
+    An ImageJ TIFF, or an OME-TIFF when ``ome`` or when the ids need 32 bits.
+    """
     import tifffile
 
     shape = tuple(int(s) for s in frames.shape)

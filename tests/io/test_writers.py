@@ -83,7 +83,8 @@ def test_an_ome_tif_name_asks_for_ome_tiff_with_physical_sizes(tmp_path):
         assert tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.uint16
         np.testing.assert_array_equal(tif.asarray(), labels)
         pixels = re.search(r"<Pixels [^>]*>", tif.ome_metadata).group(0)
-    for attr in ('PhysicalSizeZ="2.5"', 'PhysicalSizeZUnit="mm"', 'PhysicalSizeX="0.8"', 'PhysicalSizeY="0.8"'):
+    expected = ('PhysicalSizeZ="2.5"', 'PhysicalSizeZUnit="mm"', 'PhysicalSizeX="0.8"', 'PhysicalSizeY="0.8"')
+    for attr in expected:
         assert attr in pixels, pixels
     assert open_stack(path).scale == pytest.approx((2.5, 0.8, 0.8))
     series = write_labels(tmp_path / "t.ome.tiff", labels, FrameGeometry("T", (30.0, 0.5, 0.5), ("s", "µm")))
