@@ -15,7 +15,10 @@ class Section(QWidget):
 
     def __init__(self, title: str, parent=None, expanded: bool = True):
         super().__init__(parent)
-        self.toggle = QToolButton(text=title, checkable=True, checked=expanded)
+        self.toggle = QToolButton()
+        self.toggle.setText(title)
+        self.toggle.setCheckable(True)
+        self.toggle.setChecked(expanded)
         self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.toggle.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
         self.toggle.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
