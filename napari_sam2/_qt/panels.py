@@ -40,7 +40,7 @@ DOCK_WIDTH = 350
 class DockWidgets:
     """The dock's widgets by name, as :func:`build_dock` makes them (the dock connects them)."""
 
-    scroll: QScrollArea
+    scroll_area: QScrollArea
     image_section: Section
     image_combo: QComboBox
     axis_spin: QSpinBox
@@ -156,17 +156,17 @@ def build_dock(root: QWidget) -> DockWidgets:
     w = DockWidgets()
     outer = QVBoxLayout(root)
     outer.setContentsMargins(2, 2, 2, 2)
-    w.scroll = QScrollArea()
-    w.scroll.setWidgetResizable(True)
-    w.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    w.scroll_area = QScrollArea()
+    w.scroll_area.setWidgetResizable(True)
+    w.scroll_area.setFrameShape(QScrollArea.Shape.NoFrame)
     # the content follows the dock's width (no sideways scrolling), only its height scrolls
-    w.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    w.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     inner = QWidget()
     col = QVBoxLayout(inner)
     col.setContentsMargins(2, 2, 2, 2)
     col.setSpacing(4)
-    w.scroll.setWidget(inner)
-    outer.addWidget(w.scroll, 1)
+    w.scroll_area.setWidget(inner)
+    outer.addWidget(w.scroll_area, 1)
 
     # ---- image
     w.image_section = Section("Image")

@@ -10,12 +10,19 @@ labels back as they were before the last run, in the worker too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from napari_sam2.label_edits import EditRun
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["PropagationPanel"]
 
 
-class PropagationPanel:
+class PropagationPanel(DockHost):
     """The Propagate section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def propagate(self):

@@ -6,12 +6,19 @@ Which frames are flagged is decided in :mod:`napari_sam2.quality` (no Qt).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from napari_sam2.quality import flagged_frames, frame_states
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["QualityStrip", "QualityPanel"]
 
@@ -75,7 +82,7 @@ class QualityStrip(QWidget):
             self.frame_clicked.emit(frame)
 
 
-class QualityPanel:
+class QualityPanel(DockHost):
     """The Quality section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def _update_quality(self, *_):
