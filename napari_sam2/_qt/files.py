@@ -56,8 +56,10 @@ class DockFiles(DockHost):
         return self.labels_layer.data[tuple(index)]
 
     def export_labels(self, path) -> Path:
-        """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr
-        (``.zarr``), with the image's voxel size and units and the tracked axis as time or z."""
+        """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr (``.zarr``).
+
+        The file gets the image's voxel size and units, and the tracked axis as time or z.
+        """
         from napari_sam2._qt.export_form import LabelFormat
         from napari_sam2.io.writers import write_labels
 
@@ -152,7 +154,8 @@ class DockFiles(DockHost):
                 target[...] = saved  # a loaded session starts a new history
                 self.core.forget_where()
                 self.labels_layer.refresh()
-                self.say(f"session loaded: {len(sf.objects)} objects, labels from {sf.settings.extra['labels_file']}")
+                self.say(f"session loaded: {len(sf.objects)} objects, "
+                         f"labels from {sf.settings.extra['labels_file']}")
             else:
                 self._repaint_prompted_frames()
                 self.say(f"session loaded: {len(sf.objects)} objects (prompted {self.unit} repainted)")

@@ -1,5 +1,7 @@
-"""Objects from a Labels layer: one label as a mask prompt, every label as an object, or SAM 2's
-own automatic masks on this frame into a layer to review first.
+"""Objects from a Labels layer: a label as a mask prompt, every label as an object, or SAM 2's own.
+
+One label can prompt the active object, every label can become an object, or SAM 2's own
+automatic masks on this frame go into a layer to review first.
 
 A painted mask, a Cellpose or StarDist result: "Use as mask" prompts the active object with one
 of its labels, "Seed from labels" makes every label of the current frame an object with the same
@@ -90,8 +92,9 @@ class LabelSeeds(DockHost):
 
         def done(found):
             lay = self.stack_layout
-            if FOUND_LAYER in self.viewer.layers and self.viewer.layers[FOUND_LAYER].data.shape == lay.labels_shape:
-                layer = self.viewer.layers[FOUND_LAYER]
+            layers = self.viewer.layers
+            if FOUND_LAYER in layers and layers[FOUND_LAYER].data.shape == lay.labels_shape:
+                layer = layers[FOUND_LAYER]
             else:
                 img = self.image_layer
                 layer = self.viewer.add_labels(

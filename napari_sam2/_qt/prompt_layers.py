@@ -190,7 +190,8 @@ class PromptLayers:
                 continue
             inside = points_in_frame([c[:2] for c in cur], session.frame_shape) if cur else np.zeros(0, bool)
             if not inside.all():
-                self.dock._error(ValueError(f"a click on frame {frame} lies outside the image: it is ignored"))
+                self.dock._error(ValueError(
+                    f"a click on frame {frame} lies outside the image: it is ignored"))
                 cur = [c for c, ok in zip(cur, inside) if ok]
                 if cur == old:
                     continue
@@ -301,11 +302,12 @@ class PromptLayers:
             for obj in sf.objects:
                 for p in prompts_in_effect(obj.prompts):
                     if p.kind == "points":
-                        extra += [(p.frame, obj.id, (float(r), float(c), int(l)))
-                                  for (r, c), l in zip(p.points, p.labels)]
+                        extra += [(p.frame, obj.id, (float(r), float(c), int(label)))
+                                  for (r, c), label in zip(p.points, p.labels)]
                     elif p.kind == "box":
                         (r0, c0), (r1, c1) = p.box
-                        rect = [self._from_image(p.frame, r, c) for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))]
+                        corners = ((r0, c0), (r0, c1), (r1, c1), (r1, c0))
+                        rect = [self._from_image(p.frame, r, c) for r, c in corners]
                         self.shapes.add_rectangles(np.asarray(rect))
             keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) not in sf.ids]
             self._replace_points(keep, extra)

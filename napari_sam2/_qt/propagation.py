@@ -65,7 +65,8 @@ class PropagationPanel(DockHost):
             clock = self.progress.clock
             rate = f" at {clock.text(unit).split(' · ')[1]}" if clock is not None and clock.rate > 0 else ""
             if done < total:  # the bar no longer counts down
-                self.progress.setFormat(f"{done} / {total} {unit} · " + ("cancelled" if self._cancel else "stopped"))
+                why = "cancelled" if self._cancel else "stopped"
+                self.progress.setFormat(f"{done} / {total} {unit} · {why}")
             if self._cancel and done < total:
                 self.say(f"cancelled ({done} of {total} {unit}); the finished {unit} stay")
             elif not (self.status.is_error and done < total):  # else the error is on the status line

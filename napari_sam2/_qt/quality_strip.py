@@ -1,5 +1,7 @@
-"""Per-frame tracking quality of the selected object: a strip of one cell per frame (click to
-jump there), a line of text, and jumps to the previous / next flagged frame.
+"""Per-frame tracking quality of the selected object: a strip, a line of text, jumps.
+
+The strip has one cell per frame (click to jump there); the buttons jump to the previous / next
+flagged frame.
 
 Which frames are flagged is decided in :mod:`napari_sam2.quality` (no Qt).
 """
@@ -98,7 +100,8 @@ class QualityPanel(DockHost):
         self.strip.set_quality(q, current)
         flagged = flagged_frames(q, self.strip.iou_threshold)
         done = int(np.count_nonzero(~np.isnan(q[:, 0])))
-        listed = f": {', '.join(map(str, flagged[:8]))}{'…' if len(flagged) > 8 else ''}" if len(flagged) else ""
+        more = "…" if len(flagged) > 8 else ""
+        listed = f": {', '.join(map(str, flagged[:8]))}{more}" if len(flagged) else ""
         self.quality_label.setText(f"{done} {self.unit} tracked, {len(flagged)} flagged{listed}")
 
     def _flagged(self):
