@@ -32,6 +32,7 @@ class ImageInputs(DockHost):
 
     @property
     def image_layer(self):
+        """The napari Image layer chosen in the Image section (None: there is none)."""
         name = self.image_combo.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
