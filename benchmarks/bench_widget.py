@@ -206,7 +206,8 @@ def main(argv=None):
 
     print(f"\ntorch threads {torch.get_num_threads()}, {os.cpu_count()} cores, load average at start "
           f"{load:.1f}, display {os.environ.get('DISPLAY')}")
-    head = f"{'case':<20}{'API s':>8}{'dock s':>8}{'ratio':>7}{'engine s':>9}{'dock/engine':>12}{'stall ms':>10}{'click stall':>12}{'revert ms':>10}{'undo ms':>9}{'refreshes':>10}"
+    head = (f"{'case':<20}{'API s':>8}{'dock s':>8}{'ratio':>7}{'engine s':>9}{'dock/engine':>12}"
+            f"{'stall ms':>10}{'click stall':>12}{'revert ms':>10}{'undo ms':>9}{'refreshes':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -216,7 +217,8 @@ def main(argv=None):
               f"{1000 * r['revert_stall_s']:>10.0f}{1000 * r['undo_stall_s']:>9.0f}{r['refreshes']:>10}")
     out = HERE / "results" / f"widget-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"threads": torch.get_num_threads(), "load_average": load, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"threads": torch.get_num_threads(), "load_average": load, "rows": rows},
+                              indent=2))
     print(f"\nwritten to {out}")
 
 

@@ -122,15 +122,19 @@ class ExportForm:
 
     # ------------------------------------------------------------------ show and export
     def show(self) -> None:
-        """Open the dialog with the dock's current choices (the last file, or one named after
-        the image next to where the image came from)."""
+        """Open the dialog with the dock's current choices.
+
+        The file is the last one chosen, or one named after the image next to where the image
+        came from.
+        """
         dock = self.dock
         dock.tracked_labels()  # no labels yet: the status line says what to do first
         current = Path(self.form.file.value)
         if current.name == "labels.tif" and not current.is_absolute():
             source = (dock.image_layer.source.path or "") if dock.image_layer is not None else ""
             folder = Path(source).parent if source else Path.cwd()
-            self.form.file.value = with_format(folder / f"{dock.image_layer.name}_labels", self.form.format.value)
+            self.form.file.value = with_format(folder / f"{dock.image_layer.name}_labels",
+                                               self.form.format.value)
         self.form.tracked_axis.value = dock.axis_kind.currentText()
         self._show_geometry()
         self.dialog.show()

@@ -11,9 +11,15 @@ slices or frames, the OME axis type).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtWidgets import QFileDialog
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["DockFiles", "labels_geometry"]
 
@@ -34,7 +40,7 @@ def labels_geometry(image_layer, layout, axis_kind: str):
     return geometry_from_layer_meta(meta, len(axes))
 
 
-class DockFiles:
+class DockFiles(DockHost):
     """Session files and label export for :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     # ------------------------------------------------------------------ export
@@ -50,8 +56,10 @@ class DockFiles:
         return self.labels_layer.data[tuple(index)]
 
     def export_labels(self, path) -> Path:
-        """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr
-        (``.zarr``), with the image's voxel size and units and the tracked axis as time or z."""
+        """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr (``.zarr``).
+
+        The file gets the image's voxel size and units, and the tracked axis as time or z.
+        """
         from napari_sam2._qt.export_form import LabelFormat
         from napari_sam2.io.writers import write_labels
 
@@ -78,19 +86,20 @@ class DockFiles:
         from napari_sam2.io.session_file import SessionSettings, session_from_engine, write_session
         from napari_sam2.io.writers import write_labels
 
-        if self.session is None or not self.session.objects:
+        lay = self.stack_layout
+        if self.session is None or not self.session.objects or lay is None:
             raise ValueError("there is nothing to save yet: add a prompt first")
         path = Path(path)
         model = self.model_path.text().strip() or self.size_combo.currentText()
         layers = [c.currentText() for c in (self.green_combo, self.blue_combo)
                   if c.currentText() not in ("(none)", self.image_layer.name)]
-        extra = {"channel_layers": layers} if layers else {}
+        extra: dict[str, Any] = {"channel_layers": layers} if layers else {}
         labels_path = path.with_name(path.stem + LABELS_SUFFIX)
         write_labels(labels_path, np.asarray(self.tracked_labels()),
-                     labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText()))
+                     labels_geometry(self.image_layer, lay, self.axis_kind.currentText()))
         extra["labels_file"] = labels_path.name
         extra["axis_kind"] = self.axis_kind.currentText()
-        settings = SessionSettings(model=model, axis=self.stack_layout.video_axis,
+        settings = SessionSettings(model=model, axis=lay.video_axis,
                                    image_layer=self.image_layer.name,
                                    channels=None if layers else self.session_channels, extra=extra)
         sf = session_from_engine(self.session, settings, names=self.objects)
@@ -145,7 +154,8 @@ class DockFiles:
                 target[...] = saved  # a loaded session starts a new history
                 self.core.forget_where()
                 self.labels_layer.refresh()
-                self.say(f"session loaded: {len(sf.objects)} objects, labels from {sf.settings.extra['labels_file']}")
+                self.say(f"session loaded: {len(sf.objects)} objects, "
+                         f"labels from {sf.settings.extra['labels_file']}")
             else:
                 self._repaint_prompted_frames()
                 self.say(f"session loaded: {len(sf.objects)} objects (prompted {self.unit} repainted)")

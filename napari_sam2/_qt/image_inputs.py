@@ -10,9 +10,16 @@ made when there is none.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from napari_sam2.stack_layout import LayerChannels, StackLayout, parse_channels
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["ImageInputs", "NEW_LABELS", "NO_LAYER"]
 
@@ -20,11 +27,12 @@ NEW_LABELS = "(new layer)"
 NO_LAYER = "(none)"
 
 
-class ImageInputs:
+class ImageInputs(DockHost):
     """Image, axes, channels and target labels of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     @property
     def image_layer(self):
+        """The napari Image layer chosen in the Image section (None: there is none)."""
         name = self.image_combo.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
 

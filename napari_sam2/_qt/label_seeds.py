@@ -1,5 +1,7 @@
-"""Objects from a Labels layer: one label as a mask prompt, every label as an object, or SAM 2's
-own automatic masks on this frame into a layer to review first.
+"""Objects from a Labels layer: a label as a mask prompt, every label as an object, or SAM 2's own.
+
+One label can prompt the active object, every label can become an object, or SAM 2's own
+automatic masks on this frame go into a layer to review first.
 
 A painted mask, a Cellpose or StarDist result: "Use as mask" prompts the active object with one
 of its labels, "Seed from labels" makes every label of the current frame an object with the same
@@ -8,14 +10,21 @@ id, and "Find objects on this frame" fills a "SAM 2 found objects" layer to edit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["LabelSeeds", "FOUND_LAYER"]
 
 FOUND_LAYER = "SAM 2 found objects"
 
 
-class LabelSeeds:
+class LabelSeeds(DockHost):
     """The Objects section's seeding buttons of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def _seed_plane(self, hint: str):
@@ -24,8 +33,10 @@ class LabelSeeds:
         if name not in self.viewer.layers:
             raise ValueError(f"choose a Labels layer holding the {hint}")
         session = self.ensure_session()
+        lay = self.stack_layout
+        assert lay is not None  # ensure_session sets it
         frame = self.current_frame()
-        plane = np.asarray(self.viewer.layers[name].data[self.stack_layout.index(frame)])
+        plane = np.asarray(self.viewer.layers[name].data[lay.index(frame)])
         if plane.shape != tuple(session.frame_shape):
             raise ValueError(f"'{name}' does not have the image's shape: choose a Labels layer of this stack")
         return session, frame, name, plane
@@ -81,8 +92,9 @@ class LabelSeeds:
 
         def done(found):
             lay = self.stack_layout
-            if FOUND_LAYER in self.viewer.layers and self.viewer.layers[FOUND_LAYER].data.shape == lay.labels_shape:
-                layer = self.viewer.layers[FOUND_LAYER]
+            layers = self.viewer.layers
+            if FOUND_LAYER in layers and layers[FOUND_LAYER].data.shape == lay.labels_shape:
+                layer = layers[FOUND_LAYER]
             else:
                 img = self.image_layer
                 layer = self.viewer.add_labels(

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QFileDialog
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+    from napari_sam2.engine.models import Sam2Model
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["ModelLoading"]
 
 
-class ModelLoading:
+class ModelLoading(DockHost):
     """The Model section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def _browse_model(self):
@@ -38,14 +46,14 @@ class ModelLoading:
         bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
         self.model_progress = []  # (done, total, message) as reported, for the status line
 
-        def work():
+        def work() -> Generator[tuple[int, int, str], None, Sam2Model]:
             import queue
             import threading
 
             from napari_sam2 import load_model
 
-            reports: queue.Queue = queue.Queue()
-            out: dict = {}
+            reports: queue.Queue[tuple[int, int, str] | None] = queue.Queue()
+            out: dict[str, Any] = {}
 
             def run():
                 try:

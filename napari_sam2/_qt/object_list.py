@@ -8,16 +8,23 @@ prepared in the worker; the GUI thread copies the prepared crops in and refreshe
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidgetItem
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["ObjectList"]
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
-class ObjectList:
+class ObjectList(DockHost):
     """The Objects section's list of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def new_object(self, name: str | None = None) -> int:
@@ -33,9 +40,10 @@ class ObjectList:
 
     def ensure_active(self) -> int:
         """The active object's id (a new object when there is none)."""
-        if self.active_id is None:
-            self.new_object()
-        return self.active_id
+        obj_id = self.active_id
+        if obj_id is None:
+            obj_id = self.new_object()  # which makes it the active object
+        return obj_id
 
     def _add_object_item(self, obj_id, name):
         from qtpy.QtGui import QColor, QIcon, QPixmap
@@ -65,7 +73,7 @@ class ObjectList:
     def _select_object(self, obj_id: int) -> bool:
         for row in range(self.object_list.count()):
             item = self.object_list.item(row)
-            if int(item.data(ID_ROLE)) == obj_id:
+            if item is not None and int(item.data(ID_ROLE)) == obj_id:
                 self.object_list.setCurrentItem(item)
                 return True
         return False

@@ -8,7 +8,7 @@ short, and rarely changed settings sit under "more".
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from typing import TypeVar
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -31,14 +31,102 @@ from qtpy.QtWidgets import (
 from napari_sam2._qt.quality_strip import QualityStrip
 from napari_sam2._qt.sections import ProgressLine, Section, StatusLine
 
-__all__ = ["build_dock", "MODEL_SIZES", "DOCK_WIDTH"]
+__all__ = ["build_dock", "DockWidgets", "MODEL_SIZES", "DOCK_WIDTH"]
 
 MODEL_SIZES = ["sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam2.1-large"]
 DOCK_WIDTH = 350
 
 
+class DockWidgets:
+    """The dock's widgets by name, as :func:`build_dock` makes them (the dock connects them)."""
+
+    scroll_area: QScrollArea
+    image_section: Section
+    image_combo: QComboBox
+    axis_spin: QSpinBox
+    axis_kind: QComboBox
+    fixed_label: QLabel
+    fixed_spin: QSpinBox
+    follow_check: QCheckBox
+    contrast_label: QLabel
+    reread_button: QPushButton
+    channels_section: Section
+    channels_edit: QLineEdit
+    green_combo: QComboBox
+    blue_combo: QComboBox
+    model_section: Section
+    size_combo: QComboBox
+    device_combo: QComboBox
+    model_path: QLineEdit
+    browse_button: QPushButton
+    load_button: QPushButton
+    model_status: QLabel
+    objects_section: Section
+    labels_combo: QComboBox
+    object_list: QListWidget
+    new_button: QPushButton
+    delete_button: QPushButton
+    positive_check: QCheckBox
+    mask_source: QComboBox
+    mask_id: QSpinBox
+    mask_button: QPushButton
+    seed_button: QPushButton
+    find_button: QPushButton
+    propagate_section: Section
+    direction_combo: QComboBox
+    selected_only: QCheckBox
+    range_section: Section
+    start_spin: QSpinBox
+    stop_spin: QSpinBox
+    propagate_button: QPushButton
+    cancel_button: QPushButton
+    progress: ProgressLine
+    undo_button: QPushButton
+    revert_button: QPushButton
+    quality_section: Section
+    strip: QualityStrip
+    quality_label: QLabel
+    prev_flagged_button: QPushButton
+    next_flagged_button: QPushButton
+    files_section: Section
+    save_button: QPushButton
+    load_session_button: QPushButton
+    export_button: QPushButton
+    status: StatusLine
+
+
+_W = TypeVar("_W", bound=QWidget)
+
+
+def _tip(widget: _W, tip: str) -> _W:
+    """Give ``widget`` its tooltip and return it (a widget built in one expression)."""
+    widget.setToolTip(tip)
+    return widget
+
+
+def _check(text: str, tip: str, checked: bool = True) -> QCheckBox:
+    """A check box with its tooltip, checked by default."""
+    box = _tip(QCheckBox(text), tip)
+    box.setChecked(checked)
+    return box
+
+
+def _spin(low: int, high: int, tip: str = "") -> QSpinBox:
+    """A spin box for integers from ``low`` to ``high`` with its tooltip."""
+    spin = _tip(QSpinBox(), tip)
+    spin.setRange(low, high)
+    return spin
+
+
+def _wrapped(text: str) -> QLabel:
+    """A label whose text wraps at the dock's width."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    return label
+
+
 def _combo(tip: str = "") -> QComboBox:
-    c = QComboBox(toolTip=tip)
+    c = _tip(QComboBox(), tip)
     c.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     c.setMinimumContentsLength(6)
     c.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -63,47 +151,47 @@ def _form(section: Section) -> QFormLayout:
     return form
 
 
-def build_dock(root: QWidget) -> SimpleNamespace:
+def build_dock(root: QWidget) -> DockWidgets:
     """Build the dock's widgets into ``root``; returns them by name."""
-    w = SimpleNamespace()
+    w = DockWidgets()
     outer = QVBoxLayout(root)
     outer.setContentsMargins(2, 2, 2, 2)
-    w.scroll = QScrollArea(widgetResizable=True)
-    w.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    w.scroll_area = QScrollArea()
+    w.scroll_area.setWidgetResizable(True)
+    w.scroll_area.setFrameShape(QScrollArea.Shape.NoFrame)
     # the content follows the dock's width (no sideways scrolling), only its height scrolls
-    w.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    w.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     inner = QWidget()
     col = QVBoxLayout(inner)
     col.setContentsMargins(2, 2, 2, 2)
     col.setSpacing(4)
-    w.scroll.setWidget(inner)
-    outer.addWidget(w.scroll, 1)
+    w.scroll_area.setWidget(inner)
+    outer.addWidget(w.scroll_area, 1)
 
     # ---- image
     w.image_section = Section("Image")
     form = _form(w.image_section)
     w.image_combo = _combo("Image layer SAM 2 segments")
     form.addRow("image", w.image_combo)
-    w.axis_spin = QSpinBox(toolTip="Data axis tracked through")
-    w.axis_kind = QComboBox(toolTip="What the tracked axis is: time points or z slices "
+    w.axis_spin = _tip(QSpinBox(), "Data axis tracked through")
+    w.axis_kind = _tip(QComboBox(), "What the tracked axis is: time points or z slices "
                                     "(used in words and when labels are saved)")
     w.axis_kind.addItems(["time", "z"])
     form.addRow("through", _row(w.axis_kind, "axis", w.axis_spin, stretch=0))
     w.fixed_label = QLabel("other axis")
-    w.fixed_spin = QSpinBox(toolTip="Index of the other axis of a 4-D stack (e.g. z at each t)")
-    w.follow_check = QCheckBox("follow", checked=True,
-                               toolTip="Take the index from the viewer's slider")
+    w.fixed_spin = _tip(QSpinBox(), "Index of the other axis of a 4-D stack (e.g. z at each t)")
+    w.follow_check = _check("follow", "Take the index from the viewer's slider")
     form.addRow(w.fixed_label, _row(w.fixed_spin, w.follow_check, stretch=1))
     w.contrast_label = QLabel("-")
-    w.reread_button = QPushButton("Re-read", toolTip="Use the image layer's current contrast limits")
+    w.reread_button = _tip(QPushButton("Re-read"), "Use the image layer's current contrast limits")
     form.addRow("contrast", _row(w.contrast_label, w.reread_button, stretch=0))
     w.channels_section = Section("more (channels)", expanded=False)
     w.channels_section.toggle.setStyleSheet("QToolButton { border: none; }")
     sub = _form(w.channels_section)
-    w.channels_edit = QLineEdit(
-        placeholderText="all (or e.g. 0 or 0,2)", enabled=False,
-        toolTip="Channels of an RGB/multichannel layer that feed SAM 2: one for gray, "
-                "two or three for red, green(, blue)")
+    w.channels_edit = _tip(QLineEdit(), "Channels of an RGB/multichannel layer that feed SAM 2: "
+                           "one for gray, two or three for red, green(, blue)")
+    w.channels_edit.setPlaceholderText("all (or e.g. 0 or 0,2)")
+    w.channels_edit.setEnabled(False)
     w.green_combo = _combo("Another image layer of this stack fed as SAM 2's green input")
     w.blue_combo = _combo("Another image layer of this stack fed as SAM 2's blue input")
     sub.addRow("channels", w.channels_edit)
@@ -120,12 +208,13 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.device_combo = QComboBox()
     w.device_combo.addItems(["auto", "cuda", "mps", "cpu"])
     form.addRow("size", _row(w.size_combo, "device", w.device_combo, stretch=0))
-    w.model_path = QLineEdit(placeholderText="or a model folder / Meta .pt file")
+    w.model_path = QLineEdit()
+    w.model_path.setPlaceholderText("or a model folder / Meta .pt file")
     w.browse_button = QPushButton("…")
     w.browse_button.setFixedWidth(28)
     form.addRow("file", _row(w.model_path, w.browse_button, stretch=0))
     w.load_button = QPushButton("Load model")
-    w.model_status = QLabel("no model loaded", wordWrap=True)
+    w.model_status = _wrapped("no model loaded")
     form.addRow(_row(w.load_button, w.model_status, stretch=1))
     col.addWidget(w.model_section)
 
@@ -142,19 +231,19 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.object_list.setMinimumHeight(48)
     box.addWidget(w.object_list)
     w.new_button = QPushButton("New (N)")
-    w.delete_button = QPushButton("Delete", toolTip="Delete the selected objects (their pixels too)")
-    w.positive_check = QCheckBox("positive (T)", checked=True,
-                                 toolTip="Positive (on the object) or negative (background) clicks; T toggles")
+    w.delete_button = _tip(QPushButton("Delete"), "Delete the selected objects (their pixels too)")
+    w.positive_check = _check("positive (T)",
+                              "Positive (on the object) or negative (background) clicks; T toggles")
     box.addLayout(_row(w.new_button, w.delete_button))
     box.addWidget(w.positive_check)
     w.mask_source = _combo("Labels layer with a seed (painted, Cellpose, StarDist...)")
-    w.mask_id = QSpinBox(minimum=0, maximum=2**31 - 1, toolTip="its label id (0: the active object's id)")
-    w.mask_button = QPushButton("Use as mask", toolTip="Prompt the active object with this label")
+    w.mask_id = _spin(0, 2**31 - 1, "its label id (0: the active object's id)")
+    w.mask_button = _tip(QPushButton("Use as mask"), "Prompt the active object with this label")
     box.addLayout(_row(w.mask_source, w.mask_id, w.mask_button, stretch=0))
-    w.seed_button = QPushButton("Seed from labels", toolTip="Every label of the chosen Labels layer "
-                                "on this frame becomes an object with the same id")
-    w.find_button = QPushButton("Find objects on this frame", toolTip="SAM 2's automatic masks on "
-                                "this frame, into a Labels layer to review, then Seed from labels")
+    w.seed_button = _tip(QPushButton("Seed from labels"), "Every label of the chosen Labels layer "
+                         "on this frame becomes an object with the same id")
+    w.find_button = _tip(QPushButton("Find objects on this frame"), "SAM 2's automatic masks on "
+                         "this frame, into a Labels layer to review, then Seed from labels")
     box.addLayout(_row(w.seed_button, w.find_button))
     col.addWidget(w.objects_section)
 
@@ -168,12 +257,13 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.range_section = Section("more (frame range)", expanded=False)
     w.range_section.toggle.setStyleSheet("QToolButton { border: none; }")
     sub = _form(w.range_section)
-    w.start_spin = QSpinBox(minimum=0, maximum=10**7)
-    w.stop_spin = QSpinBox(minimum=0, maximum=10**7, toolTip="0: to the last frame")
+    w.start_spin = _spin(0, 10**7)
+    w.stop_spin = _spin(0, 10**7, "0: to the last frame")
     sub.addRow("from", _row(w.start_spin, "to", w.stop_spin, stretch=0))
     form.addRow(w.range_section)
     w.propagate_button = QPushButton("Propagate (Shift-P)")
-    w.cancel_button = QPushButton("Cancel", enabled=False)
+    w.cancel_button = QPushButton("Cancel")
+    w.cancel_button.setEnabled(False)
     form.addRow(_row(w.propagate_button, w.cancel_button, stretch=0))
     w.progress = ProgressLine()
     form.addRow(w.progress)
@@ -188,7 +278,7 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     box.setContentsMargins(4, 0, 0, 0)
     w.strip = QualityStrip()
     box.addWidget(w.strip)
-    w.quality_label = QLabel("", wordWrap=True)
+    w.quality_label = _wrapped("")
     box.addWidget(w.quality_label)
     w.prev_flagged_button = QPushButton("◀ flagged (,)")
     w.next_flagged_button = QPushButton("flagged (.) ▶")
@@ -202,8 +292,8 @@ def build_dock(root: QWidget) -> SimpleNamespace:
     w.save_button = QPushButton("Save session…")
     w.load_session_button = QPushButton("Load session…")
     box.addLayout(_row(w.save_button, w.load_session_button))
-    w.export_button = QPushButton("Export labels…", toolTip="ImageJ TIFF, OME-TIFF or OME-Zarr "
-                                  "with the image's voxel size and units")
+    w.export_button = _tip(QPushButton("Export labels…"), "ImageJ TIFF, OME-TIFF or OME-Zarr "
+                           "with the image's voxel size and units")
     box.addWidget(w.export_button)
     col.addWidget(w.files_section)
     col.addStretch(1)

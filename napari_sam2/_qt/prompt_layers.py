@@ -17,10 +17,15 @@ pixels at any zoom), so a 30 px cell on a 6000 px frame is not hidden under its 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from napari_sam2.conversions import points_in_frame
 from napari_sam2.prompts import prompts_in_effect
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
 
 __all__ = ["PromptLayers"]
 
@@ -34,10 +39,10 @@ BOX_EDGE_SCREEN_PX = 2.0
 class PromptLayers:
     """Keeps the prompt layers and the engine's prompts in step."""
 
-    def __init__(self, dock):
+    def __init__(self, dock: DockHost) -> None:
         self.dock = dock
-        self.points = None
-        self.shapes = None
+        self.points: Any = None  # napari Points / Shapes layers (napari ships no types), made on demand
+        self.shapes: Any = None
         self.positive = True
         self._sent: dict[tuple[int, int], list] = {}
         self._history: list[tuple] = []  # ("points", key, sent_before) | ("box", key) | ("mask", key)
@@ -116,8 +121,9 @@ class PromptLayers:
 
     # ------------------------------------------------------------------ coordinates
     def _image_coords(self, layer, coords) -> np.ndarray:
-        img = self.dock.image_layer
-        return np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)[-self.dock.stack_layout.ndim:]
+        img, lay = self.dock.image_layer, self.dock.stack_layout
+        assert lay is not None  # prompts are read only while there is a session
+        return np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)[-lay.ndim:]
 
     def _to_image(self, layer, coords):
         """Layer data coordinates -> (on this stack, frame, row, col) of the image data."""
@@ -155,7 +161,7 @@ class PromptLayers:
                     "or set the index there"))
         self.sync_points()
 
-    def _groups(self):
+    def _groups(self) -> dict[tuple[int, int], list[tuple[float, float, int]]]:
         feats = self.points.features
         if len(self.points.data) and (feats["obj_id"] == 0).any():
             # clicks made before any object existed start one
@@ -184,7 +190,8 @@ class PromptLayers:
                 continue
             inside = points_in_frame([c[:2] for c in cur], session.frame_shape) if cur else np.zeros(0, bool)
             if not inside.all():
-                self.dock._error(ValueError(f"a click on frame {frame} lies outside the image: it is ignored"))
+                self.dock._error(ValueError(
+                    f"a click on frame {frame} lies outside the image: it is ignored"))
                 cur = [c for c, ok in zip(cur, inside) if ok]
                 if cur == old:
                     continue
@@ -295,11 +302,12 @@ class PromptLayers:
             for obj in sf.objects:
                 for p in prompts_in_effect(obj.prompts):
                     if p.kind == "points":
-                        extra += [(p.frame, obj.id, (float(r), float(c), int(l)))
-                                  for (r, c), l in zip(p.points, p.labels)]
+                        extra += [(p.frame, obj.id, (float(r), float(c), int(label)))
+                                  for (r, c), label in zip(p.points, p.labels)]
                     elif p.kind == "box":
                         (r0, c0), (r1, c1) = p.box
-                        rect = [self._from_image(p.frame, r, c) for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))]
+                        corners = ((r0, c0), (r0, c1), (r1, c1), (r1, c0))
+                        rect = [self._from_image(p.frame, r, c) for r, c in corners]
                         self.shapes.add_rectangles(np.asarray(rect))
             keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) not in sf.ids]
             self._replace_points(keep, extra)

@@ -10,12 +10,19 @@ labels back as they were before the last run, in the worker too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from napari_sam2.label_edits import EditRun
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["PropagationPanel"]
 
 
-class PropagationPanel:
+class PropagationPanel(DockHost):
     """The Propagate section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def propagate(self):
@@ -58,7 +65,8 @@ class PropagationPanel:
             clock = self.progress.clock
             rate = f" at {clock.text(unit).split(' · ')[1]}" if clock is not None and clock.rate > 0 else ""
             if done < total:  # the bar no longer counts down
-                self.progress.setFormat(f"{done} / {total} {unit} · " + ("cancelled" if self._cancel else "stopped"))
+                why = "cancelled" if self._cancel else "stopped"
+                self.progress.setFormat(f"{done} / {total} {unit} · {why}")
             if self._cancel and done < total:
                 self.say(f"cancelled ({done} of {total} {unit}); the finished {unit} stay")
             elif not (self.status.is_error and done < total):  # else the error is on the status line

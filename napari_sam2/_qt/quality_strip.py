@@ -1,10 +1,14 @@
-"""Per-frame tracking quality of the selected object: a strip of one cell per frame (click to
-jump there), a line of text, and jumps to the previous / next flagged frame.
+"""Per-frame tracking quality of the selected object: a strip, a line of text, jumps.
+
+The strip has one cell per frame (click to jump there); the buttons jump to the previous / next
+flagged frame.
 
 Which frames are flagged is decided in :mod:`napari_sam2.quality` (no Qt).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
@@ -12,6 +16,11 @@ from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from napari_sam2.quality import flagged_frames, frame_states
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["QualityStrip", "QualityPanel"]
 
@@ -75,7 +84,7 @@ class QualityStrip(QWidget):
             self.frame_clicked.emit(frame)
 
 
-class QualityPanel:
+class QualityPanel(DockHost):
     """The Quality section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def _update_quality(self, *_):
@@ -91,7 +100,8 @@ class QualityPanel:
         self.strip.set_quality(q, current)
         flagged = flagged_frames(q, self.strip.iou_threshold)
         done = int(np.count_nonzero(~np.isnan(q[:, 0])))
-        listed = f": {', '.join(map(str, flagged[:8]))}{'…' if len(flagged) > 8 else ''}" if len(flagged) else ""
+        more = "…" if len(flagged) > 8 else ""
+        listed = f": {', '.join(map(str, flagged[:8]))}{more}" if len(flagged) else ""
         self.quality_label.setText(f"{done} {self.unit} tracked, {len(flagged)} flagged{listed}")
 
     def _flagged(self):

@@ -15,7 +15,10 @@ class Section(QWidget):
 
     def __init__(self, title: str, parent=None, expanded: bool = True):
         super().__init__(parent)
-        self.toggle = QToolButton(text=title, checkable=True, checked=expanded)
+        self.toggle = QToolButton()
+        self.toggle.setText(title)
+        self.toggle.setCheckable(True)
+        self.toggle.setChecked(expanded)
         self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.toggle.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
         self.toggle.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -30,9 +33,11 @@ class Section(QWidget):
 
     @property
     def expanded(self) -> bool:
+        """Whether the section's content shows."""
         return self.toggle.isChecked()
 
     def set_expanded(self, on: bool) -> None:
+        """Show (``on``) or fold away the section's content; the title's arrow follows."""
         self.toggle.blockSignals(True)
         self.toggle.setChecked(bool(on))
         self.toggle.blockSignals(False)
@@ -54,11 +59,13 @@ class StatusLine(QLabel):
         self.is_error = False
 
     def say(self, text: str) -> None:
+        """Show ``text`` as what just happened."""
         self.is_error = False
         self.setStyleSheet("")
         self.setText(text)
 
     def error(self, text: str) -> None:
+        """Show ``text`` as an error (in red)."""
         self.is_error = True
         self.setStyleSheet("color: #ff7f7f;")
         self.setText(text)
@@ -76,6 +83,7 @@ class ProgressLine(QProgressBar):
         self.setTextVisible(True)
 
     def start(self, total: int, unit: str = "frames") -> None:
+        """Start counting ``total`` frames (or slices: ``unit``) from zero."""
         self.unit = unit
         self.clock = ProgressClock(total)
         self.setRange(0, max(1, total))
@@ -83,6 +91,7 @@ class ProgressLine(QProgressBar):
         self.setFormat(self.clock.text(unit))
 
     def step(self, n: int = 1) -> None:
+        """Count ``n`` more frames done and show the rate and the time left."""
         if self.clock is None:
             self.start(self.maximum())
         self.clock.step(n)
@@ -91,4 +100,5 @@ class ProgressLine(QProgressBar):
 
     @property
     def done(self) -> int:
+        """How many frames are done."""
         return 0 if self.clock is None else self.clock.done

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from napari_sam2._qt.dock_host import DockHost
+else:
+    DockHost = object  # the sections' shared state is declared for type checkers only
+
 __all__ = ["SHORTCUTS", "Shortcuts"]
 
 #: key -> (method name, what it does), bound on the viewer while the widget is open
@@ -14,7 +21,7 @@ SHORTCUTS = {
 }
 
 
-class Shortcuts:
+class Shortcuts(DockHost):
     """Key bindings of :class:`~napari_sam2._qt.widget.Sam2Widget` on its viewer."""
 
     def bind_shortcuts(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["TaskQueue"]
 
@@ -54,7 +55,7 @@ class TaskQueue:
         Called on the GUI thread with the exception of a failed task; the queue goes on.
     """
 
-    def __init__(self, on_error):
+    def __init__(self, on_error: Callable[[BaseException], object]) -> None:
         self.on_error = on_error
         self.synchronous = False
         self.busy = False

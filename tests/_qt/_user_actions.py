@@ -1,5 +1,8 @@
-"""A user's actions for GUI tests: a click in add mode, a key on the canvas, a button press,
-typing into a field, choosing in a combo box."""
+"""A user's actions for GUI tests.
+
+A click in add mode, a key on the canvas, a button press, typing into a field, choosing in a
+combo box.
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 
 HUB_REPO = "facebook/sam2.1-hiera-tiny"

@@ -221,7 +221,8 @@ def test_a_ct_volume_is_tracked_through_z_and_exported_with_its_voxel_size(
 def test_4d_the_other_axis_follows_the_slider_and_names_itself(
     make_napari_viewer, hub_cache, no_alerts, qtbot, cells
 ):
-    stack = np.stack([cells.image, np.roll(cells.image, 9, axis=2), cells.image[:, ::-1]], axis=1)  # (T, Z, Y, X)
+    # (T, Z, Y, X)
+    stack = np.stack([cells.image, np.roll(cells.image, 9, axis=2), cells.image[:, ::-1]], axis=1)
     viewer = make_napari_viewer()
     viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
     dock = _open_dock(viewer)

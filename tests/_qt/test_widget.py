@@ -167,7 +167,7 @@ def test_a_loaded_session_shows_only_the_prompts_that_still_count(widget, tmp_pa
     assert widget.prompts.shapes.nshapes == 1, "only frame 1's box still counts"
 
 def test_quality_strip_flags_and_jumps(widget):
-    obj = widget.new_object()
+    widget.new_object()
     _click(widget, 0, 30, 30)
     widget.propagate()
     widget.strip.iou_threshold = 1.01  # flag everything: jumping must visit flagged frames
