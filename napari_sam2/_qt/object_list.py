@@ -103,6 +103,7 @@ class ObjectList(DockHost):
             if int(self.object_list.item(row).data(ID_ROLE)) in ids:
                 self.object_list.takeItem(row)
         core = self.core
+        names = ", ".join(self.objects[i] for i in ids)
 
         def done(writes):  # ...the pixels once the worker has prepared them
             run = core.finish_delete(ids, writes)
@@ -110,6 +111,6 @@ class ObjectList(DockHost):
                 self._show(edit, now=False)
             self.view.flush()
             self._update_quality()
-            self.say(f"deleted {', '.join(map(str, ids))}")
+            self.say(f"deleted {names}")
 
         self.tasks.submit(lambda: core.prepare_delete(ids), done)

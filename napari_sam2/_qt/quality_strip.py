@@ -102,7 +102,8 @@ class QualityPanel(DockHost):
         done = int(np.count_nonzero(~np.isnan(q[:, 0])))
         more = "…" if len(flagged) > 8 else ""
         listed = f": {', '.join(map(str, flagged[:8]))}{more}" if len(flagged) else ""
-        self.quality_label.setText(f"{done} {self.unit} tracked, {len(flagged)} flagged{listed}")
+        unit = self.unit if done != 1 else self.unit[:-1]
+        self.quality_label.setText(f"{done} {unit} tracked, {len(flagged)} flagged{listed}")
 
     def _flagged(self):
         if self.session is None or self.active_id not in self.session.objects:

@@ -192,6 +192,7 @@ def test_a_ct_volume_is_tracked_through_z_and_exported_with_its_voxel_size(
     form = dock.export_form
     assert form.dialog.isVisible()
     assert form.form.tracked_axis.value == "z" and "2.5 × 0.8 × 0.8 mm" in form.voxel.value
+    assert form.form.file.value.name == "CT_phantom_HU_labels.tif", "named after the image"
     out = tmp_path / "organ.tif"
     type_into(qtbot, form.form.file.line_edit.native, str(out))
     press(qtbot, form.form.call_button.native)
@@ -338,6 +339,6 @@ def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
     press(qtbot, dock.delete_button)
     assert dock.object_list.count() == 1, "the list changes at once"
     _idle(qtbot, dock)  # the pixels go in the worker
-    assert set(dock.objects) == {9} and dock.status.text() == "deleted 5, 6"
+    assert set(dock.objects) == {9} and dock.status.text() == "deleted object 5, object 6"
     labels = dock.labels_layer.data
     assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()
