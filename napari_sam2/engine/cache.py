@@ -389,13 +389,22 @@ class DiskFeatureStore:
             arr = self._arrays[name] = self._group[name]
         return arr
 
-    def _layout(self) -> list:
-        """Where each tensor lies in a frame's chunk: [{key, level, shape, dtype, offset, nbytes}]."""
+    def _layout(self) -> list | None:
+        """Where each tensor lies in a frame's chunk: [{key, level, shape, dtype, offset, nbytes}].
+
+        None until the first frame is written.
+        """
         if self._layout_memo is None:
             layout = self._group.attrs.get("layout")
-            # written with the first frame, before any frame can be read back
-            self._layout_memo = list(layout) if isinstance(layout, list) else []
+            self._layout_memo = list(layout) if isinstance(layout, list) else None
         return self._layout_memo
+
+    def _written_layout(self) -> list:
+        """The layout of a store that holds frames (read only after the index says so)."""
+        layout = self._layout()
+        if layout is None:
+            raise _DamagedEntry("the feature store has frames but no layout")
+        return layout
 
     def _stored_digest(self, t: int) -> bytes | None:
         if not self.enabled:
@@ -425,7 +434,7 @@ class DiskFeatureStore:
             if _checksum(chunk[:-_DIGEST_BYTES]) != chunk[-_DIGEST_BYTES:].tobytes():
                 raise _DamagedEntry(f"frame {t}'s stored features fail their checksum")
             out: dict[str, list] = {}
-            for info in self._layout():
+            for info in self._written_layout():
                 if info["shared"]:
                     out[info["key"]] = self._shared(info["key"])
                     continue
@@ -447,7 +456,7 @@ class DiskFeatureStore:
         """
         if key not in self._shared_loaded:
             tensors = []
-            for info in self._layout():
+            for info in self._written_layout():
                 if info["key"] != key:
                     continue
                 raw = np.asarray(self._array(f"{key}_{info['level']}")[...])
