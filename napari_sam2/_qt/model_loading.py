@@ -45,6 +45,7 @@ class ModelLoading(DockHost):
         self.say(f"loading {source}…")
         bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
         self.model_progress = []  # (done, total, message) as reported, for the status line
+        loaded: list = []  # the model, once it is there
 
         def work() -> Generator[tuple[int, int, str], None, Sam2Model]:
             import queue
@@ -71,6 +72,8 @@ class ModelLoading(DockHost):
             return out["model"]
 
         def on_progress(report):
+            if loaded:  # a report delivered after the model arrived must not hide "... on cpu"
+                return
             done, total, message = report
             self.model_progress.append(report)
             if total > 0 and bar.total != total:
@@ -81,8 +84,6 @@ class ModelLoading(DockHost):
                 bar.set_description(message)
             percent = f" {100 * done / total:.0f} %" if total > 0 else ""
             self.model_status.setText(f"{message or 'loading'}{percent}")
-
-        loaded = []
 
         def done(model):
             loaded.append(model)
