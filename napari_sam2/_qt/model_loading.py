@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,9 @@ else:
     DockHost = object  # the sections' shared state is declared for type checkers only
 
 __all__ = ["ModelLoading"]
+
+# seconds between two updates of the loading bars (a download reports every chunk)
+_SHOW_EVERY = 0.1
 
 
 class ModelLoading(DockHost):
@@ -46,6 +50,7 @@ class ModelLoading(DockHost):
         bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
         self.model_progress = []  # (done, total, message) as reported, for the status line
         loaded: list = []  # the model, once it is there
+        shown = [0.0]  # when the bars were last updated
 
         def work() -> Generator[tuple[int, int, str], None, Sam2Model]:
             import queue
@@ -76,6 +81,10 @@ class ModelLoading(DockHost):
                 return
             done, total, message = report
             self.model_progress.append(report)
+            now = time.monotonic()
+            if now - shown[0] < _SHOW_EVERY and not (total > 0 and done >= total):
+                return  # napari's bar processes Qt's events at each update: a few a second
+            shown[0] = now
             if total > 0 and bar.total != total:
                 bar.total = total
             bar.n = min(done, total) if total > 0 else done

@@ -3,7 +3,8 @@
 In the worker: the engine tracks a frame, and the frame's masks are cropped to the box that
 changes (:meth:`Annotator.prepare`, a read of the labels). On the GUI thread: the crop is
 painted (a few thousand pixels for a cell, whatever the frame size) and shown only if it is the
-frame on screen, at a bounded rate (:class:`~napari_sam2._qt.labels_view.LabelsView`).
+frame on screen, at a bounded rate (:class:`~napari_sam2._qt.labels_view.LabelsView`); the
+progress bar too (:class:`~napari_sam2._qt.sections.ProgressLine`).
 Cancel stops the engine after the frame it is computing; finished frames stay. Revert puts the
 labels back as they were before the last run, in the worker too.
 """
@@ -58,6 +59,7 @@ class PropagationPanel(DockHost):
 
         def finished():
             self.view.flush()
+            self.progress.show_count()
             core.push_run(run)
             self.cancel_button.setEnabled(False)
             self.propagate_button.setEnabled(True)
@@ -73,8 +75,9 @@ class PropagationPanel(DockHost):
                 self.say(f"propagated {done} {unit}{rate}")
             self._update_quality()
 
-        self.tasks.submit(work, None, progress={"total": total, "desc": "SAM 2 propagation"},
-                          on_yield=on_frame, on_finish=finished)
+        # the dock's own bar shows the run: napari's activity-dock bar processes Qt's events
+        # (a repaint of the window) at every frame, holding the lock the worker needs
+        self.tasks.submit(work, None, on_yield=on_frame, on_finish=finished)
 
     def cancel(self):
         """Stop the propagation after the current frame; finished frames stay."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QProgressBar, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
@@ -72,12 +74,21 @@ class StatusLine(QLabel):
 
 
 class ProgressLine(QProgressBar):
-    """A progress bar that shows frames done, the rate and the time left."""
+    """A progress bar that shows frames done, the rate and the time left.
 
-    def __init__(self, parent=None):
+    It is redrawn at most every ``min_interval`` seconds (and for the last frame): each repaint
+    of napari's window composites the whole window, on the CPU under a software renderer, inside
+    napari's Python event handler, holding Python's global lock that the worker computing the
+    next frame needs between two torch operations. A repaint per frame slowed propagation in the
+    dock to 2-2.5x the API's time; :attr:`done` is always exact.
+    """
+
+    def __init__(self, parent=None, min_interval: float = 0.25):
         super().__init__(parent)
         self.unit = "frames"
         self.clock = None
+        self.min_interval = float(min_interval)
+        self._shown_at = 0.0
         self.setValue(0)
         self.setFormat("")
         self.setTextVisible(True)
@@ -87,14 +98,21 @@ class ProgressLine(QProgressBar):
         self.unit = unit
         self.clock = ProgressClock(total)
         self.setRange(0, max(1, total))
-        self.setValue(0)
-        self.setFormat(self.clock.text(unit))
+        self.show_count()
 
     def step(self, n: int = 1) -> None:
-        """Count ``n`` more frames done and show the rate and the time left."""
+        """Count ``n`` more frames done; the bar shows them within ``min_interval``."""
         if self.clock is None:
             self.start(self.maximum())
         self.clock.step(n)
+        if self.clock.done >= self.clock.total or time.monotonic() - self._shown_at >= self.min_interval:
+            self.show_count()
+
+    def show_count(self) -> None:
+        """Show the frames done, the rate and the time left now."""
+        self._shown_at = time.monotonic()
+        if self.clock is None:
+            return
         self.setValue(self.clock.done)
         self.setFormat(self.clock.text(self.unit))
 

@@ -124,12 +124,28 @@ class TaskQueue:
             self.worker.quit()
 
     def wait(self, timeout: float = 60.0) -> None:
-        """Process Qt events until queued work is done (for scripts and tests)."""
-        from qtpy.QtWidgets import QApplication
+        """Run the Qt event loop until queued work is done (for scripts and tests).
+
+        A nested ``QEventLoop`` runs as napari's own loop does: Qt's painting and event handling
+        happen without Python's global lock, so the worker thread keeps computing meanwhile (a
+        loop of ``processEvents`` calls holds that lock through every repaint and starves it).
+        """
+        from qtpy.QtCore import QEventLoop, QTimer
 
         end = time.monotonic() + timeout
-        while (self.busy or self._queue) and time.monotonic() < end:
-            QApplication.processEvents()
-            time.sleep(0.01)
+        loop = QEventLoop()
+        poll = QTimer()
+        poll.setInterval(10)
+
+        def check():
+            if not (self.busy or self._queue) or time.monotonic() >= end:
+                loop.quit()
+
+        poll.timeout.connect(check)
+        poll.start()
+        check()
+        if self.busy or self._queue:
+            loop.exec()
+        poll.stop()
         if self.busy or self._queue:
             raise TimeoutError("SAM 2 work did not finish in time")

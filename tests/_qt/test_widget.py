@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_sam2.samples import make_cells_timelapse
 
@@ -79,13 +80,10 @@ def test_cancel_keeps_finished_frames_with_the_real_worker(make_napari_viewer, t
     obj = widget.new_object()
     _click(widget, 0, 24, 24)
     widget.synchronous = False  # from here on: napari's thread worker
-    def cancel_after_three(value):
-        if value >= 3:
-            widget.progress.valueChanged.disconnect(cancel_after_three)
-            widget.cancel()
-
-    widget.progress.valueChanged.connect(cancel_after_three)
     widget.propagate()
+    # the bar is redrawn a few times a second: its count is exact at every frame
+    qtbot.waitUntil(lambda: widget.progress.done >= 3, timeout=60_000)
+    qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not widget.tasks.busy, timeout=60_000)
     labels = widget.labels_layer.data
     painted = {f for f in range(60) if (labels[f] == obj).any()}
@@ -294,3 +292,24 @@ def test_propagated_frames_are_drawn_only_when_on_screen(widget):
     assert all((widget.labels_layer.data[f] == obj).any() for f in range(8))
     assert widget.view.refreshes - before <= 2, "frame 6 once, then the thumbnail at the end"
     assert widget.view.refreshes - before >= 1, "the frame on screen is shown"
+
+
+def test_progress_bar_counts_every_frame_and_redraws_at_a_bounded_rate(qtbot):
+    from napari_sam2._qt.sections import ProgressLine
+
+    bar = ProgressLine(min_interval=3600.0)  # nothing due in between: only the start and the end
+    qtbot.addWidget(bar)
+    shown = []
+    bar.valueChanged.connect(shown.append)
+    bar.start(10, "slices")
+    for k in range(1, 10):
+        bar.step()
+        assert bar.done == k
+    assert bar.value() == 0 and bar.text().startswith("0 / 10 slices"), "not redrawn per frame"
+    bar.step()
+    assert bar.value() == 10 and bar.text().startswith("10 / 10 slices"), "the last frame is shown"
+    assert shown == [10]
+    bar.start(5)
+    bar.step(2)
+    bar.show_count()  # what the dock calls when a run ends early (cancel, error)
+    assert bar.value() == 2 and bar.text().startswith("2 / 5 frames")
