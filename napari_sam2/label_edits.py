@@ -171,8 +171,10 @@ def painted(before: np.ndarray, masks: dict, sam_ids) -> np.ndarray:
             raise ValueError(f"mask of shape {m.shape} does not fit a frame of shape {new.shape}")
         # background, or a lower SAM 2 id (higher ids win); never a label of the user's
         free = new == 0
-        lower = (new > 0) & (new < obj_id)
-        if lower.any():
-            free[lower] = np.isin(new[lower], sam)
-        new[m & free] = obj_id
+        if sam[0] < obj_id:  # lower SAM 2 ids exist (a check of the id set, not of the pixels)
+            lower = (new > 0) & (new < obj_id)
+            if lower.any():
+                free[lower] = np.isin(new[lower], sam)
+        free &= m
+        new[free] = obj_id
     return new
