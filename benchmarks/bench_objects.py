@@ -9,7 +9,8 @@ Usage::
 
     python benchmarks/bench_objects.py --configs small --objects 1,10,50,100 --frames 4
     python benchmarks/bench_objects.py --configs tiny-1024 --objects 1,10 --frames 2
-    python benchmarks/bench_objects.py --configs small --objects 100 --frames 200 --modes batched
+    python benchmarks/bench_objects.py --configs small --objects 100 --frames 1000 --modes batched \
+        --rss-every 50
 
 Seconds per frame exclude frame 0 (the seeding) but include the image encoder (the same work in
 both modes). The machine and its load average are printed with the figures.
@@ -91,6 +92,12 @@ def _state_bytes(session, obj_id: int) -> int:
     return total + obj.quality.nbytes
 
 
+def _rss_mib() -> float:
+    """The process's resident memory now (Linux), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def worker(spec: dict) -> dict:
     import torch
 
@@ -109,9 +116,14 @@ def worker(spec: dict) -> dict:
     seed_s = time.perf_counter() - t0
     stamps = []
     t0 = time.perf_counter()
-    for _frame, masks in session.propagate("forward"):
+    every = int(spec.get("rss_every") or 0)
+    for frame, masks in session.propagate("forward"):
         stamps.append(time.perf_counter())
         assert len(masks) == len(ids)
+        if every and (frame + 1) % every == 0:  # a long run reports as it goes (stderr)
+            print(f"  frame {frame + 1}: RSS {_rss_mib():.0f} MiB, peak "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+                  f"{stamps[-1] - t0:.0f} s, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     per_frame = np.diff([t0] + stamps)[1:]  # frame 0 is the prompt: nothing tracked
     state = [_state_bytes(session, i) for i in ids]
     return {
@@ -132,6 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=4, help="frames per run (frame 0 seeds)")
     ap.add_argument("--modes", default="batched,one-at-a-time")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rss-every", type=int, default=0, help="print the RSS every N frames (long runs)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -145,9 +158,9 @@ def main(argv=None) -> int:
         for n in [int(x) for x in args.objects.split(",")]:
             for mode in args.modes.split(","):
                 spec = {"config": config, "objects": n, "mode": mode, "frames": args.frames,
-                        "threads": args.threads}
+                        "threads": args.threads, "rss_every": args.rss_every}
                 out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                                     capture_output=True, text=True, check=True)
+                                     stdout=subprocess.PIPE, text=True, check=True)  # stderr: live
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows.append(row)
                 print(f"{config:10s} {n:4d} objects {mode:14s} {row['s_per_frame']:8.3f} s/frame  "
