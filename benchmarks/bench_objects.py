@@ -108,7 +108,7 @@ def worker(spec: dict) -> dict:
     from napari_sam2 import Sam2Session
 
     model = build_model(spec["config"])
-    side = 1024 if spec["config"].endswith("1024") else 256
+    side = 1024 if spec["config"].endswith("1024") else 128 if spec["config"].endswith("128") else 256
     stack = GridStack(spec["frames"], side, spec["objects"])
     session = Sam2Session(model, stack, batch_objects=spec["mode"] == "batched")
     t0 = time.perf_counter()
@@ -139,7 +139,7 @@ def worker(spec: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--configs", default="small", help="small, tiny-1024 (comma-separated)")
+    ap.add_argument("--configs", default="small", help="small, small-128, tiny-1024 (comma-separated)")
     ap.add_argument("--objects", default="1,10,50,100")
     ap.add_argument("--frames", type=int, default=4, help="frames per run (frame 0 seeds)")
     ap.add_argument("--modes", default="batched,one-at-a-time")

@@ -110,6 +110,8 @@ def build_model(config: str, device: str = "cpu", seed: int = 0):
     family = config.split("-")[0] if config.startswith(("sam3-", "edgetam-")) else "sam2"
     if config == "small":
         cfg = testing.tiny_config(256)
+    elif config == "small-128":  # the same network at 128 px (long memory runs)
+        cfg = testing.tiny_config(128)
     elif config == "sam3-small":
         cfg = testing.tiny_sam3_config(224)
     elif config == "edgetam-small":

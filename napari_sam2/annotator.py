@@ -37,7 +37,8 @@ class FrameWrite:
 
     ``region`` is ``(row slice, column slice)`` of the frame, or None when nothing changes;
     ``new`` is what the region holds once written and ``edit`` how to undo it (None: no change),
-    both computed where the work ran; ``epoch`` tells whether the labels changed since.
+    both computed where the work ran; ``epoch`` tells whether the labels changed since, and
+    ``generation`` whether another write of the same frame was applied since.
     """
 
     frame: int
@@ -47,6 +48,7 @@ class FrameWrite:
     edit: FrameEdit | None = None
     boxes: dict | None = None
     epoch: int = -1
+    generation: int = -1
 
 
 class Annotator:
@@ -69,6 +71,10 @@ class Annotator:
         # bumped whenever the labels change other than through prepare() + apply(): a write
         # prepared before then is painted again from its masks
         self.epoch = 0
+        # frame -> writes applied to it: a write prepared before another write of its frame was
+        # applied (a frame yielded twice by "both", prepared while the first waits for the GUI
+        # thread) is painted again from its masks, or it would paint over the other's pixels
+        self._applied: dict[int, int] = {}
         self.labels: np.ndarray | None = None
         self.set_labels(labels)
 
@@ -175,20 +181,20 @@ class Annotator:
         the painted region in (:meth:`apply`), whatever the frame size.
         """
         frame = int(frame)
-        epoch = self.epoch
+        epoch, generation = self.epoch, self._applied.get(frame, 0)
         ids = sorted(int(i) for i in masks)
         boxes = {i: mask_box(masks[i]) for i in ids}
         old = self._where(frame, ids)
         box = union_box(*boxes.values(), *old.values())
         if box is None:
-            return FrameWrite(frame, {}, None, epoch=epoch)
+            return FrameWrite(frame, {}, None, epoch=epoch, generation=generation)
         region = box_slices(box)
         crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
         index = self._stack_layout().index(frame)
         before = np.array(self._label_array()[index][region], copy=True)
         new = painted(before, crops, self.sam_ids())
         edit = FrameEdit.between(index, before, new, region)
-        return FrameWrite(frame, crops, region, new, edit, boxes, epoch)
+        return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation)
 
     def apply(self, write: FrameWrite) -> FrameEdit | None:
         """Write a prepared frame into the labels (on the thread that owns them)."""
@@ -196,7 +202,9 @@ class Annotator:
             return None
         index = self._stack_layout().index(write.frame)
         labels = self._label_array()
-        if write.epoch == self.epoch and write.new is not None:
+        generation = self._applied.get(write.frame, 0)
+        self._applied[write.frame] = generation + 1
+        if write.epoch == self.epoch and write.generation == generation and write.new is not None:
             edit = write.edit
             if edit is not None:
                 labels[index][write.region] = write.new

@@ -110,3 +110,22 @@ def test_progress_clock_says_frames_rate_and_time_left():
     assert clock.text("slices") == "10 / 40 slices · 2.0 slices/s · 15 s left"
     clock.step(30)
     assert clock.text() == "40 / 40 frames · 8.0 frames/s"
+
+
+def test_two_writes_of_one_frame_prepared_before_either_is_applied_keep_both_objects(core):
+    # "both" with objects anchored on different frames yields a frame twice (objects going
+    # forward, then those going backward); the worker may prepare the second before the
+    # labels hold the first, and the second must not paint over it
+    first, second = core.add_object(), core.add_object()
+    a = np.zeros(core.labels.shape[1:], bool)
+    a[10:30, 10:30] = True
+    b = np.zeros_like(a)
+    b[20:40, 20:40] = True
+    write_b = core.prepare(1, {second: b})
+    write_a = core.prepare(1, {first: a})  # the labels do not hold the higher id yet
+    edits = [core.apply(write_b), core.apply(write_a)]
+    expected = np.where(b, second, np.where(a, first, 0))  # the higher id wins where they meet
+    np.testing.assert_array_equal(core.labels[1], expected)
+    for edit in reversed(edits):  # and each write undoes exactly
+        edit.undo(core.labels)
+    assert not core.labels.any()
