@@ -83,8 +83,12 @@ class PropagationPanel(DockHost):
         """Stop the propagation after the current frame; finished frames stay."""
         self._cancel = True
         if self.session is not None and hasattr(self.session, "cancel"):
-            self.session.cancel()  # the engine stops after the frame it is computing
-        self.tasks.quit()
+            # the engine stops after the frame it is computing and the run ends by itself,
+            # painting every frame the engine finished (quitting napari's worker would drop
+            # the frame whose write is still being prepared)
+            self.session.cancel()
+        else:
+            self.tasks.quit()
 
     def revert_last_run(self):
         """Put the labels back exactly as they were before the last propagation run.

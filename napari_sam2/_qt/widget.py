@@ -291,6 +291,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             return
         self._closed = True
         self.cancel()
+        self.tasks.quit()
         self.tasks.clear()
         self.unbind_shortcuts()
         self.prompts.disconnect()

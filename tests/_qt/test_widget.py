@@ -90,6 +90,9 @@ def test_cancel_keeps_finished_frames_with_the_real_worker(make_napari_viewer, t
     tracked = set(np.flatnonzero(np.isfinite(widget.session.quality(obj)[:, 0])))
     assert 3 <= len(tracked) < 60, "cancelled part-way"
     assert painted <= tracked and len(painted) >= 3, "finished frames are kept"
+    for f in range(60):  # every frame the engine finished is painted, and only those
+        expected = widget.session.mask(f, obj) if f in tracked else np.zeros((48, 48), bool)
+        np.testing.assert_array_equal(labels[f] == obj, expected, err_msg=f"frame {f}")
     # the widget is usable afterwards: a new run completes
     widget.propagate()
     qtbot.waitUntil(lambda: not widget.tasks.busy, timeout=120_000)
