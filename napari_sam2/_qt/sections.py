@@ -86,7 +86,7 @@ class ProgressLine(QProgressBar):
     def __init__(self, parent=None, min_interval: float = 0.25):
         super().__init__(parent)
         self.unit = "frames"
-        self.clock = None
+        self.clock: ProgressClock | None = None
         self.min_interval = float(min_interval)
         self._shown_at = 0.0
         self.setValue(0)
@@ -104,8 +104,10 @@ class ProgressLine(QProgressBar):
         """Count ``n`` more frames done; the bar shows them within ``min_interval``."""
         if self.clock is None:
             self.start(self.maximum())
-        self.clock.step(n)
-        if self.clock.done >= self.clock.total or time.monotonic() - self._shown_at >= self.min_interval:
+        clock = self.clock
+        assert clock is not None  # start() made it
+        clock.step(n)
+        if clock.done >= clock.total or time.monotonic() - self._shown_at >= self.min_interval:
             self.show_count()
 
     def show_count(self) -> None:
