@@ -45,10 +45,23 @@ class PropagationPanel(DockHost):
         self.say(f"propagating {total} {unit}…")
 
         def work():
-            for frame, masks in session.propagate(**kwargs):
-                yield core.prepare(frame, dict(masks.items()) if hasattr(masks, "items") else masks)
-                if self._cancel:
-                    return
+            # each frame's write is prepared in a second thread while the engine tracks the next
+            # frame (numpy and torch leave Python's lock while they work): on large frames the
+            # preparation costs a good part of a frame's tracking, and the two overlap
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1, thread_name_prefix="napari-sam2 label writes") as writes:
+                pending = None
+                for frame, masks in session.propagate(**kwargs):
+                    job = writes.submit(core.prepare, frame,
+                                        dict(masks.items()) if hasattr(masks, "items") else masks)
+                    if pending is not None:
+                        yield pending.result()
+                    pending = job
+                    if self._cancel:
+                        break
+                if pending is not None:
+                    yield pending.result()
 
         def on_frame(write):
             edit = core.apply(write)
