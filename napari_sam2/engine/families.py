@@ -161,7 +161,10 @@ def missing_dependencies(family: ModelFamily, config: dict) -> str | None:
     """Why this machine cannot build the network of a config dict (None: it can).
 
     EdgeTAM's released image encoder is timm's RepViT, which transformers builds only when both
-    ``timm`` and ``torchvision`` import (timm imports torchvision at start-up).
+    ``timm`` and ``torchvision`` import: transformers' ``is_timm_available()`` is false without
+    torchvision (``transformers/utils/import_utils.py``), so ``TimmWrapperModel`` refuses to be
+    built, and ``import timm`` itself imports torchvision (``timm/layers/create_norm.py``:
+    ``from torchvision.ops.misc import FrozenBatchNorm2d``, in every timm from 0.9.16 to 1.0.31).
     """
     vision = config.get("vision_config") or {}
     backbone = vision.get("backbone_config") or {}

@@ -106,6 +106,24 @@ def masks_from_logits(logits: list[torch.Tensor], frame_shape: tuple[int, int]) 
     return list(m)
 
 
+def masks_into(logits: list[torch.Tensor], out: torch.Tensor) -> None:
+    """Several objects' low-resolution logits -> bool masks written into ``out`` ``(N, H, W)``.
+
+    The device side of :func:`masks_from_logits` (the same interpolation, nothing copied to the
+    host).
+    """
+    if len(logits) == 1:
+        x = logits[0].to(torch.float32)
+        if x.ndim == 2:
+            x = x[None, None]
+        x = F.interpolate(x, size=tuple(out.shape[-2:]), mode="bilinear", align_corners=False)
+        torch.gt(x[0, 0], 0, out=out[0])
+        return
+    x = torch.cat([t.to(torch.float32).reshape(1, 1, *t.shape[-2:]) for t in logits], dim=0)
+    x = F.interpolate(x, size=tuple(out.shape[-2:]), mode="bilinear", align_corners=False)
+    torch.gt(x[:, 0], 0, out=out)
+
+
 def mask_from_logits(low_res_logits: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray:
     """Low-resolution mask logits -> bool mask at the frame's size (as SAM 2's predictor)."""
     x = low_res_logits.to(torch.float32)
@@ -113,6 +131,63 @@ def mask_from_logits(low_res_logits: torch.Tensor, frame_shape: tuple[int, int])
         x = x[None, None]
     x = F.interpolate(x, size=tuple(frame_shape), mode="bilinear", align_corners=False)
     return (x[0, 0] > 0).cpu().numpy()
+
+
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.bool: np.dtype(np.bool_),
+                 torch.uint8: np.dtype(np.uint8)}
+
+
+class HostCopy:
+    """Device tensors gathered into one buffer and copied to the host in one transfer.
+
+    :meth:`reserve` lays out a part (its shape and dtype) and :meth:`allocate` makes the buffer
+    on the device; each part is then written in place (:meth:`part`, e.g. as the ``out=`` of an
+    operation) and :meth:`fetch` copies the buffer to the host once and returns every part as a
+    numpy array viewing the host buffer. Parts with wider items come first, so that each is
+    aligned.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._layout: list[tuple[tuple[int, ...], torch.dtype]] = []
+        self._offsets: list[int] = []
+        self._buffer: torch.Tensor | None = None
+
+    def reserve(self, shape: Sequence[int], dtype: torch.dtype) -> int:
+        """Lay out a part (before :meth:`allocate`); returns its index."""
+        if self._buffer is not None:
+            raise RuntimeError("the buffer is allocated: no more parts")
+        self._layout.append((tuple(int(n) for n in shape), dtype))
+        return len(self._layout) - 1
+
+    def allocate(self) -> None:
+        """Make the device buffer that holds every reserved part."""
+        order = sorted(range(len(self._layout)), key=lambda i: -self._layout[i][1].itemsize)
+        self._offsets = [0] * len(self._layout)
+        size = 0
+        for i in order:
+            shape, dtype = self._layout[i]
+            self._offsets[i] = size
+            size += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        self._buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
+
+    def part(self, index: int) -> torch.Tensor:
+        """The device tensor of a part, to be written in place."""
+        assert self._buffer is not None, "allocate() first"
+        shape, dtype = self._layout[index]
+        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return self._buffer[self._offsets[index]:self._offsets[index] + n].view(dtype).view(shape)
+
+    def fetch(self) -> list[np.ndarray]:
+        """Copy the buffer to the host (the one transfer) and return every part, in order."""
+        assert self._buffer is not None, "allocate() first"
+        host = self._buffer.numpy(force=True)
+        parts = []
+        for (shape, dtype), offset in zip(self._layout, self._offsets):
+            np_dtype = _NUMPY_DTYPES[dtype]
+            n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            parts.append(host[offset:offset + n].view(np_dtype).reshape(shape))
+        return parts
 
 
 class Tracker:
@@ -148,7 +223,10 @@ class Tracker:
         self.keep_frames = keep_frames
         self.batch_objects = batch_objects
         self.max_batch = max_batch
-        self._pos_enc = None  # one memory positional encoding shared by all stored memories
+        # one memory positional encoding shared by all stored memories
+        self._pos_enc: torch.Tensor | None = None
+        # memories whose positional encoding may be the shared one: (output, shared, own, equal)
+        self._pos_checks: list[tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def new_object(self, obj_id: int) -> ObjectState:
         """An object with its own inference state (its memory bank), reading the shared features."""
@@ -210,6 +288,15 @@ class Tracker:
               mask_inputs: torch.Tensor | None = None, reverse: bool = False,
               prev_logits: torch.Tensor | None = None) -> tuple[dict, float]:
         """One object on one frame: transformers' ``_run_single_frame_inference``, plus the IoU."""
+        out, iou = self._infer(obj, frame, is_init=is_init, point_inputs=point_inputs,
+                               mask_inputs=mask_inputs, reverse=reverse, prev_logits=prev_logits)
+        self.settle_shared_encodings()
+        return out, float(iou)
+
+    def _infer(self, obj: ObjectState, frame: int, *, is_init: bool, point_inputs: dict | None = None,
+               mask_inputs: torch.Tensor | None = None, reverse: bool = False,
+               prev_logits: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+        """:meth:`infer`, with the IoU left on the device (a 0-d float32 tensor)."""
         ad = self.adapter
         st = obj.inference_state
         if not is_init:
@@ -224,7 +311,7 @@ class Tracker:
             out, iou = ad.decode(pix, high_res, point_inputs=point_inputs, mask_logits=prev_logits,
                                  is_init=is_init)
         # with several candidate masks SAM 2 returns the one with the best predicted IoU
-        return out, float(iou[0])
+        return out, iou[0]
 
     # ------------------------------------------------------------------ memories
     def encode_pending(self, obj: ObjectState) -> None:
@@ -270,49 +357,97 @@ class Tracker:
         for i, (_, out) in enumerate(items):
             out["maskmem_features"] = mem.narrow(dim, i, 1)
             p = pos.narrow(dim, i, 1)
-            # the positional encoding depends only on the feature size: share one tensor
+            # the positional encoding depends only on the feature size: every memory shares one
+            # tensor. Whether it equals the shared one is known on the host only, so the answer
+            # is read with the frame's results (see settle_shared_encodings)
             shared = self._pos_enc
-            if shared is not None and shared.shape == p.shape and torch.equal(shared, p):
-                p = shared
+            if (shared is not None and shared.shape == p.shape and shared.dtype == p.dtype
+                    and shared.device == p.device):
+                self._pos_checks.append((out, shared, p, torch.eq(shared, p).all()))
             else:
                 self._pos_enc = p = p.clone()
             out["maskmem_pos_enc"] = p
             # only the memory encoder reads the full-size masks, and it just did
             del out["high_res_masks"]
 
+    def settle_shared_encodings(self, equal: Sequence[bool] | None = None) -> None:
+        """Let the memories encoded since the last call share the one positional encoding.
+
+        ``equal``: whether each waiting encoding equals the shared one, as copied to the host
+        with a frame's results; None reads them here (one more transfer).
+        """
+        checks, self._pos_checks = self._pos_checks, []
+        if not checks:
+            return
+        if equal is None:
+            equal = torch.stack([c[3] for c in checks]).tolist()
+        for (out, shared, p, _), same in zip(checks, equal):
+            if same:
+                out["maskmem_pos_enc"] = shared
+            else:
+                out["maskmem_pos_enc"] = self._pos_enc = p.clone()
+
     # ------------------------------------------------------------------ propagation
     def step_frame(self, objs: list[ObjectState], frame: int, reverse: bool) -> FrameMasks:
-        """Track the objects on one frame (prompted ones give their prompt's mask): their masks."""
+        """Track the objects on one frame (prompted ones give their prompt's mask): their masks.
+
+        Everything the frame's results need from the device (the masks at the frame's size, the
+        one-bit records, the scores, see :meth:`settle_shared_encodings`) is gathered there and
+        copied to the host at once: one device-to-host transfer per frame.
+        """
         todo = [obj for obj in objs if frame not in obj.cond]
         if self.batch_objects:
             self.encode_pending_batched(todo)
         new: dict[int, dict] = {}
+        tracked: list[tuple[ObjectState, dict, torch.Tensor]] = []
         by_id = {obj.obj_id: obj for obj in objs}
         for group in self.groups(todo, frame, reverse):
             for obj, out, iou in self.infer_group(group, frame, reverse):
                 obj.non_cond[frame] = out
                 obj.frames_done[frame] = {"reverse": reverse}
-                self.record(obj, frame, out, iou)
+                tracked.append((obj, out, iou))
                 new[obj.obj_id] = out
+        # the records' device parts, before the memory encoder drops what it alone reads
+        records = [(obj, *self._record_tensors(out), iou) for obj, out, iou in tracked]
         items = [(by_id[i], out) for i, out in new.items()]
         step = self.max_batch if self.batch_objects else max(len(items), 1)
         for k in range(0, len(items), step):
             self.encode_memories(frame, items[k:k + step], from_prompt=False)
         for obj, _ in items:
             obj.prune(frame, self.keep_frames)
-        # the frame's masks, upsampled in batches
-        result = FrameMasks()
+
+        # lay out the frame's one transfer: scores, position-encoding checks, records, masks
         upsample = [(o.obj_id, new[o.obj_id]["pred_masks"]) for o in objs if o.obj_id in new]
         upsample += [(o.obj_id, o.cond[frame]["pred_masks"]) for o in objs
                      if o.obj_id not in new and frame not in o.exact_masks]
-        masks = {}
+        side = self.model.mask_size
+        h, w = self.frame_shape
+        copy = HostCopy(self.model.device)
+        i_scores = copy.reserve((len(records), 2), torch.float32)
+        i_checks = copy.reserve((len(self._pos_checks),), torch.bool)
+        i_bits = copy.reserve((len(records), side, side), torch.bool)
+        i_masks = copy.reserve((len(upsample), h, w), torch.bool)
+        copy.allocate()
+        if records:
+            copy.part(i_scores).copy_(torch.stack([torch.stack((p, q)) for _, p, _, q in records]))
+            copy.part(i_bits).copy_(torch.stack([low for _, _, low, _ in records]))
+        if self._pos_checks:
+            copy.part(i_checks).copy_(torch.stack([c[3] for c in self._pos_checks]))
+        masks_dev = copy.part(i_masks)
         for k in range(0, len(upsample), self.max_batch):
             chunk = upsample[k:k + self.max_batch]
-            for (obj_id, _), m in zip(chunk, masks_from_logits([x for _, x in chunk], self.frame_shape)):
-                masks[obj_id] = m
+            masks_into([x for _, x in chunk], masks_dev[k:k + len(chunk)])
+        scores, checks, bits, masks = copy.fetch()
+
+        self.settle_shared_encodings(checks.tolist())
+        for (obj, _, _, _), (presence, iou), low in zip(records, scores, bits):
+            obj.quality[frame] = (presence, iou)
+            obj.binary[frame] = np.packbits(low)
+        mask_of = {obj_id: masks[k] for k, (obj_id, _) in enumerate(upsample)}
+        result = FrameMasks()
         for obj in objs:
             exact = obj.exact_masks.get(frame) if obj.obj_id not in new else None
-            result[obj.obj_id] = exact.copy() if exact is not None else masks[obj.obj_id]
+            result[obj.obj_id] = exact.copy() if exact is not None else mask_of[obj.obj_id]
             q = obj.quality[frame]
             result.scores[obj.obj_id] = ObjectScore(float(q[0]), float(q[1]))
         return result
@@ -329,30 +464,42 @@ class Tracker:
         return [g[k:k + n] for g in by_memory.values() for k in range(0, len(g), n)]
 
     def infer_group(self, group: list[ObjectState], frame: int,
-                    reverse: bool) -> list[tuple[ObjectState, dict, float]]:
-        """Track a group of objects on one frame: ``[(object, output, iou)]``."""
+                    reverse: bool) -> list[tuple[ObjectState, dict, torch.Tensor]]:
+        """Track a group of objects on one frame: ``[(object, output, iou)]``.
+
+        Each IoU stays on the device (a 0-d float32 tensor).
+        """
         if len(group) == 1:
-            out, iou = self.infer(group[0], frame, is_init=False, reverse=reverse)
+            out, iou = self._infer(group[0], frame, is_init=False, reverse=reverse)
             return [(group[0], out, iou)]
         ad = self.adapter
         feats, pos = ad.vision_features(group[0].inference_state, frame)
         pix = ad.condition_on_memory([obj.inference_state for obj in group], frame, feats, pos,
                                      is_init=False, n_frames=self.n_frames, reverse=reverse)
         out, ious = ad.decode(pix, ad.high_res_features(feats, batch=len(group)))
-        iou_list = ious.tolist()
-        return [(obj, {k: v[i:i + 1] for k, v in out.items()}, iou_list[i]) for i, obj in enumerate(group)]
+        return [(obj, {k: v[i:i + 1] for k, v in out.items()}, ious[i]) for i, obj in enumerate(group)]
 
     # ------------------------------------------------------------------ records
     def record(self, obj: ObjectState, frame: int, out: dict, iou: float) -> None:
         """Keep the frame's scores and a one-bit record of its mask (outlives pruning)."""
-        presence = float(torch.sigmoid(out["object_score_logits"].float()).max())
-        obj.quality[frame] = (presence, iou)
+        presence, low = self._record_tensors(out)
+        copy = HostCopy(low.device)
+        i_presence, i_low = copy.reserve((), torch.float32), copy.reserve(low.shape, torch.bool)
+        copy.allocate()
+        copy.part(i_presence).copy_(presence)
+        copy.part(i_low).copy_(low)
+        presence_host, low_host = copy.fetch()
+        obj.quality[frame] = (presence_host, iou)
+        obj.binary[frame] = np.packbits(low_host)
+
+    def _record_tensors(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """What :meth:`record` keeps, on the device: presence (0-d float32) and the low-res mask."""
+        presence = torch.sigmoid(out["object_score_logits"].float()).max()
         logits = out["pred_masks"]
         side = self.model.mask_size
         if logits.shape[-2:] != (side, side):  # SAM 3's mask prompts come at a quarter of the input
             logits = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
-        low = (logits[0, 0] > 0).cpu().numpy()
-        obj.binary[frame] = np.packbits(low)
+        return presence, logits[0, 0] > 0
 
     def binary_logits(self, obj: ObjectState, frame: int) -> torch.Tensor:
         """Mask logits rebuilt from the frame's one-bit record."""

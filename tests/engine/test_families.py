@@ -351,7 +351,14 @@ def _repvit_unavailable():
     return missing_dependencies(FAMILIES["edgetam"], released)
 
 
-@pytest.mark.skipif(bool(_repvit_unavailable()), reason="EdgeTAM's RepViT encoder needs timm and torchvision")
+# Without torchvision timm cannot be used at all: `import timm` runs timm/layers/create_norm.py's
+# `from torchvision.ops.misc import FrozenBatchNorm2d` (timm 0.9.16 to 1.0.31 alike), and
+# transformers' is_timm_available() is false without torchvision, so TimmWrapperModel.__init__'s
+# requires_backends(self, ["vision", "timm"]) refuses to build the encoder. PyPI's torchvision
+# for torch 2.13 (0.28.0) links libtorch_cuda.so / libcudart.so.13, which a CPU torch lacks.
+@pytest.mark.skipif(bool(_repvit_unavailable()),
+                    reason="EdgeTAM's RepViT encoder is built by timm, which imports torchvision "
+                           "(timm/layers/create_norm.py), and torchvision does not import here")
 def test_released_edgetam_architecture_matches_its_session():
     """Where timm and torchvision import: the released EdgeTAM (RepViT encoder), random weights."""
     from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
