@@ -83,7 +83,7 @@ def _state_bytes(session, obj_id: int) -> int:
         elif isinstance(x, dict):
             for v in x.values():
                 add(v)
-        elif isinstance(x, np.ndarray):
+        elif isinstance(x, np.ndarray) or hasattr(x, "nbytes"):  # arrays, MaskBits records
             total += x.nbytes
 
     for store in (obj.cond, obj.non_cond, obj.points, obj.masks, obj.binary, obj.exact_masks):

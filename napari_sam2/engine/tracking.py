@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_sam2.engine.objects import ObjectState
+from napari_sam2.engine.objects import MaskBits, ObjectState
 from napari_sam2.engine.results import FrameMasks, ObjectScore
 
 if TYPE_CHECKING:
@@ -442,7 +442,7 @@ class Tracker:
         self.settle_shared_encodings(checks.tolist())
         for (obj, _, _, _), (presence, iou), low in zip(records, scores, bits):
             obj.quality[frame] = (presence, iou)
-            obj.binary[frame] = np.packbits(low)
+            obj.binary[frame] = MaskBits.pack(low)
         mask_of = {obj_id: masks[k] for k, (obj_id, _) in enumerate(upsample)}
         result = FrameMasks()
         for obj in objs:
@@ -490,7 +490,7 @@ class Tracker:
         copy.part(i_low).copy_(low)
         presence_host, low_host = copy.fetch()
         obj.quality[frame] = (presence_host, iou)
-        obj.binary[frame] = np.packbits(low_host)
+        obj.binary[frame] = MaskBits.pack(low_host)
 
     def _record_tensors(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """What :meth:`record` keeps, on the device: presence (0-d float32) and the low-res mask."""
@@ -503,6 +503,5 @@ class Tracker:
 
     def binary_logits(self, obj: ObjectState, frame: int) -> torch.Tensor:
         """Mask logits rebuilt from the frame's one-bit record."""
-        side = self.model.mask_size
-        bits = np.unpackbits(obj.binary[frame], count=side * side).reshape(1, 1, side, side)
+        bits = obj.binary[frame].unpack()[None, None]
         return torch.from_numpy(bits.astype(np.float32) * (2 * _BINARY_LOGIT) - _BINARY_LOGIT)
