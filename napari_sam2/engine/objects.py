@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["ObjectState", "FrameSnapshot", "MaskBits"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MaskBits:
     """A low-resolution mask kept after the frame's tracking state is pruned: the bits of its box.
 
@@ -37,7 +37,7 @@ class MaskBits:
 
     shape: tuple[int, int]
     box: tuple[int, int, int, int] | None  # (r0, r1, c0, c1); None: an empty mask
-    bits: np.ndarray  # np.packbits of the box's pixels, C order
+    bits: bytes  # np.packbits of the box's pixels, C order (bytes: less overhead than an array)
 
     @classmethod
     def pack(cls, mask: np.ndarray) -> MaskBits:
@@ -45,9 +45,9 @@ class MaskBits:
         m = np.asarray(mask, bool)
         box = mask_box(m)
         if box is None:
-            return cls((m.shape[0], m.shape[1]), None, np.zeros(0, np.uint8))
+            return cls((m.shape[0], m.shape[1]), None, b"")
         r0, r1, c0, c1 = box
-        return cls((m.shape[0], m.shape[1]), box, np.packbits(m[r0:r1, c0:c1]))
+        return cls((m.shape[0], m.shape[1]), box, np.packbits(m[r0:r1, c0:c1]).tobytes())
 
     def unpack(self) -> np.ndarray:
         """The bool mask again."""
@@ -55,13 +55,14 @@ class MaskBits:
         if self.box is not None:
             r0, r1, c0, c1 = self.box
             n = (r1 - r0) * (c1 - c0)
-            out[r0:r1, c0:c1] = np.unpackbits(self.bits, count=n).reshape(r1 - r0, c1 - c0).astype(bool)
+            bits = np.frombuffer(self.bits, np.uint8)
+            out[r0:r1, c0:c1] = np.unpackbits(bits, count=n).reshape(r1 - r0, c1 - c0).astype(bool)
         return out
 
     @property
     def nbytes(self) -> int:
         """Bytes of the stored bits."""
-        return int(self.bits.nbytes)
+        return len(self.bits)
 
 
 @dataclass(eq=False)
