@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from napari_sam2.engine.models import Sam2Model
 
 __all__ = ["Tracker", "PlanStep", "propagation_plan", "default_max_batch", "mask_from_logits",
-           "masks_from_logits"]
+           "masks_into"]
 
 # SAM 2's predictor clamps re-used mask logits to avoid rare numerical issues.
 _PREV_LOGITS_CLAMP = 32.0
@@ -96,41 +96,22 @@ def propagation_plan(prompted: Mapping[int, Sequence[int]], direction: str, star
     return plan
 
 
-def masks_from_logits(logits: list[torch.Tensor], frame_shape: tuple[int, int]) -> list[np.ndarray]:
-    """Several objects' low-resolution logits -> bool masks, in one interpolation."""
-    if len(logits) == 1:
-        return [mask_from_logits(logits[0], frame_shape)]
-    x = torch.cat([t.to(torch.float32).reshape(1, 1, *t.shape[-2:]) for t in logits], dim=0)
-    x = F.interpolate(x, size=tuple(frame_shape), mode="bilinear", align_corners=False)
-    m = (x[:, 0] > 0).cpu().numpy()
-    return list(m)
-
-
 def masks_into(logits: list[torch.Tensor], out: torch.Tensor) -> None:
     """Several objects' low-resolution logits -> bool masks written into ``out`` ``(N, H, W)``.
 
-    The device side of :func:`masks_from_logits` (the same interpolation, nothing copied to the
-    host).
+    Bilinear upsampling to the frame's size and a threshold at 0, as SAM 2's predictor; on the
+    logits' device, nothing copied to the host.
     """
-    if len(logits) == 1:
-        x = logits[0].to(torch.float32)
-        if x.ndim == 2:
-            x = x[None, None]
-        x = F.interpolate(x, size=tuple(out.shape[-2:]), mode="bilinear", align_corners=False)
-        torch.gt(x[0, 0], 0, out=out[0])
-        return
     x = torch.cat([t.to(torch.float32).reshape(1, 1, *t.shape[-2:]) for t in logits], dim=0)
     x = F.interpolate(x, size=tuple(out.shape[-2:]), mode="bilinear", align_corners=False)
     torch.gt(x[:, 0], 0, out=out)
 
 
 def mask_from_logits(low_res_logits: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray:
-    """Low-resolution mask logits -> bool mask at the frame's size (as SAM 2's predictor)."""
-    x = low_res_logits.to(torch.float32)
-    if x.ndim == 2:
-        x = x[None, None]
-    x = F.interpolate(x, size=tuple(frame_shape), mode="bilinear", align_corners=False)
-    return (x[0, 0] > 0).cpu().numpy()
+    """Low-resolution mask logits -> bool mask at the frame's size (see :func:`masks_into`)."""
+    out = torch.empty((1, *frame_shape), dtype=torch.bool, device=low_res_logits.device)
+    masks_into([low_res_logits], out)
+    return out[0].cpu().numpy()
 
 
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.bool: np.dtype(np.bool_),
