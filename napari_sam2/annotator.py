@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_sam2.label_edits import EditRun, FrameEdit, box_slices, mask_box, paint_masks, painted, union_box
+from napari_sam2.label_edits import (
+    EditRun,
+    FrameEdit,
+    box_slices,
+    mask_box,
+    paint_masks,
+    paint_plan,
+    union_box,
+)
 
 if TYPE_CHECKING:
     from napari_sam2.engine.models import Sam2Model
@@ -36,14 +44,16 @@ class FrameWrite:
     """A frame's new masks, cropped to the region that can change, and the region painted.
 
     ``region`` is ``(row slice, column slice)`` of the frame, or None when nothing changes;
-    ``new`` is what the region holds once written and ``edit`` how to undo it (None: no change),
-    both computed where the work ran; ``epoch`` tells whether the labels changed since, and
-    ``generation`` whether another write of the same frame was applied since.
+    ``changed`` (a bool mask over the region) and ``new`` (their values, C order) are what
+    writing changes, and ``edit`` how to undo it (None: no change), all computed where the work
+    ran; ``epoch`` tells whether the labels changed since, and ``generation`` whether another
+    write of the same frame was applied since.
     """
 
     frame: int
     masks: dict
     region: tuple | None
+    changed: np.ndarray | None = None
     new: np.ndarray | None = None
     edit: FrameEdit | None = None
     boxes: dict | None = None
@@ -191,10 +201,10 @@ class Annotator:
         region = box_slices(box)
         crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
         index = self._stack_layout().index(frame)
-        before = np.array(self._label_array()[index][region], copy=True)
-        new = painted(before, crops, self.sam_ids())
-        edit = FrameEdit.between(index, before, new, region)
-        return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation)
+        # read in place, a block at a time (no copy of the region: 72 MB at 6000 x 6000 uint16)
+        changed, old, new = paint_plan(self._label_array()[index][region], crops, self.sam_ids())
+        edit = FrameEdit.of(index, changed, old, region)
+        return FrameWrite(frame, crops, region, changed, new, edit, boxes, epoch, generation)
 
     def apply(self, write: FrameWrite) -> FrameEdit | None:
         """Write a prepared frame into the labels (on the thread that owns them)."""
@@ -206,8 +216,8 @@ class Annotator:
         self._applied[write.frame] = generation + 1
         if write.epoch == self.epoch and write.generation == generation and write.new is not None:
             edit = write.edit
-            if edit is not None:
-                labels[index][write.region] = write.new
+            if edit is not None:  # only the changed pixels: a view of the frame, written through
+                labels[index][write.region][write.changed] = write.new
         else:  # the labels changed since it was prepared: paint from the masks again
             edit = paint_masks(labels, index, write.masks, self.sam_ids(), region=write.region)
         known = self._boxes.setdefault(write.frame, {})

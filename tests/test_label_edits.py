@@ -64,3 +64,41 @@ def test_a_write_limited_to_a_region_equals_the_whole_frame_write_and_undoes_exa
     EditRun("r", [e2]).undo(cropped)
     np.testing.assert_array_equal(cropped, labels)
     assert mask_box(np.zeros((3, 3), bool)) is None
+
+
+def _reference_write(before, masks, sam_ids):
+    """The rules of the module, pixel by pixel (slow, obviously right)."""
+    sam = set(sam_ids) | set(masks)
+    after = before.copy()
+    for (r, c), v in np.ndenumerate(before):
+        if v in masks:  # a written object's old pixel is free again...
+            v = 0
+        for obj_id in sorted(masks):  # ...and the highest written id claiming it takes it,
+            # unless it belongs to the user or to a higher SAM 2 id that is not written
+            if masks[obj_id][r, c] and (v == 0 or (v in sam and v < obj_id)):
+                v = obj_id
+        after[r, c] = v
+    return after
+
+
+def test_the_blockwise_plan_equals_the_rules_pixel_by_pixel_across_block_edges(monkeypatch):
+    import napari_sam2.label_edits as le
+
+    rng = np.random.default_rng(1)
+    for block in (1, 7, 64, 1 << 18):  # rows per block: 1, a few, and the whole frame in one
+        monkeypatch.setattr(le, "_BLOCK_PIXELS", block * 11)
+        labels = rng.choice(np.array([0, 0, 0, 2, 4, 6, 9], np.uint16), (2, 23, 11))  # 9: the user's
+        original = labels.copy()
+        masks = {i: rng.random((23, 11)) < 0.4 for i in (2, 5, 6)}  # 4 is an object not written
+        expected = _reference_write(labels[1], masks, [2, 4, 5, 6])
+        changed, old, new = le.paint_plan(labels[1], masks, [2, 4, 5, 6])
+        np.testing.assert_array_equal(changed, expected != labels[1])
+        np.testing.assert_array_equal(old, labels[1][changed])
+        np.testing.assert_array_equal(new, expected[changed])
+        np.testing.assert_array_equal(le.painted(labels[1], masks, [2, 4, 5, 6]), expected)
+        edit = paint_masks(labels, (1,), masks, [2, 4, 5, 6])
+        np.testing.assert_array_equal(labels[1], expected)
+        assert (labels[1][labels[1] != original[1]] != 9).all(), "the user's label 9 never changes"
+        edit.undo(labels)
+        np.testing.assert_array_equal(labels, original)
+        assert paint_masks(labels, (0,), {2: labels[0] == 2}, [2, 4, 5, 6]) is None, "no change, no edit"
