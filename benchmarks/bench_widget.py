@@ -163,6 +163,7 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames")
+    parser.add_argument("--sizes", default="256,6000", help="frame sizes to run (comma-separated)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="dock runs per case, each followed by an API run; the best of each is compared")
@@ -187,6 +188,7 @@ def main(argv=None):
     model = load_model(model_dir, device="cpu")
     cases = [("256 px", 10 if args.quick else 40, 256, (128.0, 128.0)),
              ("6000 px", 3 if args.quick else 4, 6000, (1128.0, 1128.0))]
+    cases = [c for c in cases if str(c[2]) in args.sizes.split(",")]
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 740)
