@@ -202,8 +202,8 @@ class Annotator:
         crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
         index = self._stack_layout().index(frame)
         # read in place, a block at a time (no copy of the region: 72 MB at 6000 x 6000 uint16)
-        changed, old, new = paint_plan(self._label_array()[index][region], crops, self.sam_ids())
-        edit = FrameEdit.of(index, changed, old, region)
+        changed, held, new = paint_plan(self._label_array()[index][region], crops, self.sam_ids())
+        edit = FrameEdit.of(index, changed, held, region)
         return FrameWrite(frame, crops, region, changed, new, edit, boxes, epoch, generation)
 
     def apply(self, write: FrameWrite) -> FrameEdit | None:
