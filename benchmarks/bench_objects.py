@@ -98,6 +98,13 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc), so that RSS shows what is in use."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def worker(spec: dict) -> dict:
     import torch
 
@@ -121,7 +128,11 @@ def worker(spec: dict) -> dict:
         stamps.append(time.perf_counter())
         assert len(masks) == len(ids)
         if every and (frame + 1) % every == 0:  # a long run reports as it goes (stderr)
-            print(f"  frame {frame + 1}: RSS {_rss_mib():.0f} MiB, peak "
+            rss, trimmed = _rss_mib(), ""
+            if spec.get("trim"):  # what the heap holds free vs what is in use
+                _trim_heap()
+                trimmed = f" ({_rss_mib():.0f} MiB after malloc_trim)"
+            print(f"  frame {frame + 1}: RSS {rss:.0f} MiB{trimmed}, peak "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
                   f"{stamps[-1] - t0:.0f} s, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     per_frame = np.diff([t0] + stamps)[1:]  # frame 0 is the prompt: nothing tracked
@@ -145,6 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="batched,one-at-a-time")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rss-every", type=int, default=0, help="print the RSS every N frames (long runs)")
+    ap.add_argument("--trim", action="store_true",
+                    help="with --rss-every: also the RSS after glibc's malloc_trim (free heap vs in use)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -158,7 +171,7 @@ def main(argv=None) -> int:
         for n in [int(x) for x in args.objects.split(",")]:
             for mode in args.modes.split(","):
                 spec = {"config": config, "objects": n, "mode": mode, "frames": args.frames,
-                        "threads": args.threads, "rss_every": args.rss_every}
+                        "threads": args.threads, "rss_every": args.rss_every, "trim": args.trim}
                 out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
                                      stdout=subprocess.PIPE, text=True, check=True)  # stderr: live
                 row = json.loads(out.stdout.strip().splitlines()[-1])
