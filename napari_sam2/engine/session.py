@@ -42,6 +42,7 @@ from napari_sam2.conversions import box_to_model_corners, rowcol_to_model_xy
 from napari_sam2.engine.adapter import adapter_for
 from napari_sam2.engine.cache import FeatureCache
 from napari_sam2.engine.frames import FrameSource, LazyModelFrames
+from napari_sam2.engine.heap import HeapTrimmer
 from napari_sam2.engine.inputs import (
     LabelImageObjects,
     check_bound,
@@ -181,6 +182,8 @@ class Sam2Session:
         self._lock = threading.RLock()
         self._cancel_lock = threading.Lock()
         self._cancelled = 0  # cancel() count: a propagation stops when it changes
+        # freed working memory goes back to the system during long runs (else RSS creeps up)
+        self._heap = HeapTrimmer()
 
     def cancel(self) -> None:
         """Stop every running :meth:`propagate` after the frame it is computing.
@@ -502,10 +505,12 @@ class Sam2Session:
                     return
                 with self._lock, self.model.inference():
                     result = self._step_frame(frame, obj_ids, reverse)
+                self._heap.maybe()
                 yield frame, result
         finally:
             if self._prefetch is not None:
                 self._prefetch.stop()
+            self._heap.now()
 
     def _plan(self, direction: str, start: int | None, stop: int | None,
               obj_ids: Sequence[int] | None) -> list[PlanStep]:
