@@ -207,7 +207,7 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
     changed = np.empty(frame.shape, bool)
     after = np.empty(frame.shape, frame.dtype)
     olds = []
-    rows = frame.shape[0] if frame.ndim else 1
+    rows = frame.shape[0]
     step = max(1, _BLOCK_PIXELS // max(1, int(np.prod(frame.shape[1:]))))
     scratch = np.empty((min(step, rows),) + frame.shape[1:], bool)
     for r in range(0, rows, step):
