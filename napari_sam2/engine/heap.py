@@ -32,7 +32,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class HeapTrimmer:
-    """Trims the C heap at most once per ``interval`` seconds (a call costs a few milliseconds).
+    """Trims the C heap at most once per ``interval`` seconds.
+
+    A trim costs about 0.1 ms per MiB it gives back (23 ms for 235 MiB here) and under a
+    millisecond when there is nothing to give back.
 
     Parameters
     ----------
