@@ -98,13 +98,6 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc), so that RSS shows what is in use."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def worker(spec: dict) -> dict:
     import torch
 
@@ -113,6 +106,7 @@ def worker(spec: dict) -> dict:
     from setups import build_model
 
     from napari_sam2 import Sam2Session
+    from napari_sam2.engine.heap import HeapTrimmer
 
     model = build_model(spec["config"])
     side = 1024 if spec["config"].endswith("1024") else 128 if spec["config"].endswith("128") else 256
@@ -130,7 +124,7 @@ def worker(spec: dict) -> dict:
         if every and (frame + 1) % every == 0:  # a long run reports as it goes (stderr)
             rss, trimmed = _rss_mib(), ""
             if spec.get("trim"):  # what the heap holds free vs what is in use
-                _trim_heap()
+                HeapTrimmer().now()
                 trimmed = f" ({_rss_mib():.0f} MiB after malloc_trim)"
             print(f"  frame {frame + 1}: RSS {rss:.0f} MiB{trimmed}, peak "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FrameEdit", "EditRun", "paint_masks", "painted", "paint_plan", "mask_box", "union_box",
-           "box_slices"]
+__all__ = ["FrameEdit", "EditRun", "paint_masks", "paint_plan", "mask_box", "union_box", "box_slices"]
 
 
 @dataclass
@@ -40,12 +39,6 @@ class FrameEdit:
     old: np.ndarray  # previous values of the changed pixels, in C order
     region: tuple | None = None  # (row slice, column slice) of the frame; None: all of it
     shape: tuple = ()  # shape of the region (of the frame when region is None)
-
-    @classmethod
-    def between(cls, index, before: np.ndarray, after: np.ndarray, region=None) -> FrameEdit | None:
-        """The edit that turns ``before`` into ``after`` (None when they are equal)."""
-        changed = before != after
-        return cls.of(index, changed, before[changed], region)
 
     @classmethod
     def of(cls, index, changed: np.ndarray, old: np.ndarray, region=None) -> FrameEdit | None:
@@ -158,14 +151,6 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids,
     if edit is not None:
         frame[...] = after
     return edit
-
-
-def painted(before: np.ndarray, masks: dict, sam_ids) -> np.ndarray:
-    """What ``before`` (one frame, or a region of it) holds after writing ``masks`` (a new array).
-
-    Reads nothing else, so it can run in a worker thread on a copy of the labels.
-    """
-    return paint_plan(before, masks, sam_ids)[2]
 
 
 #: pixels of a frame processed together by :func:`paint_plan`: a block's arrays stay in the
