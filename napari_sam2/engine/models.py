@@ -155,6 +155,7 @@ def as_sam2_model(model: Sam2Model | VideoNetwork) -> Sam2Model:
 
         device = next(model.parameters()).device
         speed.cache_position_encodings(model)  # same results, built once
+        speed.fast_rotary(model)  # same rotations, fewer passes over the memory
         return Sam2Model(network=model.eval(), device=device, name="custom")
     raise TypeError(
         f"expected a model from napari_sam2.load_model() or a transformers Sam2VideoModel, "
@@ -328,6 +329,7 @@ def _finish(model: Sam2Model, compile, report=None) -> Sam2Model:
     from napari_sam2.engine import speed
 
     speed.cache_position_encodings(model.network)
+    model.info["fast_rotary"] = speed.fast_rotary(model.network)
     if compile:
         if report is not None:
             report(0, 0, "Compiling the image encoder and memory attention")

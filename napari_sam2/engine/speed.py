@@ -4,6 +4,13 @@
   encodings for every frame (transformers caches one shape, the neck asks for three in turn),
   though they depend only on the feature shapes; they are built once per shape and shared.
   Sharing also means every cached frame's features point to the same three tensors.
+* :func:`fast_rotary`: transformers' memory attention applies its 2-D rotary encoding as about
+  eight elementwise passes over the queries and the (long) memory keys, and repeats the
+  frequency tables over every memory frame in each of its eight attention calls per frame. The
+  same rotation is one complex multiplication per tensor (as in Meta's SAM 2), with the
+  frequencies built once per call of the memory attention. transformers' own attention
+  ``forward`` runs unchanged; only the rotary function it calls is swapped, per module instance,
+  after a numerical check against the original.
 * :func:`compile_network`: ``torch.compile`` of the image encoder and the memory attention, the
   two parts that run on every frame, tried on a blank stack at load time so that a compiler that
   fails (no C compiler, an unsupported device or operator) falls back to the plain network with
@@ -12,13 +19,15 @@
 
 from __future__ import annotations
 
+import types
 import warnings
+import weakref
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["cache_position_encodings", "compile_network"]
+__all__ = ["cache_position_encodings", "compile_network", "fast_rotary"]
 
 
 class _SharedSineEncoding(nn.Module):
@@ -79,6 +88,159 @@ def _is_sine_encoding(name: str) -> bool:
     # Sam2SinePositionEmbedding (the neck's), Sam3SinePositionEmbedding, EdgeTamSinePositionEmbedding,
     # Sam2VideoPositionEmbeddingSine ...: weight-free (shape, device, dtype[, mask]) -> tensor
     return "Sine" in name and "Position" in name
+
+
+class _ComplexRotary:
+    """``apply_rotary_pos_emb_2d`` of transformers' SAM 2 memory attention, as complex products.
+
+    transformers rotates pairs of channels with real arithmetic: ``x * cos + rotate(x) * sin``
+    in float32, then casts back; for the keys it repeats ``cos``/``sin`` over every memory frame
+    and concatenates the unrotated object-pointer tokens again. Here each tensor is multiplied
+    once by ``cos + i sin`` (the same rotation), the repeated tables are kept for the call's
+    other layers, and the keys are written straight into their final tensor.
+
+    Parameters
+    ----------
+    original : callable
+        transformers' function, used for any call outside the shapes handled here.
+    """
+
+    def __init__(self, original):
+        self.original = original
+        # (length, inference mode) -> (weakref to cos, weakref to sin, complex factors): the
+        # memory attention builds new cos/sin for every call, used by all its layers
+        self._tables: dict = {}
+
+    def factors(self, cos: torch.Tensor, sin: torch.Tensor, length: int) -> torch.Tensor:
+        """``cos + i sin`` per channel pair, repeated along the tokens up to ``length``."""
+        key = (length, torch.is_inference_mode_enabled())
+        entry = self._tables.get(key)
+        if entry is not None and entry[0]() is cos and entry[1]() is sin:
+            return entry[2]
+        table = torch.complex(cos[..., 0::2].float(), sin[..., 0::2].float())
+        if length != table.shape[-2]:
+            # the memory frames' tokens follow one another, each frame on the query grid
+            table = table.repeat(*([1] * (table.dim() - 2)), length // table.shape[-2], 1)
+        if len(self._tables) >= 8:  # one query length and a few key lengths per model
+            self._tables.clear()
+        self._tables[key] = (weakref.ref(cos), weakref.ref(sin), table)
+        return table
+
+    def __call__(self, q, k, cos, sin, num_k_exclude_rope: int = 0, repeat_freqs_k: bool = False):
+        n_q = q.shape[-2]
+        n_rot = k.shape[-2] - num_k_exclude_rope
+        # a compiler fuses transformers' form into one kernel itself (and complex numbers are
+        # not what it handles best); Apple's MPS backend lacks some complex operations
+        usual = (
+            not torch.compiler.is_compiling() and q.device.type != "mps"
+            and q.dim() == k.dim() and cos.shape == sin.shape and cos.shape[-2] == n_q
+            and cos.shape[-1] == q.shape[-1] == k.shape[-1] and q.shape[-1] % 2 == 0
+            and cos.dim() <= q.dim() and 0 <= num_k_exclude_rope <= k.shape[-2]
+        )
+        if usual and n_rot > 0:
+            repeat = repeat_freqs_k and n_rot != n_q
+            usual = (n_rot % n_q == 0) if repeat else n_rot == n_q
+        if not usual:
+            return self.original(q, k, cos, sin, num_k_exclude_rope=num_k_exclude_rope,
+                                 repeat_freqs_k=repeat_freqs_k)
+        q_out = _rotated(q, self.factors(cos, sin, n_q)).to(q.dtype)
+        if n_rot == 0:
+            return q_out, k
+        k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+        rotated = _rotated(k[..., :n_rot, :], self.factors(cos, sin, n_rot))
+        k_out[..., :n_rot, :] = rotated
+        if num_k_exclude_rope:
+            k_out[..., n_rot:, :] = k[..., n_rot:, :]
+        return q_out, k_out
+
+
+def _rotated(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``x`` (float32, as transformers does it) rotated pairwise by complex ``factors``."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]):
+        pairs = pairs.contiguous()
+    return torch.view_as_real(torch.view_as_complex(pairs) * factors).flatten(-2)
+
+
+_ROTARY = "apply_rotary_pos_emb_2d"
+
+
+def fast_rotary(network) -> int:
+    """Give the memory attention's rotary encoding a faster form, in place (idempotent).
+
+    Each attention module whose ``forward`` calls transformers' ``apply_rotary_pos_emb_2d``
+    (SAM 2, SAM 3 tracker) gets a copy of that same ``forward`` that calls
+    :class:`_ComplexRotary` instead. The new function is first checked against the original on
+    random inputs shaped like the model's (queries, memory keys, excluded pointer tokens); where
+    it differs by more than float rounding, the module is left as it is. Other families
+    (EdgeTAM's rotary attention has another form) are left as they are.
+
+    Parameters
+    ----------
+    network : a SAM 2 family transformers model
+
+    Returns
+    -------
+    int
+        How many attention modules use the faster form.
+    """
+    memory_attention = getattr(network, "memory_attention", None)
+    if memory_attention is None:
+        return 0
+    count = 0
+    checked: dict[int, bool] = {}
+    # one per network: the eight attention calls of a frame share its repeated tables
+    scopes: dict[int, dict] = {}
+    for module in memory_attention.modules():
+        forward = type(module).forward
+        if isinstance(module.__dict__.get("forward"), types.MethodType):
+            count += getattr(module.forward.__func__, "_napari_sam2_rotary", False)
+            continue
+        code = getattr(forward, "__code__", None)
+        if code is None or _ROTARY not in code.co_names:
+            continue
+        original = forward.__globals__.get(_ROTARY)
+        if original is None:
+            continue
+        if id(original) not in checked:
+            checked[id(original)] = _agrees(_ComplexRotary(original), original)
+        if not checked[id(original)]:
+            continue
+        scope = scopes.get(id(forward.__globals__))
+        if scope is None:
+            scope = scopes[id(forward.__globals__)] = dict(forward.__globals__)
+            scope[_ROTARY] = _ComplexRotary(original)
+        clone = types.FunctionType(code, scope, forward.__name__, forward.__defaults__,
+                                   forward.__closure__)
+        clone.__kwdefaults__ = forward.__kwdefaults__
+        clone.__doc__ = forward.__doc__
+        clone._napari_sam2_rotary = True  # type: ignore[attr-defined]
+        module.forward = types.MethodType(clone, module)
+        count += 1
+    return count
+
+
+def _agrees(fast, original) -> bool:
+    """Whether ``fast`` gives ``original``'s rotations on random inputs (float rounding apart)."""
+    gen = torch.Generator().manual_seed(0)
+    n, dim = 16, 8
+    angles = torch.rand(1, n, dim // 2, generator=gen) * 6.3
+    cos = angles.cos().repeat_interleave(2, dim=-1)
+    sin = angles.sin().repeat_interleave(2, dim=-1)
+    q = torch.randn(2, 1, n, dim, generator=gen)
+    cases = [(torch.randn(2, 1, n, dim, generator=gen), 0, False),       # self-attention
+             (torch.randn(2, 1, 3 * n + 4, dim, generator=gen), 4, True),  # memories + pointers
+             (torch.randn(2, 1, 4, dim, generator=gen), 4, True)]          # pointers only
+    try:
+        for k, exclude, repeat in cases:
+            want = original(q, k, cos, sin, num_k_exclude_rope=exclude, repeat_freqs_k=repeat)
+            got = fast(q, k, cos, sin, num_k_exclude_rope=exclude, repeat_freqs_k=repeat)
+            for a, b in zip(got, want):
+                if a.shape != b.shape or a.dtype != b.dtype or not torch.allclose(a, b, atol=1e-5):
+                    return False
+    except Exception:  # a transformers version with another signature: keep its own
+        return False
+    return True
 
 
 def _targets(network) -> dict[str, nn.Module]:

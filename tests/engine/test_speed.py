@@ -114,3 +114,68 @@ def test_device_side_mapping_equals_the_host_mapping(dtype, channels):
         device = source._mapped_on_device(t, torch.device("cpu"))
         assert device.dtype == torch.float32 and device.shape == host.shape
         torch.testing.assert_close(device, host, rtol=0, atol=0)
+
+
+def _memory_attention_inputs(config, objects=3, memories=3, pointers=8, seed=0):
+    """Inputs shaped as a propagated frame's: current features, memories and object pointers."""
+    gen = torch.Generator().manual_seed(seed)
+    tokens = int(np.prod(config.memory_attention_rope_feat_sizes))
+    hidden, mem_dim = config.memory_attention_hidden_size, config.memory_encoder_output_channels
+    n = memories * tokens + pointers
+    return dict(
+        current_vision_features=torch.randn(tokens, objects, hidden, generator=gen),
+        current_vision_position_embeddings=torch.randn(tokens, objects, hidden, generator=gen),
+        memory=torch.randn(n, objects, mem_dim, generator=gen),
+        memory_posision_embeddings=torch.randn(n, objects, mem_dim, generator=gen),
+        num_object_pointer_tokens=pointers,
+    )
+
+
+@pytest.mark.parametrize("family", ["sam2", "sam3"])
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_fast_rotary_gives_the_memory_attention_of_transformers(family, autocast):
+    plain = make_tiny_model(family=family, seed=7)
+    fast = make_tiny_model(family=family, seed=7)
+    layers = fast.config.memory_attention_num_layers
+    assert speed.fast_rotary(fast) == 2 * layers  # self- and cross-attention of every layer
+    assert speed.fast_rotary(fast) == 2 * layers  # idempotent
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    for memories, pointers in [(1, 0), (3, 8), (0, 4)]:  # no pointers, both, pointers only
+        inputs = _memory_attention_inputs(plain.config, memories=memories, pointers=pointers)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=autocast or torch.float32,
+                                                     enabled=autocast is not None):
+            want = plain.memory_attention(**inputs)
+            got = fast.memory_attention(**inputs)
+            again = fast.memory_attention(**inputs)  # tables kept from the first call
+        assert got.dtype == want.dtype and got.shape == want.shape
+        tol = 1e-5 if autocast is None else 2e-2
+        torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+        torch.testing.assert_close(again, got, atol=0, rtol=0)
+
+
+def test_fast_rotary_leaves_edgetam_and_a_mismatching_rotation_alone(monkeypatch):
+    assert speed.fast_rotary(make_tiny_model(family="edgetam", seed=1)) == 0
+
+    def off_by_a_little(self, q, k, *args, **kwargs):
+        return q + 1e-3, k
+
+    monkeypatch.setattr(speed._ComplexRotary, "__call__", off_by_a_little)
+    net = make_tiny_model(seed=1)
+    assert speed.fast_rotary(net) == 0
+    assert not any("forward" in m.__dict__ for m in net.modules())
+
+
+def test_loaded_models_use_the_fast_rotary_and_give_the_same_masks():
+    model = load_model(make_tiny_model(seed=8), device="cpu")
+    assert model.info["fast_rotary"] == 2 * model.network.config.memory_attention_num_layers
+    plain_net = make_tiny_model(seed=8)
+    plain = load_model(plain_net, device="cpu")
+    for module in plain_net.memory_attention.modules():  # back to transformers' forward
+        module.__dict__.pop("forward", None)
+    stack = _stack()
+    got, want = _masks(model, stack), _masks(plain, stack)
+    assert len(got) == len(want) == len(stack)
+    for frame in want:
+        assert got[frame].any()
+        # the same rotations: at most a pixel or two may flip on float rounding at the threshold
+        assert np.count_nonzero(got[frame] != want[frame]) <= 2, f"frame {frame}"

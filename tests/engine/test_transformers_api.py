@@ -58,6 +58,19 @@ def test_private_methods_keep_their_signature(name):
                          "adapt napari_sam2/engine/adapter.py")
 
 
+def test_rotary_function_the_fast_path_replaces_keeps_its_name_and_signature():
+    """napari_sam2/engine/speed.py swaps this module-level function inside the RoPE attention."""
+    from transformers.models.sam3_tracker_video import modeling_sam3_tracker_video
+
+    for module, attention in [(modeling_sam2_video, "Sam2VideoRoPEAttention"),
+                              (modeling_sam3_tracker_video, "Sam3TrackerVideoRoPEAttention")]:
+        function = getattr(module, "apply_rotary_pos_emb_2d", None)
+        assert function is not None, f"{module.__name__}.apply_rotary_pos_emb_2d is gone: adapt speed.py"
+        assert list(inspect.signature(function).parameters) == [
+            "q", "k", "cos", "sin", "num_k_exclude_rope", "repeat_freqs_k"]
+        assert "apply_rotary_pos_emb_2d" in getattr(module, attention).forward.__code__.co_names
+
+
 def test_inference_session_layout(tiny_model):
     state = Sam2VideoInferenceSession(video_height=8, video_width=8)
     idx = state.obj_id_to_idx(5)
