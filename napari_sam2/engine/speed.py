@@ -10,7 +10,8 @@
   same rotation is one complex multiplication per tensor (as in Meta's SAM 2), with the
   frequencies built once per call of the memory attention. transformers' own attention
   ``forward`` runs unchanged; only the rotary function it calls is swapped, per module instance,
-  after a numerical check against the original.
+  after a numerical check against the original. :func:`compile_network` puts transformers' form
+  back first (see :func:`plain_rotary`); so must anyone who compiles the network by hand.
 * :func:`compile_network`: ``torch.compile`` of the image encoder and the memory attention, the
   two parts that run on every frame, tried on a blank stack at load time so that a compiler that
   fails (no C compiler, an unsupported device or operator) falls back to the plain network with
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["cache_position_encodings", "compile_network", "fast_rotary"]
+__all__ = ["cache_position_encodings", "compile_network", "fast_rotary", "plain_rotary"]
 
 
 class _SharedSineEncoding(nn.Module):
@@ -220,6 +221,28 @@ def fast_rotary(network) -> int:
     return count
 
 
+def plain_rotary(network) -> int:
+    """Give the memory attention transformers' own rotary form back (undoes :func:`fast_rotary`).
+
+    ``torch.compile`` needs it: it fuses transformers' form into one kernel itself, and its graph
+    capture resolves the names a ``forward`` reads in the module that defined the function, not
+    in the copy's own namespace, so a compiled copy fails its guards.
+
+    Returns
+    -------
+    int
+        How many modules went back.
+    """
+    count = 0
+    memory_attention = getattr(network, "memory_attention", None)
+    for module in memory_attention.modules() if memory_attention is not None else ():
+        forward = module.__dict__.get("forward")
+        if isinstance(forward, types.MethodType) and getattr(forward.__func__, "_napari_sam2_rotary", False):
+            del module.forward
+            count += 1
+    return count
+
+
 def _agrees(fast, original) -> bool:
     """Whether ``fast`` gives ``original``'s rotations on random inputs (float rounding apart)."""
     gen = torch.Generator().manual_seed(0)
@@ -266,6 +289,8 @@ def compile_network(model, options: dict | None = None) -> bool:
     """
     options = dict(options or {})
     targets = _targets(model.network)
+    plain_rotary(model.network)  # the compiler fuses transformers' form itself
+    model.info["fast_rotary"] = 0
     for module in targets.values():
         module.compile(**options)
     try:
@@ -274,6 +299,7 @@ def compile_network(model, options: dict | None = None) -> bool:
         for module in targets.values():
             # nn.Module.compile() keeps the compiled callable here; None restores eager calls
             module._compiled_call_impl = None
+        model.info["fast_rotary"] = fast_rotary(model.network)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         warnings.warn(
             f"torch.compile of the image encoder and memory attention failed on "

@@ -66,6 +66,7 @@ def test_compiled_modules_give_the_same_masks():
     model = load_model(net, device="cpu", compile={"backend": "eager", "dynamic": True})
     assert model.info["compiled"] is True
     assert net.vision_encoder._compiled_call_impl is not None
+    assert model.info["fast_rotary"] == 0  # the compiler fuses transformers' own form
     got = _masks(model, _stack())
     for frame in reference:
         np.testing.assert_array_equal(got[frame], reference[frame], err_msg=f"frame {frame}")
@@ -80,6 +81,7 @@ def test_a_failing_compiler_falls_back_with_a_warning():
     with pytest.warns(RuntimeWarning, match="torch.compile .* failed .*running them uncompiled"):
         model = load_model(net, device="cpu", compile={"backend": broken})
     assert model.info["compiled"] is False
+    assert model.info["fast_rotary"] == 2 * net.config.memory_attention_num_layers  # eager again
     assert net.vision_encoder._compiled_call_impl is None and net.memory_attention._compiled_call_impl is None
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
@@ -151,6 +153,16 @@ def test_fast_rotary_gives_the_memory_attention_of_transformers(family, autocast
         tol = 1e-5 if autocast is None else 2e-2
         torch.testing.assert_close(got, want, atol=tol, rtol=tol)
         torch.testing.assert_close(again, got, atol=0, rtol=0)
+
+
+def test_plain_rotary_gives_transformers_form_back():
+    net = make_tiny_model(seed=2)
+    layers = net.config.memory_attention_num_layers
+    assert speed.fast_rotary(net) == 2 * layers
+    assert speed.plain_rotary(net) == 2 * layers
+    assert not any("forward" in m.__dict__ for m in net.modules())
+    assert speed.plain_rotary(net) == 0
+    assert speed.fast_rotary(net) == 2 * layers  # and on again
 
 
 def test_fast_rotary_leaves_edgetam_and_a_mismatching_rotation_alone(monkeypatch):
