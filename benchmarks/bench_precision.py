@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +27,10 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def _run(model, stack) -> tuple[float, list[np.ndarray]]:
-    from napari_sam2 import Sam2Session
+    from setups import seeded_propagation
 
-    session = Sam2Session(model, stack)
-    session.add_label_image(0, stack.labels(0))
-    stamps, masks = [time.perf_counter()], []
-    for frame, _ in session.propagate("forward"):
-        stamps.append(time.perf_counter())
-        masks.append(session.labels(frame) > 0)
-    return float(np.median(np.diff(stamps)[1:])), masks  # frame 0 is the prompt
+    seconds, labels = seeded_propagation(model, stack)
+    return seconds, [frame > 0 for frame in labels]
 
 
 def main(argv=None) -> int:
@@ -46,7 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     from bench_objects import GridStack
-    from setups import build_model, machine_info
+    from setups import alternate, build_model, machine_info
 
     from napari_sam2 import load_model
 
@@ -55,12 +50,8 @@ def main(argv=None) -> int:
     models = {"float32": base, "bfloat16": load_model(base, dtype="bfloat16")}
     side = 1024 if args.config.endswith("1024") else 256
     stack = GridStack(args.frames, side, 1)
-    runs: dict[str, list] = {name: [] for name in models}
-    for r in range(args.rounds):
-        for name, model in models.items():
-            runs[name].append(_run(model, stack))
-            print(f"round {r}: {name:9s} {runs[name][-1][0]:.3f} s per frame", flush=True)
-    best = {name: min(t for t, _ in rs) for name, rs in runs.items()}
+    runs, best = alternate({name: partial(_run, model, stack) for name, model in models.items()},
+                           args.rounds)
     ious = [float((a & b).sum() / max((a | b).sum(), 1))
             for a, b in zip(runs["float32"][0][1], runs["bfloat16"][0][1])]
     print(f"{args.config}: float32 {best['float32']:.3f} s, bfloat16 {best['bfloat16']:.3f} s per frame "

@@ -15,9 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +23,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-
-
-def _run(model, stack) -> tuple[float, list[np.ndarray]]:
-    from napari_sam2 import Sam2Session
-
-    session = Sam2Session(model, stack)
-    session.add_label_image(0, stack.labels(0))
-    stamps, labels = [time.perf_counter()], []
-    for frame, _ in session.propagate("forward"):
-        stamps.append(time.perf_counter())
-        labels.append(session.labels(frame))
-    return float(np.median(np.diff(stamps)[1:])), labels  # frame 0 is the seeding
 
 
 def main(argv=None) -> int:
@@ -47,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
     from bench_objects import GridStack
-    from setups import build_model, machine_info
+    from setups import alternate, build_model, machine_info, seeded_propagation
 
     from napari_sam2 import load_model
 
@@ -59,23 +45,25 @@ def main(argv=None) -> int:
         return 1
     side = 1024 if args.config.endswith("1024") else 256
     stack = GridStack(args.frames, side, args.objects)
-    runs: dict[str, list] = {"transformers": [], "complex": []}
-    for r in range(args.rounds):
-        for name in runs:
+
+    def arm(form: str):
+        def run():
             for module, forward in complex_forms.items():
-                if name == "complex":
+                if form == "complex":
                     module.forward = forward
                 else:
                     del module.forward  # the class's own forward again
-            runs[name].append(_run(model, stack))
-            print(f"round {r}: {name:12s} {runs[name][-1][0]:.3f} s per frame, "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
-    best = {name: min(t for t, _ in rs) for name, rs in runs.items()}
-    same = all(np.array_equal(a, b) for a, b in zip(runs["transformers"][0][1], runs["complex"][0][1]))
-    print(f"{args.config}, {args.objects} objects: transformers {best['transformers']:.3f} s, complex "
-          f"{best['complex']:.3f} s per frame ({best['transformers'] / best['complex']:.2f}x); "
-          f"label images {'identical' if same else 'DIFFERENT'}")
-    return 0
+            return seeded_propagation(model, stack)
+        return run
+
+    runs, best = alternate({form: arm(form) for form in ("transformers", "complex")}, args.rounds)
+    pairs = zip(runs["transformers"][0][1], runs["complex"][0][1])
+    same = all(np.array_equal(a, b) for a, b in pairs)
+    summary = {form: f"{seconds:.3f} s per frame" for form, seconds in best.items()}
+    summary["complex / transformers speed"] = f"{best['transformers'] / best['complex']:.2f}x"
+    summary["label images"] = "identical" if same else "DIFFERENT"
+    print(f"{args.config}, {args.objects} objects, best of {args.rounds}:", summary)
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -138,6 +138,37 @@ def build_model(config: str, device: str = "cpu", seed: int = 0):
                      autocast_dtype=autocast)
 
 
+def seeded_propagation(model, stack) -> tuple[float, list[np.ndarray]]:
+    """Seed every label of ``stack.labels(0)``, propagate forward: median s per frame, label images.
+
+    Frame 0 (the seeding) is not counted in the time.
+    """
+    from napari_sam2 import Sam2Session
+
+    session = Sam2Session(model, stack)
+    session.add_label_image(0, stack.labels(0))
+    stamps, labels = [time.perf_counter()], []
+    for frame, _ in session.propagate("forward"):
+        stamps.append(time.perf_counter())
+        labels.append(session.labels(frame))
+    return float(np.median(np.diff(stamps)[1:])), labels
+
+
+def alternate(arms: dict, rounds: int) -> tuple[dict[str, list], dict[str, float]]:
+    """Run each arm (a callable returning ``(seconds, result)``) in turn, ``rounds`` times.
+
+    Alternating in one process lets every arm see the same machine load. Returns every run per
+    arm and each arm's best time.
+    """
+    runs: dict[str, list] = {name: [] for name in arms}
+    for r in range(rounds):
+        for name, arm in arms.items():
+            runs[name].append(arm())
+            print(f"round {r}: {name:12s} {runs[name][-1][0]:.3f} s per frame, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return runs, {name: min(t for t, _ in rs) for name, rs in runs.items()}
+
+
 # --------------------------------------------------------------------------- frames
 
 class GeneratedStack:
