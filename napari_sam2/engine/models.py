@@ -151,12 +151,8 @@ def as_sam2_model(model: Sam2Model | VideoNetwork) -> Sam2Model:
     if isinstance(model, Sam2Model):
         return model
     if family_of(model) is not None:
-        from napari_sam2.engine import speed
-
         device = next(model.parameters()).device
-        speed.cache_position_encodings(model)  # same results, built once
-        speed.fast_rotary(model)  # same rotations, fewer passes over the memory
-        return Sam2Model(network=model.eval(), device=device, name="custom")
+        return _finish(Sam2Model(network=model.eval(), device=device, name="custom"), compile=False)
     raise TypeError(
         f"expected a model from napari_sam2.load_model() or a transformers Sam2VideoModel, "
         f"Sam3TrackerVideoModel or EdgeTamVideoModel, got {type(model).__name__}"

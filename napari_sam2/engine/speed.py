@@ -148,8 +148,7 @@ class _ComplexRotary:
         if n_rot == 0:
             return q_out, k
         k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-        rotated = _rotated(k[..., :n_rot, :], self.factors(cos, sin, n_rot))
-        k_out[..., :n_rot, :] = rotated
+        k_out[..., :n_rot, :] = _rotated(k[..., :n_rot, :], self.factors(cos, sin, n_rot))
         if num_k_exclude_rope:
             k_out[..., n_rot:, :] = k[..., n_rot:, :]
         return q_out, k_out
@@ -189,28 +188,27 @@ def fast_rotary(network) -> int:
     if memory_attention is None:
         return 0
     count = 0
-    checked: dict[int, bool] = {}
-    # one per network: the eight attention calls of a frame share its repeated tables
-    scopes: dict[int, dict] = {}
+    # per transformers module: the names a forward reads, with the fast rotary (None: it did not
+    # agree); one per network, so that a frame's eight attention calls share its tables
+    scopes: dict[int, dict | None] = {}
     for module in memory_attention.modules():
+        if _has_fast_rotary(module):
+            count += 1
+            continue
+        if "forward" in module.__dict__:  # someone else's forward: left alone
+            continue
         forward = type(module).forward
-        if isinstance(module.__dict__.get("forward"), types.MethodType):
-            count += getattr(module.forward.__func__, "_napari_sam2_rotary", False)
-            continue
         code = getattr(forward, "__code__", None)
-        if code is None or _ROTARY not in code.co_names:
+        if code is None or _ROTARY not in code.co_names or _ROTARY not in forward.__globals__:
             continue
-        original = forward.__globals__.get(_ROTARY)
-        if original is None:
-            continue
-        if id(original) not in checked:
-            checked[id(original)] = _agrees(_ComplexRotary(original), original)
-        if not checked[id(original)]:
-            continue
-        scope = scopes.get(id(forward.__globals__))
+        original = forward.__globals__[_ROTARY]
+        key = id(forward.__globals__)
+        if key not in scopes:
+            rotary = _ComplexRotary(original)
+            scopes[key] = {**forward.__globals__, _ROTARY: rotary} if _agrees(rotary, original) else None
+        scope = scopes[key]
         if scope is None:
-            scope = scopes[id(forward.__globals__)] = dict(forward.__globals__)
-            scope[_ROTARY] = _ComplexRotary(original)
+            continue
         clone = types.FunctionType(code, scope, forward.__name__, forward.__defaults__,
                                    forward.__closure__)
         clone.__kwdefaults__ = forward.__kwdefaults__
@@ -236,11 +234,15 @@ def plain_rotary(network) -> int:
     count = 0
     memory_attention = getattr(network, "memory_attention", None)
     for module in memory_attention.modules() if memory_attention is not None else ():
-        forward = module.__dict__.get("forward")
-        if isinstance(forward, types.MethodType) and getattr(forward.__func__, "_napari_sam2_rotary", False):
+        if _has_fast_rotary(module):
             del module.forward
             count += 1
     return count
+
+
+def _has_fast_rotary(module) -> bool:
+    forward = module.__dict__.get("forward")
+    return isinstance(forward, types.MethodType) and getattr(forward.__func__, "_napari_sam2_rotary", False)
 
 
 def _agrees(fast, original) -> bool:
