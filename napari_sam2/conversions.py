@@ -196,10 +196,16 @@ def normalize_intensity(frame, limits, out: np.ndarray | None = None) -> np.ndar
         # few grey levels before the offset is taken away; subtract in float64, then round once
         np.multiply(frame.astype(np.float64) - low, scale, out=out, casting="same_kind")
     else:
-        res = frame.astype(np.float32, copy=False)
-        # float64 constants, float32 arithmetic: exact for values of up to 24 bits
-        np.subtract(res, np.float32(low) if np.ndim(low) == 0 else low.astype(np.float32), out=out)
+        # float64 constants, float32 arithmetic: exact for values of up to 24 bits; the cast
+        # happens inside the subtraction, without a float32 copy of the frame first
+        np.subtract(frame, np.float32(low) if np.ndim(low) == 0 else low.astype(np.float32), out=out,
+                    dtype=np.float32)
         np.multiply(out, np.float32(scale) if np.ndim(scale) == 0 else scale.astype(np.float32), out=out)
-    np.clip(out, 0.0, 1.0, out=out)
-    np.nan_to_num(out, copy=False, nan=0.0)
+    if frame.dtype.kind in "fc":
+        # fmax ignores NaN, so NaN becomes 0 in the same pass that clips below 0 (np.nan_to_num
+        # scans the frame three more times: 200 ms on a 6000 x 6000 frame)
+        np.fmax(out, np.float32(0.0), out=out)
+        np.fmin(out, np.float32(1.0), out=out)
+    else:  # integers and booleans hold no NaN
+        np.clip(out, 0.0, 1.0, out=out)
     return out

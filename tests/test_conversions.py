@@ -64,6 +64,21 @@ def test_normalize_intensity_is_scale_invariant_and_clips():
     np.testing.assert_allclose(per, [[[0.5, 0.25]]])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_normalize_intensity_sets_nan_to_zero_and_clips_infinities(dtype):
+    a = np.array([np.nan, np.inf, -np.inf, -3, 5, 30], dtype)
+    np.testing.assert_array_equal(normalize_intensity(a, (0, 10)), [0, 1, 0, 0, 0.5, 1])
+
+
+@pytest.mark.parametrize("dtype", [bool, np.int8, np.uint8, np.int16, np.uint16])
+def test_normalize_intensity_of_narrow_ints_matches_float64(dtype):
+    info = np.iinfo(dtype) if dtype is not bool else None
+    a = (np.array([0, 1]) if info is None else np.linspace(info.min, info.max, 50)).astype(dtype)
+    low, high = (0, 1) if info is None else (info.min / 2, info.max / 2)
+    ref = np.clip((a.astype(np.float64) - low) / (high - low), 0, 1)
+    np.testing.assert_allclose(normalize_intensity(a, (low, high)), ref, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- wide dtypes
 @pytest.mark.parametrize("dtype, offset, n_levels", [
     (np.int64, 2**40, 256),
