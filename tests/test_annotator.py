@@ -129,3 +129,25 @@ def test_two_writes_of_one_frame_prepared_before_either_is_applied_keep_both_obj
     for edit in reversed(edits):  # and each write undoes exactly
         edit.undo(core.labels)
     assert not core.labels.any()
+
+
+def test_new_ids_follow_the_labels_without_a_scan_per_object():
+    labels = np.zeros((2, 8, 8), np.uint16)
+    labels[1, 0, 0] = 30  # known to the caller, not passed: looked up once
+    core = Annotator(labels)
+    core.layout = StackLayout(labels.shape)
+    assert core.next_free_id() == 31
+    labels[1, 0, 1] = 60  # written behind the annotator's back, then said
+    core.forget_where()
+    assert core.add_object() == 61
+    fresh = np.zeros((2, 8, 8), np.uint16)
+    core.set_labels(fresh, highest=0)
+    mask = np.zeros((8, 8), bool)
+    mask[2:4, 2:4] = True
+    core.apply(core.prepare(0, {70: mask}))  # the annotator's own write
+    assert core.next_free_id() == 71
+    core.labels_painted([np.uint16(90)])  # a brush stroke of label 90
+    assert core.next_free_id() == 91
+    fresh[0, 7, 7] = 120
+    core.labels_painted(None)  # painted, values unknown: looked up again
+    assert core.next_free_id() == 121

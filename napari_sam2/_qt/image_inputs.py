@@ -196,18 +196,34 @@ class ImageInputs(DockHost):
     def _labels_changed(self, *_):
         name = self.labels_combo.currentText()
         if name != NEW_LABELS and name in self.viewer.layers:
-            self._use_labels(self.viewer.layers[name])
+            layer = self.viewer.layers[name]
+            unwrap = lambda lyr: getattr(lyr, "__wrapped__", lyr)  # noqa: E731 (napari's proxies)
+            if unwrap(layer) is unwrap(self.labels_layer) and self.core.labels is layer.data:
+                return  # already in use (what is known of it stays)
+            self._use_labels(layer)
 
-    def _use_labels(self, layer):
+    def _use_labels(self, layer, highest: int | None = None):
         if self.labels_layer is not None:
             self.labels_layer.events.paint.disconnect(self._user_painted)
         self.labels_layer = layer
-        self.core.set_labels(layer.data if isinstance(layer.data, np.ndarray) else None)
+        self.core.set_labels(layer.data if isinstance(layer.data, np.ndarray) else None, highest)
         self.view.set_layer(layer)
         layer.events.paint.connect(self._user_painted)
 
-    def _user_painted(self, *_):
-        self.core.forget_where()  # a brush stroke: look where the objects are again
+    def _user_painted(self, event=None):
+        # a brush stroke, fill or erase. napari's history atoms say the label painted: a masked
+        # atom's ``new_value``, or the last of (indices, old values, new values); anything else
+        # and the highest id is looked up again
+        values: list | None = []
+        for atom in getattr(event, "value", None) or [None]:
+            if hasattr(atom, "new_value"):
+                values.append(atom.new_value)
+            elif isinstance(atom, tuple) and len(atom) == 3:
+                values.append(atom[2])
+            else:
+                values = None
+                break
+        self.core.labels_painted(values)
 
     def _ensure_labels(self):
         """The Labels layer masks go into: the chosen one if it fits the stack, else a new one."""
@@ -228,6 +244,6 @@ class ImageInputs(DockHost):
             translate=img.translate[:nd], units=img.units[:nd], axis_labels=axis_labels,
             metadata=dict(img.metadata),
         )
-        self._use_labels(layer)
+        self._use_labels(layer, highest=0)
         self.labels_combo.setCurrentText(layer.name)
         return layer

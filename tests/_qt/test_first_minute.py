@@ -150,6 +150,28 @@ def test_load_model_without_an_image_then_click_and_n(make_napari_viewer, hub_ca
     assert (dock.labels_layer.data[2] == dock.active_id).any()
 
 
+def test_a_label_painted_by_hand_is_never_reused_for_a_new_object(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    labels = dock.labels_layer
+    viewer.layers.selection.active = labels
+    labels.mode = "paint"
+    labels.brush_size = 3
+    labels.selected_label = 50
+    viewer.dims.set_current_step(0, 1)
+    click_canvas(viewer, world(labels, (1, 10, 10)))  # a brush dab of label 50
+    assert (labels.data[1] == 50).any(), "the brush must have painted"
+    assert dock.core._max_label == 50, "the stroke is noted, the labels are not scanned"
+    press(qtbot, dock.new_button)
+    assert dock.active_id == 51
+    r, c = _cell_centre(cells, 1)
+    _click(qtbot, dock, (1, r, c))
+    assert (labels.data[1] == 51).any() and (labels.data[1] == 50).any(), "the painted label stays"
+
+
 def test_a_failed_load_shows_the_whole_message_in_the_dock(make_napari_viewer, qtbot, tmp_path, cells):
     viewer = make_napari_viewer()
     viewer.add_image(cells.image)
