@@ -191,13 +191,28 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
             raise ValueError(f"mask of shape {m.shape} does not fit a frame of shape {frame.shape}")
     changed = np.empty(frame.shape, bool)
     after = np.empty(frame.shape, frame.dtype)
-    olds = []
+    olds: list[np.ndarray | int] = []  # per block: the old values, or how many zeros
     rows = frame.shape[0]
     step = max(1, _BLOCK_PIXELS // max(1, int(np.prod(frame.shape[1:]))))
     scratch = np.empty((min(step, rows),) + frame.shape[1:], bool)
     for r in range(0, rows, step):
-        before = np.array(frame[r:r + step], copy=True)
         new = after[r:r + step]
+        block = changed[r:r + step]
+        if not frame[r:r + step].any():
+            # background only (a frame tracked for the first time): the masks are the new
+            # values, higher ids last, and every pixel that changes held 0 (one pass per mask)
+            # (the id in the labels' dtype: with a Python int numpy multiplies in int64)
+            np.multiply(ms[0][r:r + step], np.array(written[0], frame.dtype), out=new,
+                        casting="unsafe")
+            for obj_id, m in zip(written[1:], ms[1:]):
+                np.copyto(new, obj_id, where=m[r:r + step])
+            if len(ms) == 1:
+                np.copyto(block, ms[0][r:r + step])
+            else:
+                np.not_equal(new, 0, out=block)
+            olds.append(int(np.count_nonzero(block)))
+            continue
+        before = np.array(frame[r:r + step], copy=True)
         new[...] = before
         free = scratch[:len(before)]
         for obj_id in written:  # forget where these objects were...
@@ -210,7 +225,18 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
                 if lower.any():
                     free[lower] = np.isin(new[lower], sam)
             np.copyto(new, obj_id, where=np.logical_and(free, m[r:r + step], out=free))
-        block = np.not_equal(before, new, out=changed[r:r + step])
+        np.not_equal(before, new, out=block)
         if block.any():
             olds.append(before[block])
-    return changed, np.concatenate(olds) if olds else np.empty(0, frame.dtype), after
+    return changed, _joined(olds, frame.dtype), after
+
+
+def _joined(olds: list, dtype) -> np.ndarray:
+    """Old values per block (arrays, or counts of zeros) as one array in C order.
+
+    When every changed pixel held 0, a read-only view of one 0 stands for them all: the undo
+    record of a frame tracked for the first time holds no copy of its (maybe 17 M) zeros.
+    """
+    if all(isinstance(o, int) for o in olds):
+        return np.broadcast_to(np.zeros((), dtype), (sum(olds),))
+    return np.concatenate([np.zeros(o, dtype) if isinstance(o, int) else o for o in olds])

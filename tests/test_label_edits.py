@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from napari_sam2.label_edits import EditRun, paint_masks
+from napari_sam2.label_edits import EditRun, FrameEdit, paint_masks, paint_plan
 
 
 def test_user_labels_survive_and_higher_id_wins():
@@ -101,3 +102,33 @@ def test_the_blockwise_plan_equals_the_rules_pixel_by_pixel_across_block_edges(m
         edit.undo(labels)
         np.testing.assert_array_equal(labels, original)
         assert paint_masks(labels, (0,), {2: labels[0] == 2}, [2, 4, 5, 6]) is None, "no change, no edit"
+
+
+@pytest.mark.parametrize("n_objects", [1, 3])
+def test_empty_blocks_and_painted_blocks_follow_the_same_rules(monkeypatch, n_objects):
+    import napari_sam2.label_edits as le
+
+    monkeypatch.setattr(le, "_BLOCK_PIXELS", 4 * 16)  # blocks of 4 rows: some empty, some not
+    rng = np.random.default_rng(n_objects)
+    frame = np.zeros((24, 16), np.uint16)
+    frame[13:17, 2:9] = 9  # a user's label
+    frame[20:22, :] = 2  # where SAM 2 object 2 was
+    ids = [2, 5, 40][:n_objects]
+    masks = {i: rng.random(frame.shape) < 0.3 for i in ids}
+    changed, old, after = le.paint_plan(frame, masks, ids)
+    np.testing.assert_array_equal(after, _reference_write(frame, masks, ids))
+    np.testing.assert_array_equal(changed, after != frame)
+    np.testing.assert_array_equal(old, frame[changed])
+    labels = after[None].copy()
+    FrameEdit.of((0,), changed, old).undo(labels)
+    np.testing.assert_array_equal(labels[0], frame)
+
+
+def test_a_first_write_keeps_no_copy_of_the_zeros_it_replaces():
+    frame = np.zeros((2000, 2000), np.uint16)
+    mask = np.zeros(frame.shape, bool)
+    mask[100:1900, 100:1900] = True
+    changed, old, after = paint_plan(frame, {3: mask}, [3])
+    assert old.shape == (1800 * 1800,) and not old.any()
+    assert old.base is not None and old.base.nbytes <= 8, "one zero stands for all of them"
+    np.testing.assert_array_equal(after, mask * 3)
