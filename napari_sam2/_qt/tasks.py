@@ -7,6 +7,10 @@ results, yields and errors come back on the GUI thread, where layers may be touc
 
 Inside every worker thread, torch gets the GUI thread's thread count: OpenMP's setting is per
 thread, so a new thread would otherwise start one thread per core next to napari's renderer.
+On Linux the worker thread also runs a little below the GUI thread's priority (and so do the
+threads it starts: torch's OpenMP helpers, the label-write preparation). On a machine with few
+cores the engine then still takes every idle cycle, but the window's own work (copying a
+painted frame in, a repaint) no longer waits behind it.
 """
 
 from __future__ import annotations
@@ -24,11 +28,36 @@ def _torch_threads() -> int | None:
     return None if torch is None else torch.get_num_threads()
 
 
+#: nice steps the dock's worker threads run below the GUI thread (Linux)
+WORKER_NICENESS = 5
+
+
+def _below_the_gui() -> None:
+    """Lower this thread's priority to :data:`WORKER_NICENESS` (Linux; elsewhere nothing).
+
+    Threads started from this one later inherit it. Raising a nice value needs no privilege;
+    it is never lowered again (that would), so the thread stays a background thread.
+    """
+    if not sys.platform.startswith("linux"):  # elsewhere nice values are per process
+        return
+    import os
+    import threading
+
+    tid = threading.get_native_id()
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        if now < WORKER_NICENESS:
+            os.setpriority(os.PRIO_PROCESS, tid, WORKER_NICENESS)
+    except OSError:  # a sandbox that forbids it: the work runs at the GUI's priority
+        pass
+
+
 def _in_worker(fn, threads):
     """Run ``fn`` with torch's thread count set for this thread (generators stay generators)."""
     import inspect
 
     def setup():
+        _below_the_gui()  # first: torch's OpenMP threads, started later, inherit it
         if threads is not None:
             import torch
 
