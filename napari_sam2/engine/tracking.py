@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from napari_sam2.engine.objects import MaskBits, ObjectState
 from napari_sam2.engine.results import FrameMasks, ObjectScore
+from napari_sam2.engine.upsample import BIG_FRAME_PIXELS, positive_by_cells
 
 if TYPE_CHECKING:
     from napari_sam2.engine.adapter import Sam2Adapter
@@ -100,8 +101,20 @@ def masks_into(logits: list[torch.Tensor], out: torch.Tensor) -> None:
     """Several objects' low-resolution logits -> bool masks written into ``out`` ``(N, H, W)``.
 
     Bilinear upsampling to the frame's size and a threshold at 0, as SAM 2's predictor; on the
-    logits' device, nothing copied to the host.
+    logits' device, nothing copied to the host. Large frames on the CPU are thresholded cell
+    by cell (:func:`~napari_sam2.engine.upsample.positive_by_cells`: only the contour is
+    interpolated).
     """
+    if out.device.type == "cpu" and out.shape[-2] * out.shape[-1] >= BIG_FRAME_PIXELS:
+        done = [positive_by_cells(t.detach().to(torch.float32).reshape(t.shape[-2:]).numpy(), o.numpy())
+                for t, o in zip(logits, out)]
+        for k in [k for k, d in enumerate(done) if not d]:  # noisy logits: every pixel
+            _interpolated([logits[k]], out[k:k + 1])
+        return
+    _interpolated(logits, out)
+
+
+def _interpolated(logits: list[torch.Tensor], out: torch.Tensor) -> None:
     x = torch.cat([t.to(torch.float32).reshape(1, 1, *t.shape[-2:]) for t in logits], dim=0)
     x = F.interpolate(x, size=tuple(out.shape[-2:]), mode="bilinear", align_corners=False)
     torch.gt(x[:, 0], 0, out=out)
