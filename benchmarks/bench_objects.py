@@ -11,6 +11,7 @@ Usage::
     python benchmarks/bench_objects.py --configs tiny-1024 --objects 1,10 --frames 2
     python benchmarks/bench_objects.py --configs small --objects 100 --frames 1000 --modes batched \
         --rss-every 50
+    python benchmarks/bench_objects.py --configs small --objects 50 --dtype bfloat16   # autocast
 
 Seconds per frame exclude frame 0 (the seeding) but include the image encoder (the same work in
 both modes). The machine and its load average are printed with the figures.
@@ -109,9 +110,14 @@ def worker(spec: dict) -> dict:
     from napari_sam2.engine.heap import HeapTrimmer
 
     model = build_model(spec["config"])
+    if spec.get("dtype"):  # autocast as load_model(..., dtype=...) sets it up
+        from napari_sam2.engine.models import _autocast_dtype
+
+        model.autocast_dtype = _autocast_dtype(spec["dtype"], model.device)
     side = 1024 if spec["config"].endswith("1024") else 128 if spec["config"].endswith("128") else 256
     stack = GridStack(spec["frames"], side, spec["objects"])
-    session = Sam2Session(model, stack, batch_objects=spec["mode"] == "batched")
+    session = Sam2Session(model, stack, batch_objects=spec["mode"] == "batched",
+                          max_batch=spec.get("max_batch"))
     t0 = time.perf_counter()
     ids = session.add_label_image(0, stack.labels(0))
     seed_s = time.perf_counter() - t0
@@ -149,6 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=4, help="frames per run (frame 0 seeds)")
     ap.add_argument("--modes", default="batched,one-at-a-time")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-batch", type=int, default=None, help="objects per batch (default: the engine's)")
+    ap.add_argument("--dtype", default=None, help="autocast precision, e.g. bfloat16 (default float32)")
     ap.add_argument("--rss-every", type=int, default=0, help="print the RSS every N frames (long runs)")
     ap.add_argument("--trim", action="store_true",
                     help="with --rss-every: also the RSS after glibc's malloc_trim (free heap vs in use)")
@@ -165,7 +173,8 @@ def main(argv=None) -> int:
         for n in [int(x) for x in args.objects.split(",")]:
             for mode in args.modes.split(","):
                 spec = {"config": config, "objects": n, "mode": mode, "frames": args.frames,
-                        "threads": args.threads, "rss_every": args.rss_every, "trim": args.trim}
+                        "threads": args.threads, "rss_every": args.rss_every, "trim": args.trim,
+                        "dtype": args.dtype, "max_batch": args.max_batch}
                 out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
                                      stdout=subprocess.PIPE, text=True, check=True)  # stderr: live
                 row = json.loads(out.stdout.strip().splitlines()[-1])
