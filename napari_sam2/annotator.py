@@ -22,6 +22,7 @@ from napari_sam2.label_edits import (
     EditRun,
     FrameEdit,
     box_slices,
+    label_boxes,
     mask_box,
     paint_masks,
     paint_plan,
@@ -208,8 +209,7 @@ class Annotator:
         missing = [i for i in obj_ids if i not in known]
         if missing:
             plane = self._label_array()[self._stack_layout().index(frame)]
-            for obj_id in missing:
-                known[obj_id] = mask_box(plane == obj_id)
+            known.update(label_boxes(plane, missing))
         return {i: known[i] for i in obj_ids}
 
     def prepare(self, frame: int, masks: dict) -> FrameWrite:

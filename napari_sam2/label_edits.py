@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FrameEdit", "EditRun", "paint_masks", "paint_plan", "mask_box", "union_box", "box_slices"]
+__all__ = ["FrameEdit", "EditRun", "paint_masks", "paint_plan", "mask_box", "label_boxes", "union_box",
+           "box_slices"]
 
 
 @dataclass
@@ -101,6 +102,42 @@ def mask_box(mask) -> tuple | None:
         return None
     cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(axis=0))
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+#: above this id, :func:`label_boxes` looks for each id on its own (find_objects lists every id
+#: up to the largest)
+_MAX_LISTED_ID = 1 << 20
+
+
+def label_boxes(plane: np.ndarray, ids) -> dict[int, tuple | None]:
+    """``{id: (r0, r1, c0, c1) or None}``: where each of ``ids`` is in a 2-D label image.
+
+    One pass for all of them, whatever their number (a pass per id cost 10 ms per object and
+    frame at 6000 x 6000); an empty frame, as when a frame is first tracked, is one quick check.
+    """
+    ids = [int(i) for i in ids]
+    out: dict[int, tuple | None] = dict.fromkeys(ids)
+    rows = np.flatnonzero(plane.any(axis=1))
+    if rows.size == 0 or not ids:
+        return out
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(plane[r0:r1].any(axis=0))
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    crop = plane[r0:r1, c0:c1]
+    top = max(ids)
+    if len(ids) <= 2 or top > _MAX_LISTED_ID or plane.dtype.kind not in "iu":
+        found = {i: mask_box(crop == i) for i in ids}
+    else:
+        from scipy import ndimage
+
+        slices = ndimage.find_objects(crop, max_label=top)  # entry k: id k + 1
+        found = {}
+        for i in ids:
+            sl = slices[i - 1] if i >= 1 else None
+            found[i] = None if sl is None else (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop)
+    for i, b in found.items():
+        out[i] = None if b is None else (b[0] + r0, b[1] + r0, b[2] + c0, b[3] + c0)
+    return out
 
 
 def union_box(*boxes) -> tuple | None:

@@ -132,3 +132,21 @@ def test_a_first_write_keeps_no_copy_of_the_zeros_it_replaces():
     assert old.shape == (1800 * 1800,) and not old.any()
     assert old.base is not None and old.base.nbytes <= 8, "one zero stands for all of them"
     np.testing.assert_array_equal(after, mask * 3)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int32])
+def test_label_boxes_finds_every_id_in_one_pass_as_a_scan_per_id_would(dtype):
+    from napari_sam2.label_edits import label_boxes, mask_box
+
+    rng = np.random.default_rng(3)
+    plane = np.zeros((90, 70), dtype)
+    plane[5:40, 10:30] = rng.choice(np.array([0, 3, 7, 200], dtype), (35, 20))
+    plane[60:62, 50:69] = 7
+    if np.iinfo(dtype).max > 1 << 21:
+        plane[80, 1] = (1 << 21) + 5  # beyond what find_objects lists: looked for on its own
+    ids = [3, 7, 200, 9, 1, *([(1 << 21) + 5] if np.iinfo(dtype).max > 1 << 21 else [])]
+    boxes = label_boxes(plane, ids)
+    assert boxes == {i: mask_box(plane == i) for i in ids}
+    assert boxes[9] is None and boxes[1] is None
+    assert label_boxes(np.zeros((50, 50), dtype), [1, 2, 3]) == {1: None, 2: None, 3: None}
+    assert label_boxes(plane, [7]) == {7: mask_box(plane == 7)}
