@@ -326,6 +326,7 @@ def _finish(model: Sam2Model, compile, report=None) -> Sam2Model:
 
     speed.cache_position_encodings(model.network)
     model.info["fast_rotary"] = speed.fast_rotary(model.network)
+    model.info["lean_attention"] = speed.lean_attention(model.network)
     if compile:
         if report is not None:
             report(0, 0, "Compiling the image encoder and memory attention")

@@ -191,3 +191,40 @@ def test_loaded_models_use_the_fast_rotary_and_give_the_same_masks():
         assert got[frame].any()
         # the same rotations: at most a pixel or two may flip on float rounding at the threshold
         assert np.count_nonzero(got[frame] != want[frame]) <= 2, f"frame {frame}"
+
+
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_lean_attention_gives_the_image_features_of_transformers_bit_for_bit(autocast):
+    plain = make_tiny_model(seed=5)
+    lean = make_tiny_model(seed=5)
+    blocks = sum(type(m).__name__ == "Sam2MultiScaleAttention" for m in lean.modules())
+    assert blocks > 0
+    assert speed.lean_attention(lean) == blocks
+    assert speed.lean_attention(lean) == blocks  # idempotent
+    assert lean.state_dict().keys() == plain.state_dict().keys()
+    pixels = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=autocast or torch.float32,
+                                                 enabled=autocast is not None):
+        want = plain.vision_encoder(pixels)
+        got = lean.vision_encoder(pixels)
+    assert torch.equal(got.last_hidden_state, want.last_hidden_state)
+    for a, b in zip(got.fpn_hidden_states, want.fpn_hidden_states):
+        assert torch.equal(a, b)
+
+
+def test_lean_attention_leaves_other_families_and_a_differing_copy_alone(monkeypatch):
+    assert speed.lean_attention(make_tiny_model(family="sam3", seed=1)) == 0  # a ViT, no Hiera
+    original = speed._lean_forward
+    monkeypatch.setattr(speed, "_lean_forward", lambda self, x, **kw: original(self, x, **kw) + 1e-6)
+    net = make_tiny_model(seed=1)
+    assert speed.lean_attention(net) == 0
+    assert not any("forward" in m.__dict__ for m in net.modules())
+
+
+def test_plain_rotary_takes_the_lean_attention_away_too():
+    net = make_tiny_model(seed=3)
+    n = speed.lean_attention(net) + speed.fast_rotary(net)
+    assert speed.plain_rotary(net) == n
+    assert not any("forward" in m.__dict__ for m in net.modules())
+    model = load_model(make_tiny_model(seed=3), device="cpu")
+    assert model.info["lean_attention"] > 0
