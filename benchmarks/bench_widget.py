@@ -3,13 +3,16 @@
 For each case it runs the same propagation both ways, alternating, ``--repeat`` times, in one
 process, on the same random-initialised network and the same frames:
 
-* through the API: ``Sam2Session.add_points`` then ``for _ in session.propagate()``;
+* through the API: ``Sam2Session.add_points`` then ``for _ in session.propagate()`` (nothing kept);
+* through the API as the README's example does it: each yielded frame's ``session.labels(frame)``
+  written into a label volume (a result to save, as the dock's is; "API+labels");
 * through the dock in a shown napari window: a click added to the "SAM 2 points" layer, then the
   Propagate button, in napari's thread worker, until the run has finished and been painted.
 
 "ratio" is the dock's best wall time over the API's best (``--repeat`` runs of each, alternating:
 on a shared virtual machine a run now and then takes 2-5x its usual time, on either side); the
-longest stalls are the worst of all runs. On a shared machine whose load changes from minute to
+longest stalls are the worst of all runs; the second "ratio" is over the best "API+labels" run.
+On a shared machine whose load changes from minute to
 minute, "dock/engine" is the steadier figure: the dock's wall time over the time spent inside the
 engine's ``propagate`` during that same run (1.00 means the dock adds nothing).
 
@@ -108,13 +111,18 @@ def _stack(n_frames, size):
     return big
 
 
-def _api(model, stack, click):
+def _api(model, stack, click, labels=False):
     from napari_sam2 import Sam2Session
 
     session = Sam2Session(model, stack, contrast=(float(stack.min()), float(stack.max())))
     session.add_points(0, 1, [click], [1])
+    volume = np.zeros(stack.shape, np.uint16) if labels else None
     t = time.perf_counter()
-    n = sum(1 for _ in session.propagate())
+    n = 0
+    for frame, _ in session.propagate():
+        if volume is not None:
+            volume[frame] = session.labels(frame)
+        n += 1
     return time.perf_counter() - t, n
 
 
@@ -204,28 +212,34 @@ def main(argv=None):
         stack = _stack(n_frames, size)
         _api(model, stack[:2], click)  # warm up torch's kernels for this frame size
         api_s, n = _api(model, stack, click)
+        api_labels_s = _api(model, stack, click, labels=True)[0]
         runs = []
         for _ in range(args.repeat):  # alternating, best of each: this machine's noise is bursty
             runs.append(_widget(viewer, model_dir, stack, click, stalls, app, engine))
             api_s = min(api_s, _api(model, stack, click)[0])
+            api_labels_s = min(api_labels_s, _api(model, stack, click, labels=True)[0])
         w = dict(min(runs, key=lambda r: r["propagate_s"]))
         for key in [k for k in w if k.endswith("stall_s")]:  # stalls: the worst of all runs
             w[key] = max(r[key] for r in runs)
         w["dock_runs_s"] = [r["propagate_s"] for r in runs]
-        rows.append({"case": f"{name}, {n} frames", "frames": n, "api_s": api_s, **w,
+        rows.append({"case": f"{name}, {n} frames", "frames": n, "api_s": api_s,
+                     "api_labels_s": api_labels_s, **w,
                      "ratio": w["propagate_s"] / api_s if api_s else float("nan"),
+                     "ratio_labels": w["propagate_s"] / api_labels_s if api_labels_s else float("nan"),
                      "overhead": w["propagate_s"] / w["engine_in_dock_s"]})
         del stack
     viewer.close()
 
     print(f"\ntorch threads {torch.get_num_threads()}, {os.cpu_count()} cores, load average at start "
           f"{load:.1f}, display {os.environ.get('DISPLAY')}")
-    head = (f"{'case':<20}{'API s':>8}{'dock s':>8}{'ratio':>7}{'engine s':>9}{'dock/engine':>12}"
+    head = (f"{'case':<20}{'API s':>8}{'dock s':>8}{'ratio':>7}{'API+labels s':>13}{'ratio':>7}"
+            f"{'engine s':>9}{'dock/engine':>12}"
             f"{'stall ms':>10}{'click stall':>12}{'revert ms':>10}{'undo ms':>9}{'refreshes':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['case']:<20}{r['api_s']:>8.2f}{r['propagate_s']:>8.2f}{r['ratio']:>7.2f}"
+              f"{r['api_labels_s']:>13.2f}{r['ratio_labels']:>7.2f}"
               f"{r['engine_in_dock_s']:>9.2f}{r['overhead']:>12.3f}"
               f"{1000 * r['propagate_stall_s']:>10.0f}{1000 * r['click_stall_s']:>12.0f}"
               f"{1000 * r['revert_stall_s']:>10.0f}{1000 * r['undo_stall_s']:>9.0f}{r['refreshes']:>10}")
