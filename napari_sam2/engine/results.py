@@ -39,7 +39,7 @@ class FrameMasks(dict):
 
 
 def compose_labels(frame_shape: tuple[int, int], obj_ids: Iterable[int],
-                   mask_of: Callable[[int], np.ndarray | None]) -> np.ndarray:
+                   mask_of: Callable[[int], np.ndarray | tuple | None]) -> np.ndarray:
     """Paint objects' masks into one label image; where they overlap the higher id wins.
 
     The rule the label writers use too. Masks are asked for one at a time, so a frame with
@@ -52,7 +52,8 @@ def compose_labels(frame_shape: tuple[int, int], obj_ids: Iterable[int],
     obj_ids : iterable of int
         The objects to paint (any order: they are painted in ascending order).
     mask_of : callable
-        ``mask_of(obj_id)``: the object's bool ``(H, W)`` mask on the frame, or None.
+        ``mask_of(obj_id)``: the object's bool ``(H, W)`` mask on the frame, or ``(rows, cols,
+        mask)``: slices of the frame and the mask there (nothing outside), or None.
 
     Returns
     -------
@@ -64,6 +65,9 @@ def compose_labels(frame_shape: tuple[int, int], obj_ids: Iterable[int],
     out = np.zeros(frame_shape, dtype)
     for obj_id in ids:  # ascending: a higher id paints over a lower one
         m = mask_of(obj_id)
-        if m is not None:
+        if isinstance(m, tuple):
+            rows, cols, m = m
+            out[rows, cols][m] = obj_id
+        elif m is not None:
             out[m] = obj_id
     return out

@@ -407,7 +407,8 @@ class Sam2Session:
         """
         frame = check_frame(frame, self.n_frames)
         with self._lock:
-            return compose_labels(self.frame_shape, self._objects, lambda obj_id: self.mask(frame, obj_id))
+            return compose_labels(self.frame_shape, self._objects,
+                                  lambda obj_id: self._tracker.mask_window(self._objects[obj_id], frame))
 
     def _add_mask(self, frame: int, obj_id: int, m: np.ndarray) -> None:
         """Prompt an object with a checked bool (H, W) mask."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from napari_sam2.engine.objects import MaskBits, ObjectState
 from napari_sam2.engine.results import FrameMasks, ObjectScore
-from napari_sam2.engine.upsample import BIG_FRAME_PIXELS, positive_by_cells
+from napari_sam2.engine.upsample import BIG_FRAME_PIXELS, positive_by_cells, positive_crop
 
 if TYPE_CHECKING:
     from napari_sam2.engine.adapter import Sam2Adapter
@@ -239,6 +239,23 @@ class Tracker:
         if frame in obj.binary:
             return self.upsample(self.binary_logits(obj, frame))
         return None
+
+    def mask_window(self, obj: ObjectState, frame: int) -> np.ndarray | tuple | None:
+        """The object's mask for composing labels: as :meth:`mask`, or ``(rows, cols, mask)``.
+
+        On a large frame on the CPU only the box the object can occupy is computed
+        (:func:`~napari_sam2.engine.upsample.positive_crop`), not a frame-sized mask.
+        """
+        h, w = self.frame_shape
+        if frame in obj.exact_masks or h * w < BIG_FRAME_PIXELS or self.model.device.type != "cpu":
+            return self.mask(obj, frame)
+        out = obj.output(frame)
+        low = out["pred_masks"] if out is not None else (
+            self.binary_logits(obj, frame) if frame in obj.binary else None)
+        if low is None:
+            return None
+        crop = positive_crop(low.detach().to(torch.float32).reshape(low.shape[-2:]).numpy(), (h, w))
+        return crop if crop is not None else self.upsample(low)
 
     def upsample(self, low_res_logits: torch.Tensor) -> np.ndarray:
         """Low-resolution mask logits -> bool mask at the frame's size."""

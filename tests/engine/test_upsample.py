@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_sam2.engine.tracking import masks_into
-from napari_sam2.engine.upsample import BIG_FRAME_PIXELS, positive_by_cells
+from napari_sam2.engine.upsample import BIG_FRAME_PIXELS, positive_by_cells, positive_crop
 
 
 def _reference(low, shape):
@@ -69,3 +69,56 @@ def test_noisy_logits_are_left_to_torch_and_still_right():
     out = torch.zeros((1, side, side), dtype=torch.bool)
     masks_into([torch.from_numpy(low)], out)
     np.testing.assert_array_equal(out[0].numpy(), _reference(low, (side, side)))
+
+
+@pytest.mark.parametrize("shape, low_shape, seed", [
+    ((2100, 2100), (256, 256), 0), ((1500, 3001), (256, 256), 1), ((200, 150), (256, 256), 2)])
+def test_the_crop_holds_every_on_pixel_and_equals_the_full_interpolation(shape, low_shape, seed):
+    rng = np.random.default_rng(seed)  # one object, most of the frame off
+    yy, xx = np.mgrid[:low_shape[0], :low_shape[1]]
+    cy, cx = rng.integers(40, 200, 2)
+    low = (6 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 25.0 ** 2)) - 3).astype(np.float32)
+    low += _logits(*low_shape, seed) * 0.1  # a ragged contour
+    low[np.abs(low) < 0.02] = 0.0
+    rows, cols, crop = positive_crop(low, shape)
+    full = np.zeros(shape, bool)
+    full[rows, cols] = crop
+    ref = _reference(low, shape)
+    assert ref.any() and crop.size < ref.size
+    np.testing.assert_array_equal(full, ref)
+
+
+def test_a_crop_of_nothing_and_of_everything():
+    rows, cols, crop = positive_crop(np.full((64, 64), -3, np.float32), (1000, 1000))
+    assert crop.size == 0
+    rows, cols, crop = positive_crop(np.full((64, 64), 3, np.float32), (1000, 1000))
+    assert (rows, cols) == (slice(0, 1000), slice(0, 1000)) and crop.all()
+
+
+def test_session_labels_of_a_large_frame_compose_crops_as_the_masks_would(tiny_model, monkeypatch):
+    import napari_sam2.engine.tracking as tracking
+    import napari_sam2.engine.upsample as upsample
+    from napari_sam2 import Sam2Session
+
+    monkeypatch.setattr(upsample, "MAX_CONTOUR_CELLS", 1.0)  # the random network's logits are noise
+    crops = []
+
+    def counted(low, shape):
+        crops.append(1)
+        return positive_crop(low, shape)
+
+    monkeypatch.setattr(tracking, "positive_crop", counted)
+    side = int(np.ceil(np.sqrt(BIG_FRAME_PIXELS)))
+    yy, xx = np.mgrid[:side, :side]
+    frame = (((yy - 600) ** 2 + (xx - 700) ** 2 < 300 ** 2) * 180 + 30).astype(np.uint8)
+    stack = np.stack([frame, np.roll(frame, 40, axis=1)])
+    session = Sam2Session(tiny_model, stack)
+    session.add_points(0, 3, [(600, 700)], [1])
+    session.add_points(0, 9, [(1500, 1500)], [1])
+    for f, _ in session.propagate():
+        labels = session.labels(f)
+        expected = np.zeros(labels.shape, labels.dtype)
+        for obj_id in (3, 9):
+            expected[session.mask(f, obj_id)] = obj_id
+        np.testing.assert_array_equal(labels, expected)
+    assert crops, "tracked frames are composed from crops"
