@@ -212,16 +212,18 @@ class Annotator:
             known.update(label_boxes(plane, missing))
         return {i: known[i] for i in obj_ids}
 
-    def prepare(self, frame: int, masks: dict) -> FrameWrite:
+    def prepare(self, frame: int, masks: dict, within: dict | None = None) -> FrameWrite:
         """Crop ``{obj id: bool (H, W) mask}`` to the region that changes and paint it aside.
 
         Only reads the labels: it runs in the worker thread, so that the GUI thread only copies
-        the painted region in (:meth:`apply`), whatever the frame size.
+        the painted region in (:meth:`apply`), whatever the frame size. ``within``: boxes known
+        to hold each mask's pixels (the engine's ``FrameMasks.boxes``), so only those are scanned.
         """
         frame = int(frame)
         epoch, generation = self.epoch, self._applied.get(frame, 0)
         ids = sorted(int(i) for i in masks)
-        boxes = {i: mask_box(masks[i]) for i in ids}
+        within = within or {}
+        boxes = {i: mask_box(masks[i], within.get(i)) for i in ids}
         old = self._where(frame, ids)
         box = union_box(*boxes.values(), *old.values())
         if box is None:

@@ -94,9 +94,16 @@ class EditRun:
             edit.undo(labels)
 
 
-def mask_box(mask) -> tuple | None:
-    """``(r0, r1, c0, c1)`` bounding the True pixels of a 2-D mask (None when it is empty)."""
+def mask_box(mask, within: tuple | None = None) -> tuple | None:
+    """``(r0, r1, c0, c1)`` bounding the True pixels of a 2-D mask (None when it is empty).
+
+    ``within``: a box known to hold every True pixel; only it is scanned.
+    """
     m = np.asarray(mask, bool)
+    if within is not None:
+        r0, _, c0, _ = within
+        inner = mask_box(m[box_slices(within)])
+        return None if inner is None else (inner[0] + r0, inner[1] + r0, inner[2] + c0, inner[3] + c0)
     rows = np.flatnonzero(m.any(axis=1))
     if rows.size == 0:
         return None

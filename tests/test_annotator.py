@@ -151,3 +151,15 @@ def test_new_ids_follow_the_labels_without_a_scan_per_object():
     fresh[0, 7, 7] = 120
     core.labels_painted(None)  # painted, values unknown: looked up again
     assert core.next_free_id() == 121
+
+
+def test_a_write_prepared_with_the_engines_boxes_equals_one_without(core):
+    obj = core.add_object()
+    mask = core.session.add_points(1, obj, [(44, 51)], [1])
+    assert mask.any()
+    rows, cols = np.nonzero(mask)
+    loose = (max(rows.min() - 3, 0), rows.max() + 4, max(cols.min() - 2, 0), cols.max() + 5)
+    plain = core.prepare(1, {obj: mask})
+    boxed = core.prepare(1, {obj: mask}, within={obj: loose})
+    assert plain.region == boxed.region and plain.boxes == boxed.boxes
+    np.testing.assert_array_equal(plain.new, boxed.new)

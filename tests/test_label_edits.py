@@ -150,3 +150,13 @@ def test_label_boxes_finds_every_id_in_one_pass_as_a_scan_per_id_would(dtype):
     assert boxes[9] is None and boxes[1] is None
     assert label_boxes(np.zeros((50, 50), dtype), [1, 2, 3]) == {1: None, 2: None, 3: None}
     assert label_boxes(plane, [7]) == {7: mask_box(plane == 7)}
+
+
+def test_mask_box_within_a_known_box_equals_the_whole_scan():
+    from napari_sam2.label_edits import mask_box
+
+    m = np.zeros((50, 60), bool)
+    m[10:20, 30:41] = True
+    m[12, 29] = True
+    assert mask_box(m, within=(5, 25, 20, 50)) == mask_box(m) == (10, 20, 29, 41)
+    assert mask_box(np.zeros((5, 5), bool), within=(0, 3, 0, 3)) is None

@@ -54,7 +54,8 @@ class PropagationPanel(DockHost):
                 pending = None
                 for frame, masks in session.propagate(**kwargs):
                     job = writes.submit(core.prepare, frame,
-                                        dict(masks.items()) if hasattr(masks, "items") else masks)
+                                        dict(masks.items()) if hasattr(masks, "items") else masks,
+                                        getattr(masks, "boxes", None))
                     if pending is not None:
                         yield pending.result()
                     pending = job

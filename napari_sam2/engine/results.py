@@ -30,12 +30,19 @@ class ObjectScore(NamedTuple):
 
 
 class FrameMasks(dict):
-    """``{obj_id: bool (H, W) mask}`` for one frame, with ``scores: {obj_id: ObjectScore}``."""
+    """``{obj_id: bool (H, W) mask}`` for one frame, with ``scores: {obj_id: ObjectScore}``.
+
+    ``boxes: {obj_id: (r0, r1, c0, c1)}``, where known, bounds each of those masks' True pixels
+    (maybe loosely: it may hold False pixels at its edges); on large frames it spares a caller
+    a scan of the whole mask.
+    """
 
     def __init__(self, masks: Mapping[int, np.ndarray] | Iterable[tuple[int, np.ndarray]] = (),
-                 scores: Mapping[int, ObjectScore] | None = None):
+                 scores: Mapping[int, ObjectScore] | None = None,
+                 boxes: Mapping[int, tuple] | None = None):
         super().__init__(masks)
         self.scores: dict[int, ObjectScore] = dict(scores or {})
+        self.boxes: dict[int, tuple] = dict(boxes or {})
 
 
 def compose_labels(frame_shape: tuple[int, int], obj_ids: Iterable[int],

@@ -433,11 +433,15 @@ class Tracker:
                      if o.obj_id not in new and frame not in o.exact_masks]
         side = self.model.mask_size
         h, w = self.frame_shape
+        # large frames on the CPU: each mask from the box its cells can occupy (below), in a
+        # zeroed array whose untouched pages the system never backs (100 objects at 6000 x
+        # 6000 would otherwise hold 3.6 GB per frame)
+        by_crops = self.model.device.type == "cpu" and h * w >= BIG_FRAME_PIXELS
         copy = HostCopy(self.model.device)
         i_scores = copy.reserve((len(records), 2), torch.float32)
         i_checks = copy.reserve((len(self._pos_checks),), torch.bool)
         i_bits = copy.reserve((len(records), side, side), torch.bool)
-        i_masks = copy.reserve((len(upsample), h, w), torch.bool)
+        i_masks = copy.reserve((0 if by_crops else len(upsample), h, w), torch.bool)
         copy.allocate()
         if records:
             copy.part(i_scores).copy_(torch.stack([torch.stack((p, q)) for _, p, _, q in records]))
@@ -445,10 +449,13 @@ class Tracker:
         if self._pos_checks:
             copy.part(i_checks).copy_(torch.stack([c[3] for c in self._pos_checks]))
         masks_dev = copy.part(i_masks)
-        for k in range(0, len(upsample), self.max_batch):
+        for k in range(0, len(upsample) if not by_crops else 0, self.max_batch):
             chunk = upsample[k:k + self.max_batch]
             masks_into([x for _, x in chunk], masks_dev[k:k + len(chunk)])
-        scores, checks, bits, masks = copy.fetch()
+        scores, checks, bits, fetched = copy.fetch()
+        boxes: dict[int, tuple] = {}
+        masks = [self._mask_from_crop(low, boxes, obj_id) for obj_id, low in upsample] if by_crops \
+            else list(fetched)
 
         self.settle_shared_encodings(checks.tolist())
         for (obj, _, _, _), (presence, iou), low in zip(records, scores, bits):
@@ -459,9 +466,23 @@ class Tracker:
         for obj in objs:
             exact = obj.exact_masks.get(frame) if obj.obj_id not in new else None
             result[obj.obj_id] = exact.copy() if exact is not None else mask_of[obj.obj_id]
+            if exact is None and obj.obj_id in boxes:
+                result.boxes[obj.obj_id] = boxes[obj.obj_id]
             q = obj.quality[frame]
             result.scores[obj.obj_id] = ObjectScore(float(q[0]), float(q[1]))
         return result
+
+    def _mask_from_crop(self, low: torch.Tensor, boxes: dict, obj_id: int) -> np.ndarray:
+        """A frame-sized mask written only in the box its cells can occupy (noted in ``boxes``)."""
+        shape = self.frame_shape
+        crop = positive_crop(low.detach().to(torch.float32).reshape(low.shape[-2:]).numpy(), shape)
+        if crop is None:  # noisy logits: every pixel interpolated
+            return mask_from_logits(low, shape)
+        rows, cols, m = crop
+        mask = np.zeros(shape, bool)
+        mask[rows, cols] = m
+        boxes[obj_id] = (rows.start, rows.stop, cols.start, cols.stop)
+        return mask
 
     def groups(self, todo: list[ObjectState], frame: int, reverse: bool) -> list[list[ObjectState]]:
         """Objects tracked together on ``frame``: those whose memories SAM 2 reads alike."""

@@ -115,10 +115,16 @@ def test_session_labels_of_a_large_frame_compose_crops_as_the_masks_would(tiny_m
     session = Sam2Session(tiny_model, stack)
     session.add_points(0, 3, [(600, 700)], [1])
     session.add_points(0, 9, [(1500, 1500)], [1])
-    for f, _ in session.propagate():
+    for f, masks in session.propagate():
+        for obj_id, box in masks.boxes.items():  # tracked masks: built from their crops
+            np.testing.assert_array_equal(masks[obj_id], session.mask(f, obj_id))
+            inside = np.zeros(masks[obj_id].shape, bool)
+            inside[box[0]:box[1], box[2]:box[3]] = True
+            assert not (masks[obj_id] & ~inside).any(), "the box holds every pixel of the mask"
         labels = session.labels(f)
         expected = np.zeros(labels.shape, labels.dtype)
         for obj_id in (3, 9):
             expected[session.mask(f, obj_id)] = obj_id
         np.testing.assert_array_equal(labels, expected)
     assert crops, "tracked frames are composed from crops"
+    assert any(masks.boxes for _, masks in session.propagate()), "the engine yields boxes"
