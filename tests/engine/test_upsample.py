@@ -16,6 +16,21 @@ def _reference(low, shape):
     return (F.interpolate(x, size=shape, mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
 
 
+def _count_calls(monkeypatch, name):
+    """Count the tracker's calls of one of the upsampling functions (a list that grows)."""
+    import napari_sam2.engine.tracking as tracking
+
+    calls: list = []
+    real = getattr(tracking, name)
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(tracking, name, counted)
+    return calls
+
+
 def _logits(h, w, seed):
     """Smooth blobs like a mask decoder's, with exact zeros and tiny values on the contour."""
     g = torch.Generator().manual_seed(seed)
@@ -44,15 +59,7 @@ def test_cell_by_cell_equals_the_full_interpolation(shape, low_shape):
 
 
 def test_masks_into_takes_the_cell_path_for_large_frames_on_the_cpu(monkeypatch):
-    import napari_sam2.engine.tracking as tracking
-
-    calls = []
-
-    def counted(low, o):
-        calls.append(1)
-        return positive_by_cells(low, o)
-
-    monkeypatch.setattr(tracking, "positive_by_cells", counted)
+    calls = _count_calls(monkeypatch, "positive_by_cells")
     side = int(np.ceil(np.sqrt(BIG_FRAME_PIXELS)))
     lows = [torch.from_numpy(_logits(256, 256, s)).to(torch.bfloat16)[None] for s in (4, 5)]
     out = torch.zeros((2, side, side), dtype=torch.bool)
@@ -96,18 +103,11 @@ def test_a_crop_of_nothing_and_of_everything():
 
 
 def test_session_labels_of_a_large_frame_compose_crops_as_the_masks_would(tiny_model, monkeypatch):
-    import napari_sam2.engine.tracking as tracking
     import napari_sam2.engine.upsample as upsample
     from napari_sam2 import Sam2Session
 
     monkeypatch.setattr(upsample, "MAX_CONTOUR_CELLS", 1.0)  # the random network's logits are noise
-    crops = []
-
-    def counted(low, shape):
-        crops.append(1)
-        return positive_crop(low, shape)
-
-    monkeypatch.setattr(tracking, "positive_crop", counted)
+    crops = _count_calls(monkeypatch, "positive_crop")
     side = int(np.ceil(np.sqrt(BIG_FRAME_PIXELS)))
     yy, xx = np.mgrid[:side, :side]
     frame = (((yy - 600) ** 2 + (xx - 700) ** 2 < 300 ** 2) * 180 + 30).astype(np.uint8)
