@@ -26,6 +26,7 @@ from napari_sam2.label_edits import (
     mask_box,
     paint_masks,
     paint_plan,
+    shifted_boxes,
     union_box,
 )
 
@@ -232,7 +233,8 @@ class Annotator:
         crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
         index = self._stack_layout().index(frame)
         # read in place, a block at a time (no copy of the region: 72 MB at 6000 x 6000 uint16)
-        changed, held, new = paint_plan(self._label_array()[index][region], crops, self.sam_ids())
+        changed, held, new = paint_plan(self._label_array()[index][region], crops, self.sam_ids(),
+                                        shifted_boxes(boxes, region))
         edit = FrameEdit.of(index, changed, held, region)
         return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation)
 

@@ -377,7 +377,7 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
                 # a frame can come twice (forward for one object, backward for another):
                 # add to what it holds, with the widget's rules (higher ids win overlaps)
                 labels = writer.read_frame(frame)
-                paint_masks(labels, (Ellipsis,), masks, ids)
+                paint_masks(labels, (Ellipsis,), masks, ids, boxes=getattr(masks, "boxes", None))
                 writer.write_frame(frame, labels)
                 scores.setdefault(frame, {}).update({o: masks.scores.get(o) for o in masks})
                 done += 1

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["FrameEdit", "EditRun", "paint_masks", "paint_plan", "mask_box", "label_boxes", "union_box",
-           "box_slices"]
+           "box_slices", "shifted_boxes"]
 
 
 @dataclass
@@ -162,7 +162,7 @@ def box_slices(box) -> tuple:
 
 
 def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids,
-                region: tuple | None = None) -> FrameEdit | None:
+                region: tuple | None = None, boxes: dict | None = None) -> FrameEdit | None:
     """Write ``{obj_id: bool (H, W)}`` into ``labels[index]`` following the module's rules.
 
     Parameters
@@ -179,6 +179,9 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids,
     region : tuple of two slices, optional
         Only this part of the frame is read and written; masks may have the frame's shape (they
         are cropped) or the region's. The caller makes sure the objects' old pixels lie inside.
+    boxes : dict, optional
+        ``{obj_id: (r0, r1, c0, c1)}`` in the frame's coordinates, holding each mask's pixels
+        (e.g. the engine's ``FrameMasks.boxes``); see :func:`paint_plan`.
 
     Returns
     -------
@@ -190,11 +193,27 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids,
         full = frame.shape
         frame = frame[region]
         masks = {k: (np.asarray(m)[region] if np.shape(m) == full else m) for k, m in masks.items()}
-    changed, old, after = paint_plan(frame, masks, sam_ids)
+        boxes = shifted_boxes(boxes, region)
+    changed, old, after = paint_plan(frame, masks, sam_ids, boxes)
     edit = FrameEdit.of(index, changed, old, region)
     if edit is not None:
         frame[...] = after
     return edit
+
+
+def shifted_boxes(boxes: dict | None, region: tuple) -> dict | None:
+    """Boxes in a frame's coordinates -> in the coordinates of ``region`` (two slices), clipped."""
+    if not boxes:
+        return None
+    rows, cols = region
+    r0, c0 = rows.start or 0, cols.start or 0
+    r1 = rows.stop if rows.stop is not None else 1 << 62
+    c1 = cols.stop if cols.stop is not None else 1 << 62
+    out: dict = {}
+    for i, b in boxes.items():
+        out[i] = None if b is None else (max(b[0], r0) - r0, min(b[1], r1) - r0,
+                                         max(b[2], c0) - c0, min(b[3], c1) - c0)
+    return out
 
 
 #: pixels of a frame processed together by :func:`paint_plan`: a block's arrays stay in the
@@ -203,7 +222,8 @@ def paint_masks(labels: np.ndarray, index: tuple, masks: dict, sam_ids,
 _BLOCK_PIXELS = 1 << 18
 
 
-def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def paint_plan(frame: np.ndarray, masks: dict, sam_ids,
+               boxes: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What ``frame`` holds after writing ``masks``, which pixels change and what they held.
 
     Parameters
@@ -215,6 +235,11 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
         New masks of the objects being written, each of ``frame``'s shape.
     sam_ids : iterable of int
         Ids of all SAM 2 objects (see :func:`paint_masks`).
+    boxes : dict, optional
+        ``{obj_id: (r0, r1, c0, c1) or None}`` in ``frame``'s coordinates, holding each mask's
+        True pixels (None: it has none): each object is painted within its box only, so that
+        many small objects on a large frame cost their boxes, not the frame each. Objects
+        without one get the box of their pixels when there are several (one quick pass each).
 
     Returns
     -------
@@ -233,6 +258,13 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
     for m in ms:
         if m.shape != frame.shape:
             raise ValueError(f"mask of shape {m.shape} does not fit a frame of shape {frame.shape}")
+    # where each object is painted: its given box, else (several objects) the box of its
+    # pixels, one quick pass, so that each object's passes cover its box and not the frame
+    boxes = boxes or {}
+    everywhere = (0, frame.shape[0], 0, frame.shape[1])
+    where = [boxes[i] if i in boxes else mask_box(m) if len(ms) > 1 else everywhere
+             for i, m in zip(written, ms)]
+    ids = [np.array(i, frame.dtype) for i in written]  # (numpy would compute in int64 with ints)
     changed = np.empty(frame.shape, bool)
     after = np.empty(frame.shape, frame.dtype)
     olds: list[np.ndarray | int] = []  # per block: the old values, or how many zeros
@@ -242,33 +274,37 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids) -> tuple[np.ndarray, np.
     for r in range(0, rows, step):
         new = after[r:r + step]
         block = changed[r:r + step]
+        n = len(new)
+        # each object's part of this block: (its id, rows and columns in the block, its mask there)
+        parts = []
+        for obj_id, m, box in zip(ids, ms, where):
+            if box is not None and box[0] < r + n and box[1] > r:
+                rs = slice(max(box[0] - r, 0), min(box[1] - r, n))
+                cs = slice(box[2], box[3])
+                parts.append((obj_id, rs, cs, m[r + rs.start:r + rs.stop, cs]))
         if not frame[r:r + step].any():
             # background only (a frame tracked for the first time): the masks are the new
-            # values, higher ids last, and every pixel that changes held 0 (one pass per mask)
-            # (the id in the labels' dtype: with a Python int numpy multiplies in int64)
-            np.multiply(ms[0][r:r + step], np.array(written[0], frame.dtype), out=new,
-                        casting="unsafe")
-            for obj_id, m in zip(written[1:], ms[1:]):
-                np.copyto(new, obj_id, where=m[r:r + step])
-            if len(ms) == 1:
-                np.copyto(block, ms[0][r:r + step])
-            else:
-                np.not_equal(new, 0, out=block)
+            # values, higher ids last, and every pixel that changes held 0
+            new[...] = 0
+            for obj_id, rs, cs, m in parts:
+                np.copyto(new[rs, cs], obj_id, where=m)
+            np.not_equal(new, 0, out=block)
             olds.append(int(np.count_nonzero(block)))
             continue
         before = np.array(frame[r:r + step], copy=True)
         new[...] = before
-        free = scratch[:len(before)]
-        for obj_id in written:  # forget where these objects were...
-            np.copyto(new, 0, where=np.equal(before, obj_id, out=free))
-        for obj_id, m in zip(written, ms):  # ...and paint where they are now, ids increasing
+        # forget where the written objects were (one pass for all of them)...
+        np.copyto(new, 0, where=np.isin(before, written))
+        free = scratch[:n]
+        for obj_id, rs, cs, m in parts:  # ...and paint where they are now, ids increasing
             # background, or a lower SAM 2 id (higher ids win); never a label of the user's
-            np.equal(new, 0, out=free)
+            sub, fr = new[rs, cs], free[rs, cs]
+            np.equal(sub, 0, out=fr)
             if sam[0] < obj_id:  # lower SAM 2 ids exist (a check of the id set, not of the pixels)
-                lower = (new > 0) & (new < obj_id)
+                lower = (sub > 0) & (sub < obj_id)
                 if lower.any():
-                    free[lower] = np.isin(new[lower], sam)
-            np.copyto(new, obj_id, where=np.logical_and(free, m[r:r + step], out=free))
+                    fr[lower] = np.isin(sub[lower], sam)
+            np.copyto(sub, obj_id, where=np.logical_and(fr, m, out=fr))
         np.not_equal(before, new, out=block)
         if block.any():
             olds.append(before[block])

@@ -160,3 +160,41 @@ def test_mask_box_within_a_known_box_equals_the_whole_scan():
     m[12, 29] = True
     assert mask_box(m, within=(5, 25, 20, 50)) == mask_box(m) == (10, 20, 29, 41)
     assert mask_box(np.zeros((5, 5), bool), within=(0, 3, 0, 3)) is None
+
+
+@pytest.mark.parametrize("painted", [False, True])
+def test_painting_each_object_within_its_box_equals_painting_it_everywhere(monkeypatch, painted):
+    import napari_sam2.label_edits as le
+
+    monkeypatch.setattr(le, "_BLOCK_PIXELS", 5 * 40)  # blocks of 5 rows
+    rng = np.random.default_rng(7)
+    frame = np.zeros((37, 40), np.uint16)
+    if painted:
+        frame[3:30, 5:35] = rng.choice(np.array([0, 2, 6, 9, 11], np.uint16), (27, 30))  # 9: the user's
+    masks, boxes = {}, {}
+    for obj_id, (r0, r1, c0, c1) in {2: (0, 12, 0, 15), 6: (8, 33, 20, 40), 11: (30, 37, 2, 9),
+                                     14: (0, 37, 0, 40)}.items():
+        m = np.zeros(frame.shape, bool)
+        m[r0:r1, c0:c1] = rng.random((r1 - r0, c1 - c0)) < 0.5
+        masks[obj_id] = m
+        boxes[obj_id] = (r0 - 1 if r0 else 0, r1, c0, c1 + 2)  # loose boxes are fine
+    masks[20] = np.zeros(frame.shape, bool)
+    boxes[20] = None  # an object with no pixel any more
+    sam = [2, 6, 11, 14, 20]
+    want = le.paint_plan(frame, masks, sam)
+    got = le.paint_plan(frame, masks, sam, boxes)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    region = (slice(4, 30), slice(3, 38))
+    labels, again = frame[None].copy(), frame[None].copy()
+    le.paint_masks(labels, (0,), masks, sam, region=region)
+    le.paint_masks(again, (0,), masks, sam, region=region, boxes=boxes)
+    np.testing.assert_array_equal(again, labels)
+
+
+def test_shifted_boxes_follow_the_region_and_clip_to_it():
+    from napari_sam2.label_edits import shifted_boxes
+
+    region = (slice(10, 50), slice(20, 60))
+    assert shifted_boxes({1: (12, 30, 15, 70), 2: None}, region) == {1: (2, 20, 0, 40), 2: None}
+    assert shifted_boxes(None, region) is None
