@@ -285,17 +285,22 @@ def paint_plan(frame: np.ndarray, masks: dict, sam_ids,
         if not frame[r:r + step].any():
             # background only (a frame tracked for the first time): the masks are the new
             # values, higher ids last, and every pixel that changes held 0
-            new[...] = 0
-            for obj_id, rs, cs, m in parts:
-                np.copyto(new[rs, cs], obj_id, where=m)
-            np.not_equal(new, 0, out=block)
+            if len(parts) == 1 and parts[0][3].shape == new.shape:  # one object: one pass
+                np.multiply(parts[0][3], parts[0][0], out=new, casting="unsafe")
+                np.copyto(block, parts[0][3])
+            else:
+                new[...] = 0
+                for obj_id, rs, cs, m in parts:
+                    np.copyto(new[rs, cs], obj_id, where=m)
+                np.not_equal(new, 0, out=block)
             olds.append(int(np.count_nonzero(block)))
             continue
         before = np.array(frame[r:r + step], copy=True)
         new[...] = before
         # forget where the written objects were (one pass for all of them)...
-        np.copyto(new, 0, where=np.isin(before, written))
         free = scratch[:n]
+        gone = np.equal(before, ids[0], out=free) if len(ids) == 1 else np.isin(before, written)
+        np.copyto(new, 0, where=gone)
         for obj_id, rs, cs, m in parts:  # ...and paint where they are now, ids increasing
             # background, or a lower SAM 2 id (higher ids win); never a label of the user's
             sub, fr = new[rs, cs], free[rs, cs]
