@@ -27,6 +27,11 @@ NEW_LABELS = "(new layer)"
 NO_LAYER = "(none)"
 
 
+def _unwrapped(layer):
+    """The layer behind napari's proxy (plugins get proxies of the viewer's layers)."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 class ImageInputs(DockHost):
     """Image, axes, channels and target labels of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
@@ -197,8 +202,7 @@ class ImageInputs(DockHost):
         name = self.labels_combo.currentText()
         if name != NEW_LABELS and name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            unwrap = lambda lyr: getattr(lyr, "__wrapped__", lyr)  # noqa: E731 (napari's proxies)
-            if unwrap(layer) is unwrap(self.labels_layer) and self.core.labels is layer.data:
+            if _unwrapped(layer) is _unwrapped(self.labels_layer) and self.core.labels is layer.data:
                 return  # already in use (what is known of it stays)
             self._use_labels(layer)
 

@@ -106,12 +106,16 @@ def masks_into(logits: list[torch.Tensor], out: torch.Tensor) -> None:
     interpolated).
     """
     if out.device.type == "cpu" and out.shape[-2] * out.shape[-1] >= BIG_FRAME_PIXELS:
-        done = [positive_by_cells(t.detach().to(torch.float32).reshape(t.shape[-2:]).numpy(), o.numpy())
-                for t, o in zip(logits, out)]
+        done = [positive_by_cells(_host_logits(t), o.numpy()) for t, o in zip(logits, out)]
         for k in [k for k, d in enumerate(done) if not d]:  # noisy logits: every pixel
             _interpolated([logits[k]], out[k:k + 1])
         return
     _interpolated(logits, out)
+
+
+def _host_logits(t: torch.Tensor) -> np.ndarray:
+    """One object's low-resolution logits (on the CPU) as a float32 ``(h, w)`` array."""
+    return t.detach().to(torch.float32).reshape(t.shape[-2:]).numpy()
 
 
 def _interpolated(logits: list[torch.Tensor], out: torch.Tensor) -> None:
@@ -246,15 +250,22 @@ class Tracker:
         On a large frame on the CPU only the box the object can occupy is computed
         (:func:`~napari_sam2.engine.upsample.positive_crop`), not a frame-sized mask.
         """
-        h, w = self.frame_shape
-        if frame in obj.exact_masks or h * w < BIG_FRAME_PIXELS or self.model.device.type != "cpu":
+        if frame in obj.exact_masks or not self._masks_by_boxes:
             return self.mask(obj, frame)
         out = obj.output(frame)
         low = out["pred_masks"] if out is not None else (
             self.binary_logits(obj, frame) if frame in obj.binary else None)
-        if low is None:
-            return None
-        crop = positive_crop(low.detach().to(torch.float32).reshape(low.shape[-2:]).numpy(), (h, w))
+        return None if low is None else self._window(low)
+
+    @property
+    def _masks_by_boxes(self) -> bool:
+        """Large frames on the CPU: masks computed in the box each object's cells allow."""
+        h, w = self.frame_shape
+        return self.model.device.type == "cpu" and h * w >= BIG_FRAME_PIXELS
+
+    def _window(self, low: torch.Tensor) -> tuple | np.ndarray:
+        """``(rows, cols, mask)`` of the box the logits allow, or (noisy logits) the whole mask."""
+        crop = positive_crop(_host_logits(low), self.frame_shape)
         return crop if crop is not None else self.upsample(low)
 
     def upsample(self, low_res_logits: torch.Tensor) -> np.ndarray:
@@ -436,7 +447,7 @@ class Tracker:
         # large frames on the CPU: each mask from the box its cells can occupy (below), in a
         # zeroed array whose untouched pages the system never backs (100 objects at 6000 x
         # 6000 would otherwise hold 3.6 GB per frame)
-        by_crops = self.model.device.type == "cpu" and h * w >= BIG_FRAME_PIXELS
+        by_crops = self._masks_by_boxes
         copy = HostCopy(self.model.device)
         i_scores = copy.reserve((len(records), 2), torch.float32)
         i_checks = copy.reserve((len(self._pos_checks),), torch.bool)
@@ -474,12 +485,11 @@ class Tracker:
 
     def _mask_from_crop(self, low: torch.Tensor, boxes: dict, obj_id: int) -> np.ndarray:
         """A frame-sized mask written only in the box its cells can occupy (noted in ``boxes``)."""
-        shape = self.frame_shape
-        crop = positive_crop(low.detach().to(torch.float32).reshape(low.shape[-2:]).numpy(), shape)
-        if crop is None:  # noisy logits: every pixel interpolated
-            return mask_from_logits(low, shape)
-        rows, cols, m = crop
-        mask = np.zeros(shape, bool)
+        window = self._window(low)
+        if not isinstance(window, tuple):  # noisy logits: every pixel interpolated
+            return window
+        rows, cols, m = window
+        mask = np.zeros(self.frame_shape, bool)
         mask[rows, cols] = m
         boxes[obj_id] = (rows.start, rows.stop, cols.start, cols.stop)
         return mask
