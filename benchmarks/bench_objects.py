@@ -106,14 +106,15 @@ def worker(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     from setups import build_model
 
-    from napari_sam2 import Sam2Session
+    from napari_sam2 import Sam2Session, load_model
     from napari_sam2.engine.heap import HeapTrimmer
 
-    model = build_model(spec["config"])
-    if spec.get("dtype"):  # autocast as load_model(..., dtype=...) sets it up
-        from napari_sam2.engine.models import _autocast_dtype
+    # as load_model prepares a network for users (its shortcuts, the autocast precision)
+    model = load_model(build_model(spec["config"]).network, device="cpu", dtype=spec.get("dtype"))
+    if spec.get("plain"):  # transformers' own forwards, for comparison
+        from napari_sam2.engine.speed import plain_rotary
 
-        model.autocast_dtype = _autocast_dtype(spec["dtype"], model.device)
+        plain_rotary(model.network)
     side = 1024 if spec["config"].endswith("1024") else 128 if spec["config"].endswith("128") else 256
     stack = GridStack(spec["frames"], side, spec["objects"])
     session = Sam2Session(model, stack, batch_objects=spec["mode"] == "batched",
@@ -157,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=None, help="objects per batch (default: the engine's)")
     ap.add_argument("--dtype", default=None, help="autocast precision, e.g. bfloat16 (default float32)")
+    ap.add_argument("--plain", action="store_true",
+                    help="transformers' own forwards (without the shortcuts load_model installs)")
     ap.add_argument("--rss-every", type=int, default=0, help="print the RSS every N frames (long runs)")
     ap.add_argument("--trim", action="store_true",
                     help="with --rss-every: also the RSS after glibc's malloc_trim (free heap vs in use)")
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
             for mode in args.modes.split(","):
                 spec = {"config": config, "objects": n, "mode": mode, "frames": args.frames,
                         "threads": args.threads, "rss_every": args.rss_every, "trim": args.trim,
-                        "dtype": args.dtype, "max_batch": args.max_batch}
+                        "dtype": args.dtype, "max_batch": args.max_batch, "plain": args.plain}
                 out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
                                      stdout=subprocess.PIPE, text=True, check=True)  # stderr: live
                 row = json.loads(out.stdout.strip().splitlines()[-1])
