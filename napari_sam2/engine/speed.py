@@ -225,9 +225,10 @@ def fast_rotary(network) -> int:
 
 
 def plain_rotary(network) -> int:
-    """Give the network transformers' own forwards back (undoes both shortcuts).
+    """Give the network transformers' own forwards back (undoes every shortcut).
 
-    Undoes :func:`fast_rotary` and :func:`lean_attention`. ``torch.compile`` needs it: it
+    Undoes :func:`fast_rotary`, :func:`lean_attention` and
+    :func:`napari_sam2.engine.shared_query.share_first_layer`. ``torch.compile`` needs it: it
     fuses transformers' rotary form into one kernel itself, and its graph capture resolves the
     names a ``forward`` reads in the module that defined the function, not in the copy's own
     namespace, so a compiled copy fails its guards.
@@ -237,9 +238,11 @@ def plain_rotary(network) -> int:
     int
         How many modules went back.
     """
+    from napari_sam2.engine.shared_query import has_shared_first_layer
+
     count = 0
     for module in network.modules():
-        if _has_fast_rotary(module) or _has_lean_attention(module):
+        if _has_fast_rotary(module) or _has_lean_attention(module) or has_shared_first_layer(module):
             del module.forward
             count += 1
     return count
@@ -366,10 +369,12 @@ def compile_network(model, options: dict | None = None) -> bool:
     bool
         Whether the compiled modules are in use (also in ``model.info["compiled"]``).
     """
+    from napari_sam2.engine.shared_query import share_first_layer
+
     options = dict(options or {})
     targets = _targets(model.network)
     plain_rotary(model.network)  # the compiler fuses transformers' form itself
-    model.info["fast_rotary"] = model.info["lean_attention"] = 0
+    model.info["fast_rotary"] = model.info["lean_attention"] = model.info["shared_first_layer"] = 0
     for module in targets.values():
         module.compile(**options)
     try:
@@ -380,6 +385,7 @@ def compile_network(model, options: dict | None = None) -> bool:
             module._compiled_call_impl = None
         model.info["fast_rotary"] = fast_rotary(model.network)
         model.info["lean_attention"] = lean_attention(model.network)
+        model.info["shared_first_layer"] = share_first_layer(model.network)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         warnings.warn(
             f"torch.compile of the image encoder and memory attention failed on "
