@@ -68,6 +68,19 @@ class FrameEdit:
         self._view(labels)[self.changed] = self.old
 
     @property
+    def array_box(self) -> tuple:
+        """A slice per axis of the label array that holds every pixel this edit changed.
+
+        The frame's own axes (the full slices of :attr:`index`, or the axes it leaves out at
+        the end) get the region's rows and columns, or the whole frame; every other axis the
+        frame's index.
+        """
+        region = self.region or tuple(slice(0, n) for n in self.shape)
+        spans = iter(region)
+        box = [next(spans) if isinstance(i, slice) else slice(int(i), int(i) + 1) for i in self.index]
+        return (*box, *spans)  # an index may leave the frame's axes out, as NumPy's do
+
+    @property
     def box(self) -> tuple | None:
         """``(r0, r1, c0, c1)`` of the region, None for the whole frame."""
         if self.region is None:

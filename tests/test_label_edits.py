@@ -65,6 +65,18 @@ def test_a_write_limited_to_a_region_equals_the_whole_frame_write_and_undoes_exa
     EditRun("r", [e2]).undo(cropped)
     np.testing.assert_array_equal(cropped, labels)
     assert mask_box(np.zeros((3, 3), bool)) is None
+    # where each write lies in the label array: every changed pixel, and only that frame
+    for edit, before in ((e1, labels), (e2, labels)):
+        after = before.copy()
+        paint_masks(after, (1,), {2: mask}, [2])
+        changed = np.argwhere(after != before)
+        spans = edit.array_box
+        assert len(spans) == 3 and spans[0] == slice(1, 2)
+        assert all(s.start <= lo and hi < s.stop for s, lo, hi in zip(spans, changed.min(0), changed.max(0)))
+    assert e2.array_box[1:] == box_slices(box) and e1.array_box[1:] == (slice(0, 40), slice(0, 50))
+    # a frame of a 4-D array indexed (t, z) with the frame's axes last
+    e4 = paint_masks(np.zeros((2, 3, 40, 50), np.uint16), (1, 2), {2: mask}, [2], region=box_slices(box))
+    assert e4.array_box == (slice(1, 2), slice(2, 3), *box_slices(box))
 
 
 def _reference_write(before, masks, sam_ids):

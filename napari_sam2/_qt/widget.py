@@ -236,7 +236,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         if edit is not None:
             lay = self.stack_layout
             frame = 0 if lay.is_single_image else edit.index[lay.video_axis]
-            self.view.written(self._on_screen(int(frame)), now=now)
+            self.view.written(self._on_screen(int(frame)), now=now, box=edit.array_box)
 
     # ------------------------------------------------------------------ prompts
     def run_prompt(self, frame: int, obj_id: int, call, label: str):
