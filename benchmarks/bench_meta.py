@@ -20,6 +20,7 @@ of the two sides' masks (the same network: they differ only by resizing and floa
 Usage::
 
     python benchmarks/bench_meta.py --meta-python ~/meta-sam2/bin/python --objects 1,10 --frames 4
+    python benchmarks/bench_meta.py --objects 1,10 --ours-bf16   # also ours in bfloat16 (AMX CPUs)
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def ours(spec: dict, paths: list[Path]) -> tuple[dict, dict]:
     from napari_sam2 import Sam2Session, load_model
 
     torch.set_num_threads(spec["threads"])
-    model = load_model(spec["checkpoint"], device="cpu")
+    model = load_model(spec["checkpoint"], device="cpu", dtype=spec.get("dtype"))
     frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     centres = blob_centres(spec["objects"], spec["side"], 0)
     t0 = time.perf_counter()
@@ -180,6 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--side", type=int, default=512, help="frame size in pixels")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ours-bf16", action="store_true",
+                    help="also run this engine with dtype='bfloat16' (CPU autocast; Meta's predictor "
+                         "has no such setting) in each round")
     ap.add_argument("--meta-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.meta_worker:
@@ -213,6 +217,13 @@ def main(argv=None) -> int:
                   f"Meta {m['first_click_s']:.3f} ours {o['first_click_s']:.3f} | second click Meta "
                   f"{m['second_click_s']:.3f} ours {o['second_click_s']:.3f} | mask IoU {iou:.3f} | "
                   f"load {load:.1f}", flush=True)
+            if args.ours_bf16:
+                b, bf16_masks = ours({**spec, "dtype": "bfloat16"}, paths)
+                rows[-1].update(ours_bf16=b, mask_iou_bf16=mean_iou(Path(spec["masks_out"]), bf16_masks))
+                print(f"{args.model:5s} {k:3d} objects round {rnd}: s/frame ours in bfloat16 "
+                      f"{b['s_per_frame']:.3f} ({m['s_per_frame'] / b['s_per_frame']:.2f}x Meta's float32) | "
+                      f"first click {b['first_click_s']:.3f} | mask IoU with Meta's "
+                      f"{rows[-1]['mask_iou_bf16']:.3f}", flush=True)
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     out = results / f"meta-{time.strftime('%Y%m%d-%H%M%S')}.json"
