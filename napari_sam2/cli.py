@@ -58,6 +58,9 @@ error stops the run (exit 2). Either way what finished is written to NAME.partia
 """
 
 
+#: ``--precision`` choices (``load_model``'s ``dtype``)
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
 #: ``--sample`` names -> napari sample functions in napari_sam2.samples
 _SAMPLES = {"cells": "cells_timelapse_sample", "volume": "organ_volume_sample"}
 
@@ -92,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "session's model, else sam2.1-tiny)")
     seg.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps",
                      help="where the model runs (default: auto)")
+    seg.add_argument("--precision", default="auto", choices=PRECISIONS,
+                     help="arithmetic precision: auto is bfloat16 on CUDA GPUs that have it, float32 "
+                          "elsewhere; bfloat16 also runs on CPUs (about 2x float32's speed on CPUs with "
+                          "AMX, masks within ~1%% of float32's), float16 on GPUs (default: auto)")
     seg.add_argument("--direction", default="both", choices=("both", "forward", "backward"),
                      help="propagate from the prompts forward, backward or both ways (default: both)")
     seg.add_argument("--start", type=int, metavar="N", help="first frame to segment (default: 0)")
@@ -273,9 +280,11 @@ def _load_model(args, settings):
     from napari_sam2.engine.models import load_model
 
     name = _model_name(args, settings)
-    _say(f"napari-sam2: loading model {name} (device {args.device})")
+    precision = getattr(args, "precision", "auto")
+    _say(f"napari-sam2: loading model {name} (device {args.device}"
+         + ("" if precision == "auto" else f", {precision}") + ")")
     try:
-        return load_model(name, device=args.device)
+        return load_model(name, device=args.device, dtype=precision)
     except ModelLoadError as err:
         if args.model is None and settings.model is not None:
             raise ModelLoadError(f"{_one_line(err)} (the model named in the session file's "

@@ -154,13 +154,16 @@ def test_settings_key_follows_input_prompts_and_options(data, tmp_path):
     d, session = data["dir"], str(data["session"])
 
     def key(**kw):
-        opts = {"contrast": kw.pop("contrast", None)}
+        opts = {"contrast": kw.pop("contrast", None), "precision": kw.pop("precision", None)}
         jobs = make_jobs([str(d / "a01.tif")], tmp_path, prompts=kw.pop("prompts", session), options=opts)
         return jobs[0].key
 
     base = key()
     assert key() == base
     assert key(contrast=[0, 255]) != base
+    # "auto" is what every earlier batch ran with: their keys stay; another precision is another key
+    assert key(precision="auto") == base
+    assert key(precision="bfloat16") != base != key(precision="float32") != key(precision="bfloat16")
     other = tmp_path / "other.json"
     other.write_text(data["session"].read_text().replace("20.0, 20.0", "21.0, 20.0"))
     (tmp_path / "masks").mkdir()
@@ -169,6 +172,26 @@ def test_settings_key_follows_input_prompts_and_options(data, tmp_path):
     copy = tmp_path / "copy.tif"
     copy.write_bytes((d / "a01.tif").read_bytes())
     assert make_jobs([str(copy)], tmp_path, prompts=session)[0].key != base  # another file
+
+
+def test_workers_load_the_chosen_precision_once(data, tmp_path):
+    import torch
+
+    from napari_sam2.batch.worker import ModelCache, _segment_args
+
+    jobs = make_jobs([str(data["dir"] / "a01.tif")], tmp_path, prompts=str(data["session"]),
+                     options={"model": data["model"], "device": "cpu", "precision": "bfloat16"})
+    args = _segment_args(jobs[0].__dict__, tmp_path / "o.tif", None)
+    assert args.precision == "bfloat16"
+    cache = ModelCache()
+    from napari_sam2.io.session_file import read_session
+
+    settings = read_session(data["session"]).settings
+    model = cache.get(args, settings)
+    assert model.autocast_dtype == torch.bfloat16
+    assert cache.get(args, settings) is model and cache.loads == 1
+    args.precision = "float32"
+    assert cache.get(args, settings).autocast_dtype is None and cache.loads == 2
 
 
 def test_usage_errors_exit_2(data, tmp_path, capsys):

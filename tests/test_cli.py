@@ -108,6 +108,8 @@ def runs(inputs, tiny_model_dir, tmp_path_factory):
                       "--direction", "forward", "--stop", "4", *model],
         "pngs": mod + ["segment", str(d / "pngs"), "--prompts", session, "--out", "pngs_labels.tif",
                        "--contrast", "0", "255", *model],
+        "bf16": mod + ["segment", str(d / "cells.tif"), "--prompts", session, "--out", "bf16_labels.tif",
+                       "--precision", "bfloat16", "--device", "cpu", *model],
         "missing": cmd + ["segment", str(d / "nope.tif"), "--prompts", session, "--out", "x.tif"],
     }
     started = {name: Run(args, out) for name, args in specs.items()}
@@ -158,6 +160,19 @@ def test_tiff_with_voxel_size_stats_and_session(runs):
     assert os.path.isabs(saved["settings"]["model"]) and os.path.isdir(saved["settings"]["model"])
     assert saved["settings"]["frame_shape"] == [64, 64]
     assert saved["objects"][1]["prompts"][0]["mask"] == "run_masks/obj5_f2.tif"
+
+
+def test_precision_bfloat16_gives_the_float32_labels_within_rounding(runs):
+    res, out = runs
+    run = ok(res["bf16"])
+    assert "bfloat16" in run.stderr  # the model line says which precision runs
+    bf16 = tifffile.imread(out / "bf16_labels.tif")
+    f32 = tifffile.imread(out / "cells_labels.tif")
+    check_ids(bf16)
+    assert bf16.shape == f32.shape
+    for obj in (1, 5):  # the same objects, up to the rounding of bfloat16 arithmetic
+        a, b = bf16 == obj, f32 == obj
+        assert np.logical_and(a, b).sum() / np.logical_or(a, b).sum() > 0.9, obj
 
 
 def test_geotiff_keeps_georeferencing(runs):
@@ -266,6 +281,14 @@ def test_bad_input_exits_2_with_one_line(bad_inputs, inputs, tiny_model_dir, cap
     assert re.search(message, errors[0]), errors[0]
     assert "Traceback" not in err
     assert not (bad_inputs["tmp"] / "labels.tif").exists()  # nothing written on bad input
+
+
+def test_unknown_precision_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", "in.tif", "--prompts", "s.json", "--out", "o.tif", "--precision", "float64"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--precision" in err and "bfloat16" in err
 
 
 def test_argparse_errors_exit_2(capsys):

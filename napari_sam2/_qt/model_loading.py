@@ -43,6 +43,7 @@ class ModelLoading(DockHost):
 
         source = self.model_path.text().strip() or self.size_combo.currentText()
         device = self.device_combo.currentText()
+        precision = self.precision_combo.currentText()
         previous_status = self.model_status.text()
         self.model_status.setText(f"loading {source}…")
         self.load_button.setEnabled(False)
@@ -63,7 +64,8 @@ class ModelLoading(DockHost):
 
             def run():
                 try:
-                    out["model"] = load_model(source, device=device, progress=lambda *r: reports.put(r))
+                    out["model"] = load_model(source, device=device, dtype=precision,
+                                              progress=lambda *r: reports.put(r))
                 except BaseException as err:  # noqa: BLE001 - re-raised in the worker below
                     out["error"] = err
                 finally:
@@ -110,7 +112,9 @@ class ModelLoading(DockHost):
 
     def _model_loaded(self, model, source):
         self.model = model
-        self.model_status.setText(f"{Path(str(source)).name} on {model.device}")
+        dtype = model.autocast_dtype
+        precision = "" if dtype is None else f" ({str(dtype).replace('torch.', '')})"
+        self.model_status.setText(f"{Path(str(source)).name} on {model.device}{precision}")
         self._reset_session()
         if self.image_layer is not None:
             self.ensure_session()  # the labels and prompt layers appear: the next click segments

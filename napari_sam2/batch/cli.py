@@ -15,7 +15,8 @@ __all__ = ["add_batch_parser", "run_command"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 #: ``segment`` options that batch takes unchanged (same names, help and defaults).
-_SEGMENT_OPTIONS = ("model", "device", "direction", "start", "stop", "axis", "channels", "contrast")
+_SEGMENT_OPTIONS = ("model", "device", "precision", "direction", "start", "stop", "axis", "channels",
+                    "contrast")
 #: ``segment``'s seeding options that batch takes unchanged (``--seeds`` becomes ``--seeds-dir``).
 _SEED_OPTIONS = ("seed_frame", "auto_seed", "auto_seed_points", "auto_seed_min_area", "auto_seed_iou",
                  "auto_seed_stability")
@@ -141,7 +142,8 @@ def run_command(args) -> int:
             seeds_dir=args.seeds_dir, seed_frame=args.seed_frame, auto_seed=args.auto_seed,
             auto_seed_points=args.auto_seed_points, auto_seed_min_area=args.auto_seed_min_area,
             auto_seed_iou=args.auto_seed_iou, auto_seed_stability=args.auto_seed_stability,
-            model=args.model, device=args.device, axis=args.axis, direction=args.direction,
+            model=args.model, device=args.device, precision=args.precision, axis=args.axis,
+            direction=args.direction,
             start=args.start, stop=args.stop, channels=args.channels, contrast=args.contrast,
             stats=args.stats, format=args.format, workers=args.workers, scheduler=args.scheduler,
             retries=args.retries, torch_threads=args.torch_threads, progress=not args.no_progress)

@@ -79,7 +79,7 @@ def _lost(err: BaseException) -> str:
 
 def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, seed_frame=None,
               auto_seed=None, auto_seed_points=32, auto_seed_min_area=64, auto_seed_iou=0.8,
-              auto_seed_stability=0.9, list_file=None, model=None, device="auto", axis=None,
+              auto_seed_stability=0.9, list_file=None, model=None, device="auto", precision="auto", axis=None,
               direction="both", start=None, stop=None, channels=None, contrast=None, stats=False,
               format="tif", workers=None, scheduler=None,
               retries=1, torch_threads=None, progress=True, dashboard_address=":8787") -> list[dict]:
@@ -108,7 +108,7 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, see
         ``segment --auto-seed N`` and its settings, for every stack (not with seeds).
     list_file : str, optional
         One stack per line, or a CSV with ``input``, ``prompts``, ``seeds``, ``output`` columns.
-    model, device, axis, direction, start, stop, channels, contrast
+    model, device, precision, axis, direction, start, stop, channels, contrast
         As for ``napari-sam2 segment``.
     stats : bool
         Also write per-object statistics beside each label image.
@@ -147,8 +147,8 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, see
     out = _out_dir(out_dir)
     entries = [str(p) for p in (inputs or [])] + (read_list(list_file) if list_file else [])
     _check_prompts(prompts)
-    options = dict(model=model, device=device, axis=axis, direction=direction, start=start,
-                   stop=stop, channels=list(channels) if channels else None,
+    options = dict(model=model, device=device, precision=precision, axis=axis, direction=direction,
+                   start=start, stop=stop, channels=list(channels) if channels else None,
                    contrast=list(contrast) if contrast is not None else None, seed_frame=seed_frame,
                    auto_seed=auto_seed, auto_seed_points=auto_seed_points,
                    auto_seed_min_area=auto_seed_min_area, auto_seed_iou=auto_seed_iou,

@@ -32,6 +32,8 @@ STACK_OPTIONS = ("model", "device", "axis", "direction", "start", "stop", "chann
 #: Seeding options (recorded in the key only when seeds or --auto-seed are used, so the keys of
 #: prompt-only batches do not depend on them).
 SEED_OPTIONS = ("seed_frame",)
+#: Recorded in the key only when not "auto", so that the keys of earlier batches stay the same.
+PRECISION_OPTIONS = ("precision",)
 AUTO_SEED_OPTIONS = ("auto_seed", "auto_seed_points", "auto_seed_min_area", "auto_seed_iou",
                      "auto_seed_stability")
 #: Names a stack's seed label image may have in ``--seeds-dir`` (``{stem}`` is the input's stem).
@@ -293,7 +295,7 @@ def make_jobs(entries, out_dir, *, prompts=None, seeds_dir=None, options=None, s
         raise BatchInputError(f"--format {fmt}: choose tif or zarr")
     out_dir = Path(out_dir)
     given = options or {}
-    options = {k: given.get(k) for k in STACK_OPTIONS + SEED_OPTIONS + AUTO_SEED_OPTIONS}
+    options = {k: given.get(k) for k in STACK_OPTIONS + PRECISION_OPTIONS + SEED_OPTIONS + AUTO_SEED_OPTIONS}
     auto = options["auto_seed"] is not None
     if not entries:
         raise BatchInputError("no stacks to segment: give INPUT paths or --list FILE")
@@ -339,6 +341,7 @@ def make_jobs(entries, out_dir, *, prompts=None, seeds_dir=None, options=None, s
         settings = {k: options[k] for k in STACK_OPTIONS}
         settings.update(model=_model_identity(options["model"]), prompts=None if session is None else {
             "path": str(Path(session).resolve()), "sha256": cached_digests[session]})
+        settings.update({k: options[k] for k in PRECISION_OPTIONS if options[k] not in (None, "auto")})
         if seeds is not None:  # changed seeds (same name, new content) give another key
             settings.update({k: options[k] for k in SEED_OPTIONS},
                             seeds=seeds_digest(seeds) or {"path": seeds})

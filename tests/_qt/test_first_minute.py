@@ -364,3 +364,23 @@ def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
     assert set(dock.objects) == {9} and dock.status.text() == "deleted object 5, object 6"
     labels = dock.labels_layer.data
     assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()
+
+
+def test_a_precision_chosen_in_the_dock_is_the_one_that_runs(make_napari_viewer, hub_cache, no_alerts, qtbot,
+                                                             cells):
+    import torch
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    dock = _open_dock(viewer)
+    assert dock.precision_combo.currentText() == "auto"
+    choose(dock.device_combo, "cpu")
+    choose(dock.precision_combo, "bfloat16")
+    _load(qtbot, dock)
+    assert dock.model.autocast_dtype == torch.bfloat16
+    assert dock.model_status.text().endswith("on cpu (bfloat16)"), dock.model_status.text()
+    r, c = _cell_centre(cells, 0)
+    _click(qtbot, dock, (0, r, c))
+    assert (dock.labels_layer.data[0] == 1).any()
+    assert dock.session.model is dock.model
+    no_alerts.check()
