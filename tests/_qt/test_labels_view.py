@@ -20,8 +20,16 @@ def _viewer_with_labels(make_napari_viewer, data):
     return viewer, layer
 
 
-def test_a_box_is_shown_as_a_full_refresh_shows_it(make_napari_viewer):
-    viewer, layer = _viewer_with_labels(make_napari_viewer, np.zeros((4, 120, 160), np.uint16))
+@pytest.mark.parametrize("display", ["default", "selected label only", "direct colours", "uint32"])
+def test_a_box_is_shown_as_a_full_refresh_shows_it(make_napari_viewer, display):
+    dtype = np.uint32 if display == "uint32" else np.uint16
+    viewer, layer = _viewer_with_labels(make_napari_viewer, np.zeros((4, 120, 160), dtype))
+    if display == "selected label only":
+        layer.selected_label, layer.show_selected_label = 300, True
+    if display == "direct colours":
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer.colormap = DirectLabelColormap(color_dict={None: "yellow", 7: "red", 300: "blue"})
     before = _canvas(viewer)
     layer.data[2, 30:70, 40:90] = 7  # written behind napari's back, as the dock writes
     layer.data[2, 50:60, 60:80] = 300
