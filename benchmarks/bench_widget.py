@@ -18,7 +18,9 @@ engine's ``propagate`` during that same run (1.00 means the dock adds nothing).
 
 While the dock works, a 10 ms timer on the GUI thread records the gaps between its ticks: the
 longest gap is the longest time the window did not answer (the "GUI stall"). Undo prompt and
-Revert last run are timed on the GUI thread too.
+Revert last run are timed on the GUI thread too, and so is a cell-sized edit: the random
+network's masks cover most of a frame, so a 30 x 30 px label of another Labels layer is used as a
+mask prompt ("Use as mask", returned as it is), then undone ("cell ms", "cell undo").
 
 Usage (the canvas needs a display; under Xvfb it renders in software on the CPU)::
 
@@ -163,6 +165,23 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
         app.processEvents()
         result[f"{name}_s"] = time.perf_counter() - t
         result[f"{name}_stall_s"] = stalls.stop()
+    # a cell-sized edit, as most clicks on a real cell are (the random network's clicks cover the
+    # frame): a 30 x 30 px label of another Labels layer used as a mask prompt, then its undo
+    seed = np.zeros(stack.shape, np.uint8)
+    seed[0, 1100:1130, 1100:1130] = 1
+    viewer.add_labels(seed, name="seed cells")
+    dock.new_object()
+    dock.mask_source.setCurrentText("seed cells")
+    dock.mask_id.setValue(1)
+    dock.wait(60)
+    app.processEvents()
+    for name, action in (("cell", dock.mask_button.click), ("cell_undo", dock.undo_prompt)):
+        stalls.start()
+        action()
+        dock.wait(300)
+        app.processEvents()
+        result[f"{name}_stall_s"] = stalls.stop()
+    result["box_refreshes"] = dock.view.box_refreshes
     dock.teardown()
     viewer.window.remove_dock_widget(dock)
     return result
@@ -177,7 +196,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="dock runs per case, each followed by an API run; the best of each is compared")
+    parser.add_argument("--no-box-refresh", action="store_true",
+                        help="redraw every write through Layer.refresh, not by its box (for comparison)")
     args = parser.parse_args(argv)
+    if args.no_box_refresh:
+        from napari_sam2._qt import labels_view
+
+        labels_view.show_box = lambda layer, box: False
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         sys.exit("bench_widget.py needs a display: run it under xvfb-run -a")
 
@@ -234,7 +259,8 @@ def main(argv=None):
           f"{load:.1f}, display {os.environ.get('DISPLAY')}")
     head = (f"{'case':<20}{'API s':>8}{'dock s':>8}{'ratio':>7}{'API+labels s':>13}{'ratio':>7}"
             f"{'engine s':>9}{'dock/engine':>12}"
-            f"{'stall ms':>10}{'click stall':>12}{'revert ms':>10}{'undo ms':>9}{'refreshes':>10}")
+            f"{'stall ms':>10}{'click stall':>12}{'revert ms':>10}{'undo ms':>9}{'cell ms':>9}"
+            f"{'cell undo':>10}{'refreshes':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -242,7 +268,8 @@ def main(argv=None):
               f"{r['api_labels_s']:>13.2f}{r['ratio_labels']:>7.2f}"
               f"{r['engine_in_dock_s']:>9.2f}{r['overhead']:>12.3f}"
               f"{1000 * r['propagate_stall_s']:>10.0f}{1000 * r['click_stall_s']:>12.0f}"
-              f"{1000 * r['revert_stall_s']:>10.0f}{1000 * r['undo_stall_s']:>9.0f}{r['refreshes']:>10}")
+              f"{1000 * r['revert_stall_s']:>10.0f}{1000 * r['undo_stall_s']:>9.0f}"
+              f"{1000 * r['cell_stall_s']:>9.0f}{1000 * r['cell_undo_stall_s']:>10.0f}{r['refreshes']:>10}")
     out = HERE / "results" / f"widget-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"threads": torch.get_num_threads(), "load_average": load, "rows": rows},
