@@ -45,6 +45,40 @@ def test_shared_position_encodings_give_the_same_features(family):
     assert fast.state_dict().keys() == plain.state_dict().keys()
 
 
+def test_the_resized_hiera_embedding_is_built_once_and_follows_its_weights(monkeypatch):
+    plain = make_tiny_model(seed=4)
+    fast = make_tiny_model(seed=4)
+    speed.cache_position_encodings(fast)
+    calls = []
+    resize = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate",
+                        lambda x, *a, **k: calls.append(tuple(x.shape)) or resize(x, *a, **k))
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    backbone = fast.vision_encoder.backbone
+    embed = tuple(backbone.pos_embed.shape)
+
+    def features(net):
+        with torch.inference_mode():
+            return net.get_image_features(x).fpn_hidden_states
+
+    def same(a, b):
+        return all(torch.equal(p, q) for p, q in zip(a, b))
+
+    assert same(features(fast), features(plain))
+    assert same(features(fast), features(plain))
+    assert calls.count(embed) == 3, "resized twice for the plain network, once for the other"
+    with torch.no_grad():  # weights changed in place (a fine-tune step): a new embedding
+        for net in (plain, fast):
+            net.vision_encoder.backbone.pos_embed.mul_(1.5)
+    assert same(features(fast), features(plain))
+    assert calls.count(embed) == 5
+    # with gradients (training) the cache stays out of the way
+    backbone.pos_embed.grad = None
+    out = fast.vision_encoder.backbone(x)
+    out.last_hidden_state.sum().backward()
+    assert backbone.pos_embed.grad is not None and calls.count(embed) == 6
+
+
 def _masks(model, stack):
     session = Sam2Session(model, stack)
     session.add_points(0, 1, [[20, 24]], [1])
