@@ -119,7 +119,9 @@ def _cache_hiera_embedding(module) -> bool:
                tuple((w.data_ptr(), w._version, w.dtype) for w in weights))
         value = built.get(key)
         if value is None:
-            value = original(module, hw)
+            # laid out as the features it is added to (transformers' is a permuted view, which
+            # makes that addition slower): the same values, so the same sum
+            value = original(module, hw).contiguous()
             if len(built) >= 8:  # a few input sizes per model; stay bounded
                 built.clear()
             built[key] = value
