@@ -76,18 +76,13 @@ def test_boxes_are_not_shown_where_napari_needs_its_refresh(make_napari_viewer, 
 
 
 def test_a_click_and_its_undo_redraw_only_their_box(make_napari_viewer, tiny_model_dir):
-    from napari_sam2._qt.widget import Sam2Widget
+    from test_widget import _dock
+
     from napari_sam2.samples import make_cells_timelapse
 
     viewer = make_napari_viewer(show=True)
-    viewer.add_image(make_cells_timelapse(n_frames=4, shape=(96, 128), n_cells=3, seed=1).image,
-                     name="cells")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
-    assert isinstance(widget, Sam2Widget)
-    widget.synchronous = True
-    widget.model_path.setText(str(tiny_model_dir))
-    widget.device_combo.setCurrentText("cpu")
-    widget.load_chosen_model()
+    image = make_cells_timelapse(n_frames=4, shape=(96, 128), n_cells=3, seed=1).image
+    widget = _dock(viewer, image, tiny_model_dir)
     obj = widget.new_object()
     widget.go_to_frame(1)
     empty = _canvas(viewer)
