@@ -157,7 +157,11 @@ class DockHost(DockWidgets):
         """The active object's id (a new object when there is none)."""
         raise NotImplementedError
 
-    def _add_object_item(self, obj_id: int, name: str) -> None:
+    def _add_object_items(self, named: list[tuple[int, str]]) -> None:
+        """Add many objects to the list and select the last one."""
+        raise NotImplementedError
+
+    def _add_object_item(self, obj_id: int, name: str, select: bool = True) -> None:
         """Show an object in the list (and make it the active one)."""
         raise NotImplementedError
 

@@ -139,9 +139,8 @@ class DockFiles(DockHost):
                 combo.setCurrentText(name)
 
         def done(sf):
-            for obj in sf.objects:
-                if obj.id not in self.objects:
-                    self._add_object_item(obj.id, obj.name or f"object {obj.id}")
+            self._add_object_items([(obj.id, obj.name or f"object {obj.id}") for obj in sf.objects
+                                    if obj.id not in self.objects])
             self.prompts.show_session_prompts(sf)
             saved = None
             try:

@@ -66,9 +66,7 @@ class LabelSeeds(DockHost):
 
         def done(result):
             ids, write = result
-            for obj_id in ids:
-                if obj_id not in self.objects:
-                    self._add_object_item(obj_id, f"object {obj_id}")
+            self._add_object_items([(i, f"object {i}") for i in ids if i not in self.objects])
             self.prompts.record_mask(frame, ids[0])
             self._show(core.commit(write, "seed"))
             self._update_quality()

@@ -45,7 +45,18 @@ class ObjectList(DockHost):
             obj_id = self.new_object()  # which makes it the active object
         return obj_id
 
-    def _add_object_item(self, obj_id, name):
+    def _add_object_items(self, named: list[tuple[int, str]]) -> None:
+        """Add many objects to the list, then select the last one.
+
+        Selecting redoes the prompt layers' defaults and the quality strip: hundreds of seeded
+        objects are selected once, not one after the other.
+        """
+        for obj_id, name in named:
+            self._add_object_item(obj_id, name, select=False)
+        if named:
+            self._select_object(named[-1][0])
+
+    def _add_object_item(self, obj_id, name, select: bool = True):
         from qtpy.QtGui import QColor, QIcon, QPixmap
 
         self.core.objects[obj_id] = name
@@ -58,7 +69,8 @@ class ObjectList(DockHost):
             pix.fill(QColor(*(int(255 * c) for c in rgba[:3])))
             item.setIcon(QIcon(pix))
         self.object_list.addItem(item)
-        self.object_list.setCurrentItem(item)
+        if select:
+            self.object_list.setCurrentItem(item)
 
     def _object_selected(self, item, *_):
         self.core.active_id = None if item is None else int(item.data(ID_ROLE))
