@@ -54,6 +54,7 @@ class ModelLoading(DockHost):
         shown = [0.0]  # when the bars were last updated
 
         def work() -> Generator[tuple[int, int, str], None, Sam2Model]:
+            import gc
             import queue
             import threading
 
@@ -66,6 +67,13 @@ class ModelLoading(DockHost):
                 try:
                     out["model"] = load_model(source, device=device, dtype=precision,
                                               progress=lambda *r: reports.put(r))
+                    # Python's full garbage collection runs once the objects created since the
+                    # last one reach a quarter of all (napari's, torch's, transformers' ~700 k):
+                    # loading the model brings it close, and it would then fall in the middle
+                    # of a propagation, holding the GIL (and so the window) for ~0.4 s. It runs
+                    # here instead, while the user waits for the model anyway.
+                    reports.put((0, 0, "Tidying up memory"))
+                    gc.collect()
                 except BaseException as err:  # noqa: BLE001 - re-raised in the worker below
                     out["error"] = err
                 finally:

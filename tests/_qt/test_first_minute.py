@@ -307,6 +307,49 @@ def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alert
     assert "seeded 3 objects" in dock.status.text()
 
 
+def test_hundreds_of_seeds_are_listed_and_selected_once(make_napari_viewer, hub_cache, no_alerts, qtbot,
+                                                         monkeypatch):
+    viewer = make_napari_viewer()
+    image = np.zeros((3, 128, 128), np.uint8)
+    seeds = np.zeros((3, 128, 128), np.uint16)
+    for k in range(120):  # a 12 x 10 grid of 6 px cells, ids as a segmentation tool gives them
+        r, c = divmod(k, 12)
+        image[:, 4 + 10 * r:10 + 10 * r, 4 + 10 * c:10 + 10 * c] = 200
+        seeds[0, 4 + 10 * r:10 + 10 * r, 4 + 10 * c:10 + 10 * c] = 1000 + 5 * k
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(seeds, name="cellpose")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    dock.mask_source.setCurrentText("cellpose")
+    dock.go_to_frame(0)
+    selected = []
+    set_active = dock.prompts.set_active
+    monkeypatch.setattr(dock.prompts, "set_active",
+                        lambda obj_id: selected.append(obj_id) or set_active(obj_id))
+    press(qtbot, dock.seed_button)
+    _idle(qtbot, dock)
+    assert len(dock.objects) == dock.object_list.count() == 120
+    # one selection for the whole list (each one redoes the prompt layers and the quality strip)
+    assert selected == [1000 + 5 * 119] and dock.active_id == 1000 + 5 * 119
+    assert "seeded 120 objects" in dock.status.text()
+
+
+def test_loading_the_model_collects_garbage_before_any_propagation(make_napari_viewer, hub_cache, no_alerts,
+                                                                   qtbot, cells, monkeypatch):
+    import gc
+    import threading
+
+    calls = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect",
+                        lambda *a: calls.append(threading.current_thread().name) or collect(*a))
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    dock = _open_dock(viewer)
+    _load(qtbot, dock)
+    assert "napari-sam2 model loading" in calls
+
+
 def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     viewer = make_napari_viewer()
     viewer.add_image(cells.image, name="cells")
