@@ -95,14 +95,16 @@ class ModelLoading(DockHost):
             if now - shown[0] < _SHOW_EVERY and not (total > 0 and done >= total):
                 return  # napari's bar processes Qt's events at each update: a few a second
             shown[0] = now
+            percent = f" {100 * done / total:.0f} %" if total > 0 else ""
+            # first: the bar's updates below process Qt's events, which may deliver the model
+            # (and its "... on cpu" line) before they return
+            self.model_status.setText(f"{message or 'loading'}{percent}")
             if total > 0 and bar.total != total:
                 bar.total = total
             bar.n = min(done, total) if total > 0 else done
             bar.update(0)  # emits the new value to the activity dock
             if message:
                 bar.set_description(message)
-            percent = f" {100 * done / total:.0f} %" if total > 0 else ""
-            self.model_status.setText(f"{message or 'loading'}{percent}")
 
         def done(model):
             loaded.append(model)
