@@ -280,7 +280,7 @@ def _load_model(args, settings):
     from napari_sam2.engine.models import load_model
 
     name = _model_name(args, settings)
-    precision = getattr(args, "precision", "auto")
+    precision = args.precision
     _say(f"napari-sam2: loading model {name} (device {args.device}"
          + ("" if precision == "auto" else f", {precision}") + ")")
     try:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_sam2._qt.labels_view import unwrapped
 from napari_sam2.stack_layout import LayerChannels, StackLayout, parse_channels
 
 if TYPE_CHECKING:
@@ -25,11 +26,6 @@ __all__ = ["ImageInputs", "NEW_LABELS", "NO_LAYER"]
 
 NEW_LABELS = "(new layer)"
 NO_LAYER = "(none)"
-
-
-def _unwrapped(layer):
-    """The layer behind napari's proxy (plugins get proxies of the viewer's layers)."""
-    return getattr(layer, "__wrapped__", layer)
 
 
 class ImageInputs(DockHost):
@@ -202,7 +198,7 @@ class ImageInputs(DockHost):
         name = self.labels_combo.currentText()
         if name != NEW_LABELS and name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            if _unwrapped(layer) is _unwrapped(self.labels_layer) and self.core.labels is layer.data:
+            if unwrapped(layer) is unwrapped(self.labels_layer) and self.core.labels is layer.data:
                 return  # already in use (what is known of it stays)
             self._use_labels(layer)
 

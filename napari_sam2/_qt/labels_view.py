@@ -23,7 +23,7 @@ import time
 import numpy as np
 from qtpy.QtCore import QTimer
 
-__all__ = ["LabelsView", "show_box"]
+__all__ = ["LabelsView", "show_box", "unwrapped"]
 
 _ALL = "all"  # a pending write without a box: the whole frame
 
@@ -101,6 +101,11 @@ class LabelsView:
         self._thumbnail_stale = not thumbnail
 
 
+def unwrapped(layer):
+    """The layer behind napari's proxy (plugins get proxies of the viewer's layers)."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 def show_box(layer, box: tuple) -> bool:
     """Show the labels within ``box`` (a slice per axis of ``layer.data``) on the canvas.
 
@@ -112,7 +117,7 @@ def show_box(layer, box: tuple) -> bool:
     function is the one place that uses them, on the layer behind the proxy, and a test fails
     when napari changes them (this function then returns False and the public refresh runs).
     """
-    layer = getattr(layer, "__wrapped__", layer)
+    layer = unwrapped(layer)
     try:
         if (layer.multiscale or layer.contour or layer._slice_input.ndisplay != 2
                 or not isinstance(layer.data, np.ndarray) or len(box) != layer.data.ndim
