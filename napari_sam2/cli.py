@@ -95,10 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "session's model, else sam2.1-tiny)")
     seg.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps",
                      help="where the model runs (default: auto)")
-    seg.add_argument("--precision", default="auto", choices=PRECISIONS,
+    seg.add_argument("--precision", choices=PRECISIONS,
                      help="arithmetic precision: auto is bfloat16 on CUDA GPUs that have it, float32 "
                           "elsewhere; bfloat16 also runs on CPUs (about 2x float32's speed on CPUs with "
-                          "AMX, masks within ~1%% of float32's), float16 on GPUs (default: auto)")
+                          "AMX, masks within ~1%% of float32's), float16 on GPUs (default: the "
+                          "precision the session file was made in, where this device can run it, "
+                          "else auto)")
     seg.add_argument("--direction", default="both", choices=("both", "forward", "backward"),
                      help="propagate from the prompts forward, backward or both ways (default: both)")
     seg.add_argument("--start", type=int, metavar="N", help="first frame to segment (default: 0)")
@@ -276,11 +278,35 @@ def _model_name(args, settings) -> str:
     return args.model or settings.model or "sam2.1-tiny"
 
 
+def _precision(args, settings) -> tuple[str, str | None]:
+    """The precision a run uses and a note when the session's could not be used.
+
+    --precision, else the session's (a replay computes as the original did), else auto. A
+    session made in a precision this device cannot run (float16 from a GPU, replayed on a CPU)
+    runs in auto, and the note says so.
+    """
+    if args.precision is not None:
+        return args.precision, None
+    recorded = settings.precision
+    if recorded is None:
+        return "auto", None
+    from napari_sam2.engine.models import check_precision
+
+    try:
+        check_precision(recorded, args.device)
+    except ModelLoadError as err:
+        return "auto", (f"napari-sam2: the session was made in {recorded}, which this device cannot "
+                        f"run ({_one_line(err)}); running in auto instead (choose with --precision)")
+    return recorded, None
+
+
 def _load_model(args, settings):
     from napari_sam2.engine.models import load_model
 
     name = _model_name(args, settings)
-    precision = args.precision
+    precision, note = _precision(args, settings)
+    if note:
+        _say(note)
     _say(f"napari-sam2: loading model {name} (device {args.device}"
          + ("" if precision == "auto" else f", {precision}") + ")")
     try:

@@ -97,6 +97,10 @@ def runs(inputs, tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli-out")
     model = ["--model", str(tiny_model_dir)]
     cmd, mod = command(), [sys.executable, "-m", "napari_sam2.cli"]
+    data = json.loads(inputs["session"].read_text())
+    data["settings"] = {"precision": "bfloat16"}
+    bf16_session = str(d / "session_bf16.json")  # beside the first: the same mask files
+    (d / "session_bf16.json").write_text(json.dumps(data))
     specs = {
         "tiff": cmd + ["segment", str(d / "cells.tif"), "--prompts", session, "--out", "cells_labels.tif",
                        "--stats", "cells.csv", "--save-session", "run.json", *model],
@@ -111,6 +115,12 @@ def runs(inputs, tiny_model_dir, tmp_path_factory):
         "bf16": mod + ["segment", str(d / "cells.tif"), "--prompts", session, "--out", "bf16_labels.tif",
                        "--precision", "bfloat16", "--device", "cpu", *model],
         "missing": cmd + ["segment", str(d / "nope.tif"), "--prompts", session, "--out", "x.tif"],
+        # a session made in bfloat16 replays in bfloat16, unless --precision says otherwise
+        "session_bf16": mod + ["segment", str(d / "cells.tif"), "--prompts", bf16_session, "--out",
+                               "session_bf16_labels.tif", "--device", "cpu", *model],
+        "session_bf16_f32": mod + ["segment", str(d / "cells.tif"), "--prompts", bf16_session, "--out",
+                                   "session_f32_labels.tif", "--precision", "float32", "--device", "cpu",
+                                   *model],
     }
     started = {name: Run(args, out) for name, args in specs.items()}
     return {name: run.wait() for name, run in started.items()}, out
@@ -173,6 +183,41 @@ def test_precision_bfloat16_gives_the_float32_labels_within_rounding(runs):
     for obj in (1, 5):  # the same objects, up to the rounding of bfloat16 arithmetic
         a, b = bf16 == obj, f32 == obj
         assert np.logical_and(a, b).sum() / np.logical_or(a, b).sum() > 0.9, obj
+
+
+def test_a_session_replays_in_its_own_precision_unless_told(runs):
+    res, out = runs
+    run = ok(res["session_bf16"])
+    assert "loading model" in run.stderr and "bfloat16" in run.stderr
+    np.testing.assert_array_equal(tifffile.imread(out / "session_bf16_labels.tif"),
+                                  tifffile.imread(out / "bf16_labels.tif"))
+    run = ok(res["session_bf16_f32"])
+    assert "bfloat16" not in run.stderr
+    np.testing.assert_array_equal(tifffile.imread(out / "session_f32_labels.tif"),
+                                  tifffile.imread(out / "cells_labels.tif"))
+
+
+def test_a_session_precision_this_device_cannot_run_falls_back_to_auto(monkeypatch):
+    import argparse
+
+    from napari_sam2 import cli
+    from napari_sam2.engine import models
+    from napari_sam2.errors import ModelLoadError
+    from napari_sam2.io.session_file import SessionSettings
+
+    args = argparse.Namespace(precision=None, device="cpu")
+    assert cli._precision(args, SessionSettings()) == ("auto", None)
+    assert cli._precision(args, SessionSettings(precision="bfloat16")) == ("bfloat16", None)
+
+    def refuse(dtype, device="auto"):  # as a CPU without float16 autocast would
+        raise ModelLoadError(f"dtype={dtype!r} cannot be used on cpu")
+
+    monkeypatch.setattr(models, "check_precision", refuse)
+    precision, note = cli._precision(args, SessionSettings(precision="float16"))
+    assert precision == "auto"
+    assert "the session was made in float16" in note and "--precision" in note
+    args.precision = "float32"  # asked for: used as given, no note
+    assert cli._precision(args, SessionSettings(precision="float16")) == ("float32", None)
 
 
 def test_geotiff_keeps_georeferencing(runs):

@@ -162,8 +162,8 @@ class DockFiles(DockHost):
         def start_replay():
             self._replay(sf, done, progress="Loading session")
 
-        if self.model is None:
-            self.load_chosen_model(then=start_replay)
+        if self.model is None:  # the session's model and precision, where this device can run it
+            self.load_chosen_model(then=start_replay, session_precision=sf.settings.precision)
         else:
             start_replay()
 

@@ -30,11 +30,13 @@ class ModelLoading(DockHost):
         if path:
             self.model_path.setText(str(Path(path).parent if path.endswith(".json") else path))
 
-    def load_chosen_model(self, then=None) -> None:
+    def load_chosen_model(self, then=None, session_precision: str | None = None) -> None:
         """Load the model chosen in the dock in a worker; then the prompt layers are ready.
 
         Download and loading progress goes to a bar in napari's activity dock and to the model
         line; ``then`` is called on the GUI thread once the model is there (not after a failure).
+        ``session_precision`` (a loaded session's) is used instead of the precision row when the
+        device can run it (checked in the worker: it needs torch), and the row then shows it.
         ``napari_sam2.load_model`` blocks and reports progress through a callback: it runs in a
         helper thread whose reports come back through a queue, so that the worker (a generator)
         yields them to the GUI thread.
@@ -51,6 +53,7 @@ class ModelLoading(DockHost):
         bar = activity_progress(total=0, desc=f"Loading {Path(str(source)).name}")
         self.model_progress = []  # (done, total, message) as reported, for the status line
         loaded: list = []  # the model, once it is there
+        used = {"precision": precision}
         shown = [0.0]  # when the bars were last updated
 
         def work() -> Generator[tuple[int, int, str], None, Sam2Model]:
@@ -65,7 +68,17 @@ class ModelLoading(DockHost):
 
             def run():
                 try:
-                    out["model"] = load_model(source, device=device, dtype=precision,
+                    if session_precision is not None:
+                        from napari_sam2.engine.models import check_precision
+                        from napari_sam2.errors import ModelLoadError
+
+                        try:
+                            check_precision(session_precision, device)
+                            used["precision"] = session_precision
+                        except ModelLoadError as err:
+                            used["note"] = (f"the session was made in {session_precision}, which "
+                                            f"this device cannot run ({err}); loading in {precision}")
+                    out["model"] = load_model(source, device=device, dtype=used["precision"],
                                               progress=lambda *r: reports.put(r))
                     # Python's full garbage collection runs once the objects created since the
                     # last one reach a quarter of all (napari's, torch's, transformers' ~700 k):
@@ -108,7 +121,13 @@ class ModelLoading(DockHost):
 
         def done(model):
             loaded.append(model)
+            if used["precision"] != precision:
+                self.precision_combo.setCurrentText(used["precision"])
             self._model_loaded(model, source)
+            if "note" in used:  # a warning: the status line is soon overwritten by the replay's
+                from napari.utils.notifications import show_warning
+
+                show_warning(used["note"])
             if then is not None:
                 then()
 

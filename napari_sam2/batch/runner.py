@@ -79,7 +79,7 @@ def _lost(err: BaseException) -> str:
 
 def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, seed_frame=None,
               auto_seed=None, auto_seed_points=32, auto_seed_min_area=64, auto_seed_iou=0.8,
-              auto_seed_stability=0.9, list_file=None, model=None, device="auto", precision="auto", axis=None,
+              auto_seed_stability=0.9, list_file=None, model=None, device="auto", precision=None, axis=None,
               direction="both", start=None, stop=None, channels=None, contrast=None, stats=False,
               format="tif", workers=None, scheduler=None,
               retries=1, torch_threads=None, progress=True, dashboard_address=":8787") -> list[dict]:

@@ -69,7 +69,7 @@ class ModelCache(WorkerPlugin):
         """The model ``segment`` would load for these options, loaded on first use."""
         from napari_sam2 import cli
 
-        key = (cli._model_name(args, settings), args.device, args.precision)
+        key = (cli._model_name(args, settings), args.device, cli._precision(args, settings)[0])
         lock = getattr(self, "_lock", None) or threading.Lock()
         with lock:
             if key not in self.models:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     #: A transformers video network of a family napari-sam2 runs.
     VideoNetwork: TypeAlias = Sam2VideoModel | Sam3TrackerVideoModel | EdgeTamVideoModel
 
-__all__ = ["Sam2Model", "load_model", "as_sam2_model", "resolve_device", "MODEL_IDS"]
+__all__ = ["Sam2Model", "load_model", "as_sam2_model", "resolve_device", "check_precision", "MODEL_IDS"]
 
 #: Short names of the released checkpoints and their Hugging Face hub ids.
 MODEL_IDS = {
@@ -397,6 +397,18 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
+
+
+def check_precision(dtype, device: str | torch.device | None = "auto") -> None:
+    """Check that ``device`` can run ``dtype`` (``load_model``'s argument) before loading anything.
+
+    Raises
+    ------
+    ModelLoadError
+        With the reason: an unknown precision, a device that does not exist or cannot autocast
+        in that precision.
+    """
+    _autocast_dtype(dtype, resolve_device(device))
 
 
 def _autocast_dtype(dtype, device: torch.device) -> torch.dtype | None:

@@ -4,7 +4,7 @@ Written by the widget's "Save session" button and read by its "Load session" but
 ``napari-sam2 segment``. Format version 1::
 
     {"format": "napari-sam2-session", "version": 1,
-     "settings": {"model": "sam2.1-tiny", "axis": 0, "channels": null,
+     "settings": {"model": "sam2.1-tiny", "precision": "float32", "axis": 0, "channels": null,
                   "contrast": [112.0, 2310.0], "image_layer": "cells", "frame_shape": [256, 256],
                   "n_frames": 40},
      "objects": [{"id": 1, "name": "cell 1",
@@ -19,10 +19,11 @@ Written by the widget's "Save session" button and read by its "Load session" but
   points entry replaces the frame's earlier prompts (:func:`napari_sam2.prompts.prompts_in_effect`
   gives those that still count).
 * A ``mask`` is the path of a TIFF relative to the session file (nonzero = object).
-* ``settings`` holds what changes the result: the model, the video axis of the input, the
-  channels fed to SAM 2 and the contrast limits (resolved numbers, so a replay maps
-  intensities exactly as the original did), plus the frame shape and count the prompts were
-  made on, which are checked before a replay. Every setting is optional.
+* ``settings`` holds what changes the result: the model and the precision it ran in
+  (``float32``, ``bfloat16`` or ``float16``), the video axis of the input, the channels fed
+  to SAM 2 and the contrast limits (resolved numbers, so a replay maps intensities exactly as
+  the original did), plus the frame shape and count the prompts were made on, which are
+  checked before a replay. Every setting is optional.
 * Keys this version does not interpret are kept on objects, settings and the top level (e.g. a
   display colour) and written back unchanged; an unknown key inside a prompt is an error,
   because it could change what the prompt means.
@@ -50,6 +51,7 @@ from napari_sam2.prompts import Prompt
 __all__ = [
     "SESSION_FORMAT",
     "SESSION_VERSION",
+    "PRECISIONS",
     "SessionObject",
     "SessionSettings",
     "SessionFile",
@@ -65,6 +67,10 @@ __all__ = [
 SESSION_FORMAT = "napari-sam2-session"
 SESSION_VERSION = 1
 _PROMPT_KINDS = ("points", "box", "mask")
+#: ``settings.precision`` values: the arithmetic a session's masks were made in
+PRECISIONS = ("float32", "bfloat16", "float16")
+_SETTING_KEYS = ("model", "precision", "axis", "channels", "contrast", "image_layer", "frame_shape",
+                 "n_frames")
 
 
 # --------------------------------------------------------------------------- data classes
@@ -88,6 +94,8 @@ class SessionSettings:
     """Settings that change the result; None means "not recorded, use the default"."""
 
     model: str | None = None
+    #: one of :data:`PRECISIONS`
+    precision: str | None = None
     axis: int | None = None
     channels: list[int] | None = None
     contrast: object = None  # "auto", [low, high] or [[low, high], ...]
@@ -242,12 +250,16 @@ def _parse_settings(value, where: str = "settings") -> SessionSettings:
         return SessionSettings()
     if not isinstance(value, dict):
         _fail(where, f"expected an object, got {json.dumps(value)}")
-    s = SessionSettings(extra={k: v for k, v in value.items() if k not in {
-        "model", "axis", "channels", "contrast", "image_layer", "frame_shape", "n_frames"}})
+    s = SessionSettings(extra={k: v for k, v in value.items() if k not in _SETTING_KEYS})
     if value.get("model") is not None:
         if not isinstance(value["model"], str):
             _fail(f"{where}.model", f"expected a model name or path, got {json.dumps(value['model'])}")
         s.model = value["model"]
+    if value.get("precision") is not None:
+        if value["precision"] not in PRECISIONS:
+            _fail(f"{where}.precision", f"expected one of {', '.join(PRECISIONS)}, got "
+                  f"{json.dumps(value['precision'])}")
+        s.precision = value["precision"]
     if value.get("axis") is not None:
         s.axis = _int(value["axis"], f"{where}.axis")
     if value.get("channels") is not None:
@@ -378,7 +390,7 @@ def _num(v: float):
 
 def _settings_dict(s: SessionSettings) -> dict:
     out = {}
-    for key in ("model", "axis", "channels", "contrast", "image_layer", "frame_shape", "n_frames"):
+    for key in _SETTING_KEYS:
         value = getattr(s, key)
         if value is None:
             continue
@@ -525,9 +537,10 @@ def session_from_engine(sam2_session, settings: SessionSettings | None = None,
     ----------
     sam2_session : Sam2Session
     settings : SessionSettings, optional
-        What the caller knows (axis, channels, layer name...). Missing ``model``, ``contrast``,
-        ``frame_shape`` and ``n_frames`` are filled from the session; the contrast is saved as
-        the resolved limits, so a replay maps intensities exactly as this session did.
+        What the caller knows (axis, channels, layer name...). Missing ``model``, ``precision``,
+        ``contrast``, ``frame_shape`` and ``n_frames`` are filled from the session; the contrast
+        is saved as the resolved limits, so a replay maps intensities exactly as this session
+        did.
     names : dict[int, str], optional
         Object names (default ``"object <id>"``).
     extra : dict[int, dict], optional
@@ -540,6 +553,9 @@ def session_from_engine(sam2_session, settings: SessionSettings | None = None,
     if s.model is not None and Path(s.model).expanduser().exists():
         # a local folder or checkpoint: absolute, so the file works from any working folder
         s.model = str(Path(s.model).expanduser().resolve())
+    if s.precision is None and hasattr(sam2_session.model, "autocast_dtype"):
+        dtype = sam2_session.model.autocast_dtype  # None: plain float32
+        s.precision = "float32" if dtype is None else str(dtype).replace("torch.", "")
     if s.contrast is None or isinstance(s.contrast, str):
         s.contrast = np.asarray(sam2_session.contrast, dtype=float).tolist()
     rows, cols = (int(v) for v in sam2_session.frame_shape)

@@ -7,6 +7,7 @@ error on the way (``no_alerts``).
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -124,6 +125,7 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     press(qtbot, dock.save_button)
     assert path.is_file() and (tmp_path / "cells.labels.tif").is_file()
     assert "session saved" in dock.status.text()
+    assert json.loads(path.read_text())["settings"]["precision"] == "float32"  # auto, on a CPU
 
     # a new viewer: Load session… loads the model, the prompts and the labels as they were
     other_viewer = make_napari_viewer()
@@ -409,8 +411,8 @@ def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
     assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()
 
 
-def test_a_precision_chosen_in_the_dock_is_the_one_that_runs(make_napari_viewer, hub_cache, no_alerts, qtbot,
-                                                             cells):
+def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells, tmp_path, monkeypatch):
     import torch
 
     viewer = make_napari_viewer(show=True)
@@ -426,4 +428,22 @@ def test_a_precision_chosen_in_the_dock_is_the_one_that_runs(make_napari_viewer,
     _click(qtbot, dock, (0, r, c))
     assert (dock.labels_layer.data[0] == 1).any()
     assert dock.session.model is dock.model
+
+    # the session file records the precision; a dock with no model loads it in that precision
+    from qtpy.QtWidgets import QFileDialog
+
+    path = tmp_path / "bf16.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
+    press(qtbot, dock.save_button)
+    assert json.loads(path.read_text())["settings"]["precision"] == "bfloat16"
+    other_viewer = make_napari_viewer()
+    other_viewer.add_image(cells.image, name="cells")
+    other = _open_dock(other_viewer)
+    assert other.precision_combo.currentText() == "auto"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    press(qtbot, other.load_session_button)
+    _idle(qtbot, other)
+    assert other.model.autocast_dtype == torch.bfloat16
+    assert other.precision_combo.currentText() == "bfloat16"
+    np.testing.assert_array_equal(other.labels_layer.data, dock.labels_layer.data)
     no_alerts.check()

@@ -70,7 +70,7 @@ def test_issue_example_is_read_exactly(example):
 
 def test_write_then_read_round_trip_keeps_everything(tmp_path, example):
     sf = read_session(example)
-    sf.settings = SessionSettings(model="sam2.1-small", axis=1, channels=[0, 2],
+    sf.settings = SessionSettings(model="sam2.1-small", precision="bfloat16", axis=1, channels=[0, 2],
                                   contrast=[[0.0, 10.5], [2.0, 9.0]], image_layer="cells",
                                   frame_shape=(200, 160), n_frames=40, extra={"note": "kept"})
     sf.objects[0].extra = {"color": "#ff8800"}
@@ -148,6 +148,8 @@ INVALID = [
     (_set(("settings", "contrast"), [5, 1]), r"settings\.contrast: contrast limits need high > low"),
     (_set(("settings", "channels"), [0, 1, 2, 3]), r"settings\.channels: choose one to three channels"),
     (_set(("settings", "axis"), "t"), r"settings\.axis: expected an integer"),
+    (_set(("settings", "precision"), "float64"),
+     r"settings\.precision: expected one of float32, bfloat16, float16, got \"float64\""),
 ]
 
 
@@ -192,6 +194,19 @@ def test_check_session_fits_the_stack():
         check_session_fits(SessionFile(), 4, (64, 64))
 
 
+def test_the_precision_a_session_ran_in_is_recorded(tiny_model):
+    import torch
+
+    from napari_sam2 import Sam2Session, load_model
+
+    bf16 = load_model(tiny_model, device="cpu", dtype="bfloat16")
+    assert bf16.autocast_dtype == torch.bfloat16
+    session = Sam2Session(bf16, np.zeros((3, 32, 32), np.uint8))
+    assert session_from_engine(session).settings.precision == "bfloat16"
+    # what the caller says wins (e.g. a file being re-saved keeps its own)
+    assert session_from_engine(session, SessionSettings(precision="float16")).settings.precision == "float16"
+
+
 def test_engine_session_round_trip_reproduces_masks(tmp_path, tiny_model):
     from napari_sam2 import Sam2Session
     from napari_sam2.samples import make_cells_timelapse
@@ -206,6 +221,7 @@ def test_engine_session_round_trip_reproduces_masks(tmp_path, tiny_model):
     names = {1: "first", 2: "second", 3: "third"}
     sf = session_from_engine(original, SessionSettings(axis=0, image_layer="cells"), names=names)
     assert sf.settings.frame_shape == (64, 64) and sf.settings.n_frames == 6
+    assert sf.settings.precision == "float32"  # the model's: plain float32, no autocast
     assert [p.kind for p in sf.objects[0].prompts] == ["points", "points", "points"]
     assert sf.objects[0].prompts[2].replace
     path = write_session(tmp_path / "run.json", sf)
