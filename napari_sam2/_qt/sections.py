@@ -9,7 +9,12 @@ from qtpy.QtWidgets import QLabel, QProgressBar, QSizePolicy, QToolButton, QVBox
 
 from napari_sam2.annotator import ProgressClock
 
-__all__ = ["Section", "StatusLine", "ProgressLine"]
+__all__ = ["Section", "StatusLine", "ProgressLine", "objects_text"]
+
+
+def objects_text(n: int) -> str:
+    """``"1 object"``, ``"2 objects"``: counts in the status line."""
+    return f"{n} object" + ("" if n == 1 else "s")
 
 
 class Section(QWidget):

@@ -445,5 +445,6 @@ def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
     _idle(qtbot, other)
     assert other.model.autocast_dtype == torch.bfloat16
     assert other.precision_combo.currentText() == "bfloat16"
+    assert other.status.text().startswith("session loaded: 1 object, labels from bf16.labels.tif")
     np.testing.assert_array_equal(other.labels_layer.data, dock.labels_layer.data)
     no_alerts.check()
