@@ -473,3 +473,21 @@ def test_cli_on_a_running_dask_scheduler(data, tmp_path):
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+def test_a_closing_cluster_does_not_report_its_own_shutdown(client):
+    """Heartbeats that meet a closing scheduler log tracebacks; the batch quiets its workers first.
+
+    (Last in this module: the shared cluster's workers stay quiet afterwards.)
+    """
+    import logging
+
+    from napari_sam2.batch.cluster import quiet_shutdown
+
+    def level():
+        return logging.getLogger("distributed").getEffectiveLevel()
+
+    assert set(client.run(level).values()) != {logging.CRITICAL}
+    quiet_shutdown(client)
+    levels = client.run(level)
+    assert len(levels) == 2 and set(levels.values()) == {logging.CRITICAL}

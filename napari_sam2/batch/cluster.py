@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["gpu_count", "local_worker_env", "start_local_cluster", "connect", "dashboard_link"]
+__all__ = ["gpu_count", "local_worker_env", "start_local_cluster", "quiet_shutdown", "connect",
+           "dashboard_link"]
 
 #: Default number of CPU workers: enough to overlap one stack's reading and writing with another
 #: stack's network passes, few enough that each keeps several torch threads.
@@ -100,6 +101,34 @@ def start_local_cluster(n_workers: int | None = None, *, device: str = "auto",
         "dashboard": False, "silence_logs": 40}} for i, env in enumerate(envs)}
     cluster = SpecCluster(scheduler=scheduler, workers=workers, name="napari-sam2", silence_logs=40)
     return cluster, used_device, threads
+
+
+def quiet_shutdown(client) -> None:
+    """Keep the workers of a cluster about to close from reporting its closing as errors.
+
+    A worker whose heartbeat meets a scheduler that is already closing logs "Failed to
+    communicate with scheduler during heartbeat." with a traceback, at ERROR level: a race in
+    every shutdown, not a failure, but it ends a successful batch with a traceback. Called just
+    before the batch closes its own cluster (never a cluster the user passed in).
+    """
+    import threading
+
+    def run():
+        try:
+            client.run(_silence_distributed)
+        except Exception:  # the workers are gone already: nothing left to say anything
+            pass
+
+    # a worker busy in a long torch call answers late: the batch does not wait for it long
+    thread = threading.Thread(target=run, name="napari-sam2 quiet shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+
+
+def _silence_distributed() -> None:
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def connect(address: str, timeout: float = 30):

@@ -212,6 +212,10 @@ def run_batch(inputs, out_dir, *, client=None, prompts=None, seeds_dir=None, see
         for bar in bars:
             bar.close()
         write_report()
+        if cluster is not None and own_client is not None:
+            from napari_sam2.batch.cluster import quiet_shutdown
+
+            quiet_shutdown(own_client)
         if own_client is not None:
             own_client.close(timeout=30)
         if cluster is not None:
