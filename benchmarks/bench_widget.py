@@ -21,6 +21,8 @@ longest gap is the longest time the window did not answer (the "GUI stall"). Und
 Revert last run are timed on the GUI thread too, and so is a cell-sized edit: the random
 network's masks cover most of a frame, so a 30 x 30 px label of another Labels layer is used as a
 mask prompt ("Use as mask", returned as it is), then undone ("cell ms", "cell undo").
+"full GC ms" is the longest full (generation 2) garbage collection during any of those timed
+windows (0: none), which holds Python's lock and so the window: a stall it explains.
 
 Usage (the canvas needs a display; under Xvfb it renders in software on the CPU)::
 
@@ -72,9 +74,15 @@ class EngineClock:
 
 
 class StallMeter:
-    """The longest gap between ticks of a 10 ms timer on the GUI thread."""
+    """The longest gap between ticks of a 10 ms timer on the GUI thread.
+
+    Also the longest full (generation 2) garbage collection in the same window, which holds
+    Python's lock, and so the window, for a few hundred ms in a process the size of napari's.
+    """
 
     def __init__(self):
+        import gc
+
         from qtpy.QtCore import QTimer
 
         self.timer = QTimer()
@@ -82,6 +90,16 @@ class StallMeter:
         self.timer.timeout.connect(self._tick)
         self.gaps: list[float] = []
         self._last = None
+        self.full_gc = 0.0  # the longest full collection since start(), seconds
+        self.active = False  # between start() and stop() (read in any thread: a plain flag)
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif info["generation"] == 2 and self.active:
+            self.full_gc = max(self.full_gc, time.perf_counter() - self._gc_started)
 
     def _tick(self):
         now = time.perf_counter()
@@ -91,10 +109,13 @@ class StallMeter:
 
     def start(self):
         self.gaps.clear()
+        self.full_gc = 0.0
+        self.active = True
         self._last = time.perf_counter()
         self.timer.start()
 
     def stop(self) -> float:
+        self.active = False
         self.timer.stop()
         self._tick()
         return max(self.gaps) if self.gaps else 0.0
@@ -146,7 +167,7 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
     dock.prompts.points.add(np.array([0, *click], float))  # what a click in add mode does
     dock.wait(300)
     click_stall = stalls.stop()
-    result = {"click_stall_s": click_stall}
+    result = {"click_stall_s": click_stall, "full_gc_s": stalls.full_gc}
     stalls.start()
     engine.seconds = 0.0
     t = time.perf_counter()
@@ -155,6 +176,7 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
     result["propagate_s"] = time.perf_counter() - t
     result["engine_in_dock_s"] = engine.seconds
     result["propagate_stall_s"] = stalls.stop()
+    result["full_gc_s"] = max(result["full_gc_s"], stalls.full_gc)
     result["frames"] = dock.progress.done
     result["refreshes"] = dock.view.refreshes
     for name, action in (("revert", dock.revert_last_run), ("undo", dock.undo_prompt)):
@@ -165,6 +187,7 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
         app.processEvents()
         result[f"{name}_s"] = time.perf_counter() - t
         result[f"{name}_stall_s"] = stalls.stop()
+        result["full_gc_s"] = max(result["full_gc_s"], stalls.full_gc)
     # a cell-sized edit, as most clicks on a real cell are (the random network's clicks cover the
     # frame): a 30 x 30 px label of another Labels layer used as a mask prompt, then its undo
     seed = np.zeros(stack.shape, np.uint8)
@@ -181,6 +204,7 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
         dock.wait(300)
         app.processEvents()
         result[f"{name}_stall_s"] = stalls.stop()
+        result["full_gc_s"] = max(result["full_gc_s"], stalls.full_gc)
     result["box_refreshes"] = dock.view.box_refreshes
     dock.teardown()
     viewer.window.remove_dock_widget(dock)
@@ -244,7 +268,7 @@ def main(argv=None):
             api_s = min(api_s, _api(model, stack, click)[0])
             api_labels_s = min(api_labels_s, _api(model, stack, click, labels=True)[0])
         w = dict(min(runs, key=lambda r: r["propagate_s"]))
-        for key in [k for k in w if k.endswith("stall_s")]:  # stalls: the worst of all runs
+        for key in [k for k in w if k.endswith("stall_s") or k == "full_gc_s"]:  # the worst of all runs
             w[key] = max(r[key] for r in runs)
         w["dock_runs_s"] = [r["propagate_s"] for r in runs]
         rows.append({"case": f"{name}, {n} frames", "frames": n, "api_s": api_s,
@@ -260,7 +284,7 @@ def main(argv=None):
     head = (f"{'case':<20}{'API s':>8}{'dock s':>8}{'ratio':>7}{'API+labels s':>13}{'ratio':>7}"
             f"{'engine s':>9}{'dock/engine':>12}"
             f"{'stall ms':>10}{'click stall':>12}{'revert ms':>10}{'undo ms':>9}{'cell ms':>9}"
-            f"{'cell undo':>10}{'refreshes':>10}")
+            f"{'cell undo':>10}{'full GC ms':>11}{'refreshes':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -269,7 +293,8 @@ def main(argv=None):
               f"{r['engine_in_dock_s']:>9.2f}{r['overhead']:>12.3f}"
               f"{1000 * r['propagate_stall_s']:>10.0f}{1000 * r['click_stall_s']:>12.0f}"
               f"{1000 * r['revert_stall_s']:>10.0f}{1000 * r['undo_stall_s']:>9.0f}"
-              f"{1000 * r['cell_stall_s']:>9.0f}{1000 * r['cell_undo_stall_s']:>10.0f}{r['refreshes']:>10}")
+              f"{1000 * r['cell_stall_s']:>9.0f}{1000 * r['cell_undo_stall_s']:>10.0f}"
+              f"{1000 * r['full_gc_s']:>11.0f}{r['refreshes']:>10}")
     out = HERE / "results" / f"widget-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"threads": torch.get_num_threads(), "load_average": load, "rows": rows},
