@@ -39,9 +39,12 @@ __all__ = ["Tracker", "PlanStep", "propagation_plan", "default_max_batch", "mask
 _PREV_LOGITS_CLAMP = 32.0
 # Logit magnitude for a mask known only as a binary record (same scale as SAM 2's mask inputs).
 _BINARY_LOGIT = 10.0
-# Objects tracked in one batch on a CPU: small batches stay in the caches (measured on 2 cores
-# at 256 px, 16 objects: batches of 2-4 ran 1.5-2x one at a time, batches of 16 1.3x)
-_CPU_MAX_BATCH = 4
+# Objects tracked in one batch on a CPU: batches of about this many image-feature tokens (the
+# memory attention's queries) ran fastest on 2 cores with 30-50 objects (docs/performance.md:
+# 256 px input, 256 tokens an object: 16 a batch best in bfloat16, 4 and 16 alike in float32;
+# 512 px: 4, 8 and 16 alike; 1024 px: 4 no slower than 1, 10 slower)
+_CPU_BATCH_TOKENS = 8192
+_CPU_MAX_BATCH = (4, 16)  # the bounds of a CPU batch
 _GPU_MAX_BATCH = 256
 # Working memory of one object in a batch, per model-input pixel (memory attention over ~7
 # frames of memories, the decoder's candidate masks, the memory encoder's input): ~100 MB at 1024 px
@@ -49,10 +52,16 @@ _WORK_BYTES_PER_PIXEL = 96
 
 
 def default_max_batch(model: Sam2Model) -> int:
-    """The most objects in one batch: from the free memory on a GPU, 4 on a CPU or an Apple GPU."""
+    """The most objects in one batch.
+
+    From the free memory on a GPU; on a CPU or an Apple GPU from the image-feature size: 16 at
+    256 px input, 8 at 512 px, 4 at 1024 px.
+    """
     dev = model.device
     if dev.type != "cuda":
-        return _CPU_MAX_BATCH
+        tokens = max(1, model.mask_size // 4) ** 2  # the image features' side: a quarter of the masks'
+        low, high = _CPU_MAX_BATCH
+        return int(min(high, max(low, _CPU_BATCH_TOKENS // tokens)))
     free, _ = torch.cuda.mem_get_info(dev)
     per_object = _WORK_BYTES_PER_PIXEL * model.image_size ** 2
     return int(max(1, min(_GPU_MAX_BATCH, 0.5 * free // per_object)))

@@ -108,6 +108,23 @@ def test_max_batch_bounds_groups_and_is_checked(tiny_model):
         Sam2Session(tiny_model, stack, max_batch=0)
 
 
+def test_cpu_batches_hold_about_the_same_number_of_feature_tokens(tiny_model):
+    """16 objects at 256 px input, 8 at 512, 4 at 1024 and SAM 3's 1008 (bounded to 4..16)."""
+    from napari_sam2.testing import make_tiny_model, tiny_sam3_config
+
+    def default(network):
+        return Sam2Session(network, np.zeros((2, 32, 32), np.uint8)).max_batch
+
+    assert default(tiny_model) == 16  # 256 px: 16 x 16 feature tokens an object
+    assert default(make_tiny_model(image_size=512)) == 8
+    assert default(make_tiny_model(image_size=1024)) == 4
+    assert default(make_tiny_model(image_size=128)) == 16  # never more than 16
+    from transformers import Sam3TrackerVideoModel
+
+    sam3 = Sam3TrackerVideoModel(tiny_sam3_config(image_size=1008)).eval()
+    assert default(sam3) == 4  # 72 x 72 tokens: never fewer than 4
+
+
 def test_cancel_from_another_thread_stops_after_the_current_frame(tiny_model, blobs_stack):
     s = Sam2Session(tiny_model, blobs_stack)
     s.add_points(0, 1, [[40, 45]], [1])
