@@ -118,8 +118,9 @@ class Sam2Session:
         one object at a time). The masks are the same either way; the logits differ
         in the last bits at most.
     max_batch : int, optional
-        The most objects in one batch. Default: chosen from the free memory on a GPU, 4 on
-        a CPU or an Apple GPU.
+        The most objects in one batch. Default: chosen from the free memory on a GPU; on a
+        CPU or an Apple GPU from the image-feature size (16 at 256 px input, 8 at 512, 4 at
+        1024).
 
     Attributes
     ----------
