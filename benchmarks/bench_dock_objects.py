@@ -5,8 +5,9 @@ holding one id per cell on frame 0. The dock loads the model (``--model``, a fol
 "Seed from labels" turns every label into an object and Propagate tracks them through
 ``--frames`` frames, as a user would with a Cellpose result. Printed: the run's time, the
 objects Python's garbage collector tracks per object and frame, every full (generation 2)
-collection during the run with its duration, and the longest gaps of a 10 ms timer on the GUI
-thread (how long the window did not answer).
+collection during the run with its duration, the longest gaps of a 10 ms timer on the GUI
+thread (how long the window did not answer), and the same propagation through the Python API
+on the dock's model afterwards (the dock's time over the API's).
 
 Usage (needs a display; under Xvfb the canvas renders in software)::
 
@@ -113,6 +114,17 @@ def main() -> None:
     print("full collections during the run (ms):", [round(1000 * s) for s in full])
     print("longest GUI gaps (ms, at s):",
           sorted((round(1000 * g), round(at, 1)) for g, at in gaps)[-5:])
+
+    # the same work through the Python API, on the dock's model, for the ratio
+    from napari_sam2 import Sam2Session
+
+    session = Sam2Session(dock.model, image, contrast=dock.session.contrast)
+    session.add_label_image(0, seeds[0])
+    t0 = time.perf_counter()
+    for _ in session.propagate("both"):
+        pass
+    api = time.perf_counter() - t0
+    print(f"the same propagation through the API: {api:.0f} s; dock / API {seconds / api:.2f}")
     viewer.close()
 
 
