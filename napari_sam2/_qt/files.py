@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtWidgets import QFileDialog
 
-from napari_sam2._qt.sections import objects_text
+from napari_sam2._qt.sections import counted
 
 if TYPE_CHECKING:
     from napari_sam2._qt.dock_host import DockHost
@@ -106,7 +106,7 @@ class DockFiles(DockHost):
                                    channels=None if layers else self.session_channels, extra=extra)
         sf = session_from_engine(self.session, settings, names=self.objects)
         out = write_session(path, sf)
-        self.say(f"session saved: {out.name} and {labels_path.name} ({objects_text(len(sf.objects))})")
+        self.say(f"session saved: {out.name} and {labels_path.name} ({counted(len(sf.objects))})")
         return out
 
     def _read_saved_labels(self, sf):
@@ -155,11 +155,11 @@ class DockFiles(DockHost):
                 target[...] = saved  # a loaded session starts a new history
                 self.core.forget_where()
                 self.labels_layer.refresh()
-                self.say(f"session loaded: {objects_text(len(sf.objects))}, "
+                self.say(f"session loaded: {counted(len(sf.objects))}, "
                          f"labels from {sf.settings.extra['labels_file']}")
             else:
                 self._repaint_prompted_frames()
-                self.say(f"session loaded: {objects_text(len(sf.objects))} (prompted {self.unit} repainted)")
+                self.say(f"session loaded: {counted(len(sf.objects))} (prompted {self.unit} repainted)")
 
         def start_replay():
             self._replay(sf, done, progress="Loading session")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_sam2._qt.sections import objects_text
+from napari_sam2._qt.sections import counted
 
 if TYPE_CHECKING:
     from napari_sam2._qt.dock_host import DockHost
@@ -72,7 +72,7 @@ class LabelSeeds(DockHost):
             self.prompts.record_mask(frame, ids[0])
             self._show(core.commit(write, "seed"))
             self._update_quality()
-            self.say(f"seeded {objects_text(len(ids))} from '{name}' on {self.unit[:-1]} {frame} "
+            self.say(f"seeded {counted(len(ids))} from '{name}' on {self.unit[:-1]} {frame} "
                      f"(ids {', '.join(map(str, ids[:6]))}{'…' if len(ids) > 6 else ''})")
 
         self.tasks.submit(work, done)
@@ -107,7 +107,7 @@ class LabelSeeds(DockHost):
             self.mask_source.setCurrentText(FOUND_LAYER)
             n = len(np.unique(found[found > 0]))
             self.prompts.select_points()
-            self.say(f"found {objects_text(n)} on {self.unit[:-1]} {frame} in '{FOUND_LAYER}': review them, "
+            self.say(f"found {counted(n)} on {self.unit[:-1]} {frame} in '{FOUND_LAYER}': review them, "
                      "then press Seed from labels")
 
         self.tasks.submit(work, done, progress="SAM 2: finding objects")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from napari_sam2._qt.sections import counted
 from napari_sam2.label_edits import EditRun
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class PropagationPanel(DockHost):
         self.cancel_button.setEnabled(True)
         self.propagate_button.setEnabled(False)
         self._cancel = False
-        self.say(f"propagating {total} {unit}…")
+        self.say(f"propagating {counted(total, unit)}…")
 
         def work():
             # each frame's write is prepared in a second thread while the engine tracks the next
@@ -86,7 +87,7 @@ class PropagationPanel(DockHost):
             if self._cancel and done < total:
                 self.say(f"cancelled ({done} of {total} {unit}); the finished {unit} stay")
             elif not (self.status.is_error and done < total):  # else the error is on the status line
-                self.say(f"propagated {done} {unit}{rate}")
+                self.say(f"propagated {counted(done, unit)}{rate}")
             self._update_quality()
 
         # the dock's own bar shows the run: napari's activity-dock bar processes Qt's events
@@ -120,7 +121,7 @@ class PropagationPanel(DockHost):
             for edit in run.edits:
                 self._show(edit, now=False)
             self.view.flush()
-            self.say(f"reverted the last propagation: {n} {self.unit} back as they were "
+            self.say(f"reverted the last propagation: {counted(n, self.unit)} back as they were "
                      "(the tracking stays in the session: Propagate redoes it)")
             self._update_quality()
 

@@ -15,6 +15,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from napari_sam2._qt.sections import counted
 from napari_sam2.quality import flagged_frames, frame_states
 
 if TYPE_CHECKING:
@@ -102,8 +103,7 @@ class QualityPanel(DockHost):
         done = int(np.count_nonzero(~np.isnan(q[:, 0])))
         more = "…" if len(flagged) > 8 else ""
         listed = f": {', '.join(map(str, flagged[:8]))}{more}" if len(flagged) else ""
-        unit = self.unit if done != 1 else self.unit[:-1]
-        self.quality_label.setText(f"{done} {unit} tracked, {len(flagged)} flagged{listed}")
+        self.quality_label.setText(f"{counted(done, self.unit)} tracked, {len(flagged)} flagged{listed}")
 
     def _flagged(self):
         if self.session is None or self.active_id not in self.session.objects:

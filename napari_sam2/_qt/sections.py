@@ -9,12 +9,12 @@ from qtpy.QtWidgets import QLabel, QProgressBar, QSizePolicy, QToolButton, QVBox
 
 from napari_sam2.annotator import ProgressClock
 
-__all__ = ["Section", "StatusLine", "ProgressLine", "objects_text"]
+__all__ = ["Section", "StatusLine", "ProgressLine", "counted"]
 
 
-def objects_text(n: int) -> str:
-    """``"1 object"``, ``"2 objects"``: counts in the status line."""
-    return f"{n} object" + ("" if n == 1 else "s")
+def counted(n: int, plural: str = "objects") -> str:
+    """``"1 object"``, ``"2 objects"``, ``"1 frame"``: counts in the status line."""
+    return f"{n} {plural[:-1] if n == 1 else plural}"
 
 
 class Section(QWidget):

@@ -316,3 +316,11 @@ def test_progress_bar_counts_every_frame_and_redraws_at_a_bounded_rate(qtbot):
     bar.step(2)
     bar.show_count()  # what the dock calls when a run ends early (cancel, error)
     assert bar.value() == 2 and bar.text().startswith("2 / 5 frames")
+
+
+def test_counts_in_the_status_line_agree_with_their_number():
+    from napari_sam2._qt.sections import counted
+
+    assert counted(1) == "1 object" and counted(0) == "0 objects" and counted(200) == "200 objects"
+    assert counted(1, "frames") == "1 frame" and counted(1, "slices") == "1 slice"
+    assert counted(12, "slices") == "12 slices"
