@@ -323,12 +323,9 @@ def load_model(
 def _finish(model: Sam2Model, compile, report=None) -> Sam2Model:
     """Prepare a loaded network for fast inference (see :mod:`napari_sam2.engine.speed`)."""
     from napari_sam2.engine import speed
-    from napari_sam2.engine.shared_query import share_first_layer
 
     speed.cache_position_encodings(model.network)
-    model.info["fast_rotary"] = speed.fast_rotary(model.network)
-    model.info["lean_attention"] = speed.lean_attention(model.network)
-    model.info["shared_first_layer"] = share_first_layer(model.network)
+    speed.install_shortcuts(model)
     if compile:
         if report is not None:
             report(0, 0, "Compiling the image encoder and memory attention")

@@ -21,7 +21,7 @@ import types
 
 import torch
 
-__all__ = ["has_shared_first_layer", "share_first_layer", "unshare_first_layer"]
+__all__ = ["has_shared_first_layer", "share_first_layer"]
 
 
 def share_first_layer(network) -> int:
@@ -45,15 +45,6 @@ def share_first_layer(network) -> int:
     if "forward" in module.__dict__ or not _agrees(module):
         return 0
     module.forward = types.MethodType(_forward, module)
-    return 1
-
-
-def unshare_first_layer(network) -> int:
-    """Give the memory attention transformers' own ``forward`` back; returns how many went back."""
-    module = getattr(network, "memory_attention", None)
-    if module is None or not has_shared_first_layer(module):
-        return 0
-    del module.forward
     return 1
 
 

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["cache_position_encodings", "compile_network", "fast_rotary", "lean_attention", "plain_rotary"]
+__all__ = ["cache_position_encodings", "compile_network", "fast_rotary", "install_shortcuts",
+           "lean_attention", "plain_rotary"]
 
 
 class _SharedSineEncoding(nn.Module):
@@ -266,6 +267,19 @@ def fast_rotary(network) -> int:
     return count
 
 
+def install_shortcuts(model) -> None:
+    """Install the faster forwards (checked against transformers' own) and note them in ``model.info``.
+
+    :func:`fast_rotary`, :func:`lean_attention` and
+    :func:`napari_sam2.engine.shared_query.share_first_layer`; :func:`plain_rotary` undoes them.
+    """
+    from napari_sam2.engine.shared_query import share_first_layer
+
+    model.info["fast_rotary"] = fast_rotary(model.network)
+    model.info["lean_attention"] = lean_attention(model.network)
+    model.info["shared_first_layer"] = share_first_layer(model.network)
+
+
 def plain_rotary(network) -> int:
     """Give the network transformers' own forwards back (undoes every shortcut).
 
@@ -411,8 +425,6 @@ def compile_network(model, options: dict | None = None) -> bool:
     bool
         Whether the compiled modules are in use (also in ``model.info["compiled"]``).
     """
-    from napari_sam2.engine.shared_query import share_first_layer
-
     options = dict(options or {})
     targets = _targets(model.network)
     plain_rotary(model.network)  # the compiler fuses transformers' form itself
@@ -425,9 +437,7 @@ def compile_network(model, options: dict | None = None) -> bool:
         for module in targets.values():
             # nn.Module.compile() keeps the compiled callable here; None restores eager calls
             module._compiled_call_impl = None
-        model.info["fast_rotary"] = fast_rotary(model.network)
-        model.info["lean_attention"] = lean_attention(model.network)
-        model.info["shared_first_layer"] = share_first_layer(model.network)
+        install_shortcuts(model)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         warnings.warn(
             f"torch.compile of the image encoder and memory attention failed on "

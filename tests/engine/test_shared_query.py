@@ -5,29 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _memory_inputs import memory_attention_inputs
 
 from napari_sam2 import Sam2Session, load_model
 from napari_sam2.engine import shared_query, speed
 from napari_sam2.testing import make_tiny_model
 
 
-def _inputs(config, objects=5, memories=3, pointers=8, seed=0, expanded=True):
+def _inputs(config, objects=5, expanded=True, **kw):
     """A propagated frame's inputs: the frame's features (one for all objects), memories, pointers."""
-    gen = torch.Generator().manual_seed(seed)
-    tokens = int(np.prod(config.memory_attention_rope_feat_sizes))
-    hidden, mem_dim = config.memory_attention_hidden_size, config.memory_encoder_output_channels
-    n = memories * tokens + pointers
-    vision = torch.randn(tokens, 1 if expanded else objects, hidden, generator=gen)
-    vision_pos = torch.randn(tokens, 1 if expanded else objects, hidden, generator=gen)
-    if expanded:  # as the engine hands a batch of objects the frame's features
-        vision, vision_pos = vision.expand(-1, objects, -1), vision_pos.expand(-1, objects, -1)
-    return dict(
-        current_vision_features=vision,
-        current_vision_position_embeddings=vision_pos,
-        memory=torch.randn(n, objects, mem_dim, generator=gen),
-        memory_posision_embeddings=torch.randn(n, objects, mem_dim, generator=gen),
-        num_object_pointer_tokens=pointers,
-    )
+    return memory_attention_inputs(config, objects=objects, expanded=expanded, **kw)
 
 
 def _first_layer_batches(network) -> list[int]:
@@ -86,7 +73,6 @@ def test_loaded_models_share_it_and_plain_rotary_takes_it_away():
     assert shared_query.has_shared_first_layer(model.network.memory_attention)
     assert speed.plain_rotary(model.network) > 0
     assert not any("forward" in m.__dict__ for m in model.network.modules())
-    assert shared_query.unshare_first_layer(model.network) == 0
 
 
 def test_batched_tracking_with_the_shared_first_layer_equals_one_object_at_a_time():

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _memory_inputs import memory_attention_inputs
 
 from napari_sam2 import Sam2Session, load_model
 from napari_sam2.engine import speed
@@ -152,21 +153,6 @@ def test_device_side_mapping_equals_the_host_mapping(dtype, channels):
         torch.testing.assert_close(device, host, rtol=0, atol=0)
 
 
-def _memory_attention_inputs(config, objects=3, memories=3, pointers=8, seed=0):
-    """Inputs shaped as a propagated frame's: current features, memories and object pointers."""
-    gen = torch.Generator().manual_seed(seed)
-    tokens = int(np.prod(config.memory_attention_rope_feat_sizes))
-    hidden, mem_dim = config.memory_attention_hidden_size, config.memory_encoder_output_channels
-    n = memories * tokens + pointers
-    return dict(
-        current_vision_features=torch.randn(tokens, objects, hidden, generator=gen),
-        current_vision_position_embeddings=torch.randn(tokens, objects, hidden, generator=gen),
-        memory=torch.randn(n, objects, mem_dim, generator=gen),
-        memory_posision_embeddings=torch.randn(n, objects, mem_dim, generator=gen),
-        num_object_pointer_tokens=pointers,
-    )
-
-
 @pytest.mark.parametrize("family", ["sam2", "sam3"])
 @pytest.mark.parametrize("autocast", [None, torch.bfloat16])
 def test_fast_rotary_gives_the_memory_attention_of_transformers(family, autocast):
@@ -177,7 +163,7 @@ def test_fast_rotary_gives_the_memory_attention_of_transformers(family, autocast
     assert speed.fast_rotary(fast) == 2 * layers  # idempotent
     assert fast.state_dict().keys() == plain.state_dict().keys()
     for memories, pointers in [(1, 0), (3, 8), (0, 4)]:  # no pointers, both, pointers only
-        inputs = _memory_attention_inputs(plain.config, memories=memories, pointers=pointers)
+        inputs = memory_attention_inputs(plain.config, memories=memories, pointers=pointers)
         with torch.inference_mode(), torch.autocast("cpu", dtype=autocast or torch.float32,
                                                      enabled=autocast is not None):
             want = plain.memory_attention(**inputs)
