@@ -92,7 +92,9 @@ class DockFiles(DockHost):
         if self.session is None or not self.session.objects or lay is None:
             raise ValueError("there is nothing to save yet: add a prompt first")
         path = Path(path)
-        model = self.model_path.text().strip() or self.size_combo.currentText()
+        # the model the masks came from, not what the Model rows show now
+        model = self.model.name if self.model is not None else (
+            self.model_path.text().strip() or self.model_combo.currentText())
         layers = [c.currentText() for c in (self.green_combo, self.blue_combo)
                   if c.currentText() not in ("(none)", self.image_layer.name)]
         extra: dict[str, Any] = {"channel_layers": layers} if layers else {}
@@ -128,7 +130,11 @@ class DockFiles(DockHost):
 
         sf = read_session(path)
         if self.model is None and sf.settings.model:
-            self.model_path.setText(str(sf.settings.model))
+            if self.model_combo.findText(sf.settings.model) >= 0:  # a name the dock offers
+                self.model_combo.setCurrentText(sf.settings.model)
+                self.model_path.clear()
+            else:
+                self.model_path.setText(str(sf.settings.model))
         if sf.settings.axis is not None and self.axis_spin.isEnabled():
             self.axis_spin.setValue(int(sf.settings.axis))
         if sf.settings.extra.get("axis_kind") in ("time", "z"):

@@ -43,7 +43,7 @@ class ModelLoading(DockHost):
         """
         from napari.utils import progress as activity_progress
 
-        source = self.model_path.text().strip() or self.size_combo.currentText()
+        source = self.model_path.text().strip() or self.model_combo.currentText()
         device = self.device_combo.currentText()
         precision = self.precision_combo.currentText()
         previous_status = self.model_status.text()

@@ -31,9 +31,21 @@ from qtpy.QtWidgets import (
 from napari_sam2._qt.quality_strip import QualityStrip
 from napari_sam2._qt.sections import ProgressLine, Section, StatusLine
 
-__all__ = ["build_dock", "DockWidgets", "MODEL_SIZES", "DOCK_WIDTH"]
+__all__ = ["build_dock", "DockWidgets", "MODEL_CHOICES", "DOCK_WIDTH"]
 
-MODEL_SIZES = ["sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam2.1-large"]
+#: The models offered by name (``napari_sam2.engine.models.MODEL_IDS``, which imports torch), each
+#: with what a user should know before a download.
+MODEL_CHOICES = {
+    "sam2.1-tiny": "SAM 2.1 tiny (facebook/sam2.1-hiera-tiny, 156 MB download): the fastest SAM 2.1",
+    "sam2.1-small": "SAM 2.1 small (facebook/sam2.1-hiera-small, 185 MB download)",
+    "sam2.1-base-plus": "SAM 2.1 base-plus (facebook/sam2.1-hiera-base-plus, 324 MB download)",
+    "sam2.1-large": "SAM 2.1 large (facebook/sam2.1-hiera-large, 898 MB download): the most accurate "
+                    "SAM 2.1, several times slower than tiny",
+    "sam3": "SAM 3's tracker (facebook/sam3, 3.4 GB download, 1008 px input): gated; request "
+            "access on the model page, then run: hf auth login",
+    "edgetam": "EdgeTAM (yonigozlan/EdgeTAM-hf, 56 MB download): SAM 2's tracker with a small "
+               "encoder, built for speed on small devices; needs: pip install 'napari-sam2[edgetam]'",
+}
 DOCK_WIDTH = 350
 
 
@@ -55,7 +67,7 @@ class DockWidgets:
     green_combo: QComboBox
     blue_combo: QComboBox
     model_section: Section
-    size_combo: QComboBox
+    model_combo: QComboBox
     device_combo: QComboBox
     precision_combo: QComboBox
     model_path: QLineEdit
@@ -204,11 +216,15 @@ def build_dock(root: QWidget) -> DockWidgets:
     # ---- model
     w.model_section = Section("Model")
     form = _form(w.model_section)
-    w.size_combo = _combo()
-    w.size_combo.addItems(MODEL_SIZES)
-    w.device_combo = QComboBox()
+    w.model_combo = _combo("The model to download (once) and load; a model folder or Meta .pt "
+                           "file in the file row below takes its place")
+    for i, (name, tip) in enumerate(MODEL_CHOICES.items()):
+        w.model_combo.addItem(name)
+        w.model_combo.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+    form.addRow("model", w.model_combo)
+    w.device_combo = _tip(QComboBox(), "auto: a CUDA GPU, else Apple's MPS, else the CPU")
     w.device_combo.addItems(["auto", "cuda", "mps", "cpu"])
-    form.addRow("size", _row(w.size_combo, "device", w.device_combo, stretch=0))
+    form.addRow("device", w.device_combo)
     w.precision_combo = QComboBox()
     w.precision_combo.addItems(["auto", "float32", "bfloat16", "float16"])
     w.precision_combo.setToolTip(

@@ -32,7 +32,7 @@ from napari_sam2._qt.label_seeds import LabelSeeds
 from napari_sam2._qt.labels_view import LabelsView
 from napari_sam2._qt.model_loading import ModelLoading
 from napari_sam2._qt.object_list import ObjectList
-from napari_sam2._qt.panels import MODEL_SIZES, build_dock
+from napari_sam2._qt.panels import MODEL_CHOICES, build_dock
 from napari_sam2._qt.prompt_layers import PromptLayers
 from napari_sam2._qt.propagation import PropagationPanel
 from napari_sam2._qt.quality_strip import QualityPanel
@@ -40,7 +40,7 @@ from napari_sam2._qt.shortcuts import SHORTCUTS, Shortcuts
 from napari_sam2._qt.tasks import TaskQueue
 from napari_sam2.annotator import Annotator
 
-__all__ = ["Sam2Widget", "MODEL_SIZES", "SHORTCUTS"]
+__all__ = ["Sam2Widget", "MODEL_CHOICES", "SHORTCUTS"]
 
 
 class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationPanel, QualityPanel,

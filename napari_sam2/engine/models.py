@@ -585,10 +585,18 @@ def _download_from_hub(repo_id, *, name, revision=None, cache_dir=None, local_fi
     size = f" (~{_DOWNLOAD_MB[name]} MB)" if name in _DOWNLOAD_MB else ""
     report(0, 0, f"Looking for {repo_id} in the model cache")
     try:
+        # config.json first: a model this install cannot build (EdgeTAM without timm, an
+        # image-only SAM) is refused before its weights are fetched
+        first = download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+                         allow_patterns=["config.json"], tqdm_class=report.tqdm_class(f"Reading {repo_id}"))
+        if (Path(first) / "config.json").is_file():
+            _read_config(Path(first), f"{repo_id} on the Hugging Face hub", "")
         folder = download(
             repo_id, revision=revision, cache_dir=cache_dir, local_files_only=offline,
             allow_patterns=_HUB_FILES, tqdm_class=report.tqdm_class(f"Downloading {repo_id}{size}"),
         )
+    except ModelLoadError:
+        raise
     except Exception as err:
         if report.raised is not None:  # the caller's progress callback stopped the download
             raise report.raised from None
@@ -630,13 +638,14 @@ def _download_from_hub(repo_id, *, name, revision=None, cache_dir=None, local_fi
 
 # --------------------------------------------------------------------------- folders and files
 
-def _load_folder(folder: Path, report: _Reporter, repo_id: str | None = None):
-    """A transformers folder (config.json + safetensors) -> (network on CPU, info)."""
-    from napari_sam2.engine.families import missing_dependencies, read_preprocessing
+def _read_config(folder: Path, where: str, refetch: str) -> tuple[ModelFamily, dict]:
+    """The family and the architecture's config dict of a model folder's config.json.
 
-    where = f"the cached copy of {repo_id} ({folder})" if repo_id else str(folder)
-    refetch = ("; delete it from the cache and load it again with internet access" if repo_id
-               else "; re-download or re-save the model")
+    Raises :class:`ModelLoadError` when it is missing, unreadable, not a video model of a known
+    family, or needs packages this install lacks (so a download can stop after config.json).
+    """
+    from napari_sam2.engine.families import missing_dependencies
+
     config_path = folder / "config.json"
     if not config_path.is_file():
         checkpoints = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in {".pt", ".pth"})
@@ -670,6 +679,17 @@ def _load_folder(folder: Path, report: _Reporter, repo_id: str | None = None):
     why = missing_dependencies(family, config_dict)
     if why:
         raise ModelLoadError(f"cannot build the model in {where}: {why}")
+    return family, config_dict
+
+
+def _load_folder(folder: Path, report: _Reporter, repo_id: str | None = None):
+    """A transformers folder (config.json + safetensors) -> (network on CPU, info)."""
+    from napari_sam2.engine.families import read_preprocessing
+
+    where = f"the cached copy of {repo_id} ({folder})" if repo_id else str(folder)
+    refetch = ("; delete it from the cache and load it again with internet access" if repo_id
+               else "; re-download or re-save the model")
+    family, _ = _read_config(folder, where, refetch)
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     if not weights:
         raise ModelLoadError(f"{where} has a config.json but no weights (model.safetensors){refetch}")

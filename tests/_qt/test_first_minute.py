@@ -61,7 +61,7 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     viewer = make_napari_viewer(show=True)
     viewer.add_image(cells.image, name="cells", axis_labels=("t", "y", "x"))
     dock = _open_dock(viewer)
-    assert dock.size_combo.currentText() == "sam2.1-tiny"
+    assert dock.model_combo.currentText() == "sam2.1-tiny"
     _load(qtbot, dock)  # from the hub cache, offline, in the worker
 
     # the prompt layers are there and the next click segments
@@ -178,7 +178,7 @@ def test_a_failed_load_shows_the_whole_message_in_the_dock(make_napari_viewer, q
     viewer = make_napari_viewer()
     viewer.add_image(cells.image)
     dock = _open_dock(viewer)
-    dock.size_combo.setCurrentText("sam2.1-large")  # not in any cache here, and offline
+    dock.model_combo.setCurrentText("sam2.1-large")  # not in any cache here, and offline
     press(qtbot, dock.load_button)
     _idle(qtbot, dock)
     assert dock.model is None and dock.load_button.isEnabled()
@@ -286,6 +286,23 @@ def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
     qtbot.wait(50)
     assert dock.width() <= 420
     assert viewer.window._qt_window.width() <= 1366
+    # every model the dock offers is readable in its row (a truncated "sam2." hid the size)
+    combo = dock.model_combo
+    for i in range(combo.count()):
+        choose(combo, combo.itemText(i))
+        qtbot.wait(10)
+        text = combo.fontMetrics().horizontalAdvance(combo.currentText())
+        assert combo.width() >= text + 30, (combo.currentText(), combo.width(), text)
+
+
+def test_the_dock_offers_every_model_by_name_with_what_it_costs():
+    from napari_sam2._qt.panels import MODEL_CHOICES
+    from napari_sam2.engine.models import MODEL_IDS
+
+    assert list(MODEL_CHOICES) == list(MODEL_IDS)
+    for name, tip in MODEL_CHOICES.items():
+        assert MODEL_IDS[name] in tip and "download" in tip, name
+    assert "hf auth login" in MODEL_CHOICES["sam3"] and "napari-sam2[edgetam]" in MODEL_CHOICES["edgetam"]
 
 
 def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
@@ -434,17 +451,21 @@ def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
 
     path = tmp_path / "bf16.json"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
+    choose(dock.model_combo, "sam2.1-large")  # chosen, not loaded: the masks are tiny's
     press(qtbot, dock.save_button)
-    assert json.loads(path.read_text())["settings"]["precision"] == "bfloat16"
+    settings = json.loads(path.read_text())["settings"]
+    assert (settings["precision"], settings["model"]) == ("bfloat16", "sam2.1-tiny")
     other_viewer = make_napari_viewer()
     other_viewer.add_image(cells.image, name="cells")
     other = _open_dock(other_viewer)
     assert other.precision_combo.currentText() == "auto"
+    choose(other.model_combo, "edgetam")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
     press(qtbot, other.load_session_button)
     _idle(qtbot, other)
     assert other.model.autocast_dtype == torch.bfloat16
     assert other.precision_combo.currentText() == "bfloat16"
+    assert (other.model_combo.currentText(), other.model_path.text()) == ("sam2.1-tiny", "")
     assert other.status.text().startswith("session loaded: 1 object, labels from bf16.labels.tif")
     np.testing.assert_array_equal(other.labels_layer.data, dock.labels_layer.data)
     no_alerts.check()

@@ -276,6 +276,34 @@ def test_edgetam_without_timm_is_a_clear_error(tmp_path, monkeypatch):
     assert "timm" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_edgetam_by_name_without_timm_is_refused_before_the_download(tmp_path, monkeypatch):
+    """A user without timm learns what to install once config.json is read, before the weights."""
+    import importlib.util
+
+    import huggingface_hub
+    from transformers import EdgeTamVideoConfig
+
+    hub = tmp_path / "hub"  # the released repository's config.json, as the hub serves it
+    hub.mkdir()
+    EdgeTamVideoConfig(vision_config={"model_type": "edgetam_vision_model"}).save_pretrained(hub)
+    fetched = []
+
+    def snapshot_download(repo_id, allow_patterns, **kwargs):
+        fetched.append((repo_id, list(allow_patterns)))
+        if allow_patterns != ["config.json"]:
+            raise AssertionError("the weights were fetched before the check")
+        return str(hub)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "timm" else real(name, *a, **k))
+    with pytest.raises(ModelLoadError, match=r"needs timm.*pip install 'napari-sam2\[edgetam\]'") as info:
+        load_model("edgetam", device="cpu")
+    assert "yonigozlan/EdgeTAM-hf on the Hugging Face hub" in str(info.value)
+    assert fetched == [("yonigozlan/EdgeTAM-hf", ["config.json"])]
+
+
 def test_sam3_hub_layout_loads_the_tracker(tmp_path):
     """facebook/sam3 holds the whole SAM 3 (model_type 'sam3_video'): the tracker loads from it."""
     from safetensors.torch import save_file

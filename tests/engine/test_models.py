@@ -509,6 +509,8 @@ def test_download_progress_reaches_the_callback(tmp_path):
     calls = []
 
     def fake_snapshot_download(repo_id, *, tqdm_class, allow_patterns, **kwargs):
+        if allow_patterns == ["config.json"]:  # read first: can this install build the model?
+            return str(folder)
         # how huggingface_hub drives tqdm_class: a file counter, a network-bytes bar with an
         # estimated total and a bar of the bytes written, whose total grows per file
         assert "config.json" in allow_patterns and "*.safetensors" in allow_patterns
