@@ -5,7 +5,7 @@ automatic masks on this frame go into a layer to review first.
 
 A painted mask, a Cellpose or StarDist result: "Use as mask" prompts the active object with one
 of its labels, "Seed from labels" makes every label of the current frame an object with the same
-id, and "Find objects on this frame" fills a "SAM 2 found objects" layer to edit before seeding.
+id, and "Find objects" (on the frame shown) fills a "SAM 2 found objects" layer to edit before seeding.
 """
 
 from __future__ import annotations

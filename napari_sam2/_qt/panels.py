@@ -266,8 +266,8 @@ def build_dock(root: QWidget) -> DockWidgets:
     box.addLayout(_row(w.mask_source, w.mask_id, w.mask_button, stretch=0))
     w.seed_button = _tip(QPushButton("Seed from labels"), "Every label of the chosen Labels layer "
                          "on this frame becomes an object with the same id")
-    w.find_button = _tip(QPushButton("Find objects on this frame"), "SAM 2's automatic masks on "
-                         "this frame, into a Labels layer to review, then Seed from labels")
+    w.find_button = _tip(QPushButton("Find objects"), "SAM 2's automatic masks on "
+                         "the frame shown, into a Labels layer to review, then Seed from labels")
     box.addLayout(_row(w.seed_button, w.find_button))
     col.addWidget(w.objects_section)
 

@@ -286,6 +286,14 @@ def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
     qtbot.wait(50)
     assert dock.width() <= 420
     assert viewer.window._qt_window.width() <= 1366
+    # every button's text is readable ("Find objects on this frame" was cut to "ind objects on this frame")
+    from qtpy.QtWidgets import QPushButton
+
+    buttons = [b for b in dock.findChildren(QPushButton) if b.isVisible() and b.text()]
+    assert len(buttons) > 10
+    for button in buttons:
+        text = button.fontMetrics().horizontalAdvance(button.text())
+        assert button.width() >= text + 8, (button.text(), button.width(), text)
     # every model the dock offers is readable in its row (a truncated "sam2." hid the size)
     combo = dock.model_combo
     for i in range(combo.count()):
