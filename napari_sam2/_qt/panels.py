@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QFormLayout,
@@ -31,7 +32,7 @@ from qtpy.QtWidgets import (
 from napari_sam2._qt.quality_strip import QualityStrip
 from napari_sam2._qt.sections import ProgressLine, Section, StatusLine
 
-__all__ = ["build_dock", "DockWidgets", "MODEL_CHOICES", "DOCK_WIDTH"]
+__all__ = ["build_dock", "DockWidgets", "MODEL_CHOICES", "DOCK_WIDTH", "WheelScrollsDock"]
 
 #: The models offered by name (``napari_sam2.engine.models.MODEL_IDS``, which imports torch), each
 #: with what a user should know before a download.
@@ -106,6 +107,7 @@ class DockWidgets:
     load_session_button: QPushButton
     export_button: QPushButton
     status: StatusLine
+    wheel_guard: WheelScrollsDock
 
 
 _W = TypeVar("_W", bound=QWidget)
@@ -329,4 +331,28 @@ def build_dock(root: QWidget) -> DockWidgets:
     inner.setMinimumWidth(DOCK_WIDTH - 60)
     root.setMinimumWidth(DOCK_WIDTH - 30)
     root.setMaximumWidth(2 * DOCK_WIDTH)
+    w.wheel_guard = WheelScrollsDock(w.scroll_area, inner)
     return w
+
+
+class WheelScrollsDock(QObject):
+    """The mouse wheel over a combo or spin box the user has not clicked scrolls the dock.
+
+    Qt's combo and spin boxes change their value on a wheel turn under the pointer: scrolling
+    down the dock would otherwise change whatever passes beneath it (the direction of the next
+    propagation, the tracked axis, which resets the session). Once clicked (focused) they take
+    the wheel as usual.
+    """
+
+    def __init__(self, scroll_area: QScrollArea, content: QWidget):
+        super().__init__(scroll_area)
+        self._bar = scroll_area.verticalScrollBar()
+        for widget in [*content.findChildren(QComboBox), *content.findChildren(QAbstractSpinBox)]:
+            widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # no focus from the wheel
+            widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Wheel and isinstance(obj, QWidget) and not obj.hasFocus():
+            QCoreApplication.sendEvent(self._bar, event)
+            return True
+        return False

@@ -84,3 +84,16 @@ def world(layer, data_coords):
 def same(a, b) -> bool:
     """Whether two layers are one (napari hands plugins proxies of its objects)."""
     return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
+def turn_wheel(widget, notches=-1):
+    """Turn the mouse wheel over ``widget`` (negative: towards the user, i.e. scroll down)."""
+    from qtpy.QtCore import QPoint, QPointF, Qt
+    from qtpy.QtGui import QWheelEvent
+    from qtpy.QtWidgets import QApplication
+
+    centre = QPointF(widget.width() / 2, widget.height() / 2)
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 * notches), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)

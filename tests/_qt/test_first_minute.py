@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from _user_actions import choose, click_canvas, press, press_key, same, type_into, world
+from _user_actions import choose, click_canvas, press, press_key, same, turn_wheel, type_into, world
 
 from napari_sam2.samples import make_cells_timelapse, make_organ_volume
 
@@ -301,6 +301,24 @@ def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
         qtbot.wait(10)
         text = combo.fontMetrics().horizontalAdvance(combo.currentText())
         assert combo.width() >= text + 30, (combo.currentText(), combo.width(), text)
+
+
+def test_the_wheel_scrolls_the_dock_and_changes_no_setting_on_the_way(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8))
+    dock = _open_dock(viewer)
+    viewer.window._qt_window.resize(1366, 600)  # the dock scrolls
+    qtbot.wait(50)
+    bar = dock.scroll_area.verticalScrollBar()
+    assert bar.maximum() > 0
+    combos = (dock.direction_combo, dock.axis_kind, dock.model_combo, dock.precision_combo)
+    spins = (dock.axis_spin, dock.start_spin)
+    before = [c.currentIndex() for c in combos] + [s.value() for s in spins]
+    start = bar.value()
+    for widget in (*combos, *spins):
+        turn_wheel(widget, -1)
+    assert [c.currentIndex() for c in combos] + [s.value() for s in spins] == before
+    assert bar.value() > start  # the dock scrolled instead
 
 
 def test_the_dock_offers_every_model_by_name_with_what_it_costs():
