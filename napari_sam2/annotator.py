@@ -48,7 +48,9 @@ class FrameWrite:
     ``region`` is ``(row slice, column slice)`` of the frame, or None when nothing changes;
     ``new`` is what the region holds once written and ``edit`` how to undo it (None: no change),
     both computed where the work ran; ``epoch`` tells whether the labels changed since, and
-    ``generation`` whether another write of the same frame was applied since.
+    ``generation`` whether another write of the same frame was applied since. ``index`` is the
+    label plane it was prepared for: it lands there even if the layout changed meanwhile (the
+    user moved to another slice of a 4-D stack while a propagated frame was on its way).
     """
 
     frame: int
@@ -59,6 +61,12 @@ class FrameWrite:
     boxes: dict | None = None
     epoch: int = -1
     generation: int = -1
+    index: tuple | None = None
+
+
+def _plane(index: tuple) -> tuple:
+    """A label plane's index (ints, then the spatial slices) as a dict key."""
+    return tuple(None if isinstance(i, slice) else int(i) for i in index)
 
 
 class Annotator:
@@ -77,14 +85,16 @@ class Annotator:
         self.objects: dict[int, str] = {}
         self.active_id: int | None = None
         self.runs: list[EditRun] = []  # undo history of label writes, newest last
-        self._boxes: dict[int, dict[int, tuple | None]] = {}  # frame -> {obj id: box of its pixels}
+        # label plane (see _plane) -> {obj id: box of its pixels}: per plane, not per frame, as
+        # the frames of a 4-D stack tracked at one z and then at another are other planes
+        self._boxes: dict[tuple, dict[int, tuple | None]] = {}
         # bumped whenever the labels change other than through prepare() + apply(): a write
         # prepared before then is painted again from its masks
         self.epoch = 0
         # frame -> writes applied to it: a write prepared before another write of its frame was
         # applied (a frame yielded twice by "both", prepared while the first waits for the GUI
         # thread) is painted again from its masks, or it would paint over the other's pixels
-        self._applied: dict[int, int] = {}
+        self._applied: dict[tuple, int] = {}
         self.labels: np.ndarray | None = None
         # an upper bound of the highest id in the labels (None: not known, look once); kept up
         # to date by the writes and the user's paint strokes, so that a new object does not
@@ -119,11 +129,11 @@ class Annotator:
     def forget_where(self, frame: int | None = None) -> None:
         """Someone else changed the labels of ``frame`` (all frames when None): look again."""
         self.epoch += 1
-        if frame is None:
+        if frame is None or self.layout is None:
             self._boxes.clear()
             self._max_label = None
         else:
-            self._boxes.pop(int(frame), None)
+            self._boxes.pop(_plane(self.layout.index(int(frame))), None)
 
     def labels_painted(self, values=None) -> None:
         """The user painted (or erased) the labels with ``values``: look again where objects are.
@@ -204,48 +214,51 @@ class Annotator:
         return run
 
     # ------------------------------------------------------------------ painting
-    def _where(self, frame: int, obj_ids) -> dict:
-        """Boxes of the objects' current pixels on a frame (looked up once, then remembered)."""
-        known = self._boxes.setdefault(int(frame), {})
+    def _where(self, index: tuple, obj_ids) -> dict:
+        """Boxes of the objects' current pixels on a label plane (looked up once, then remembered)."""
+        known = self._boxes.setdefault(_plane(index), {})
         missing = [i for i in obj_ids if i not in known]
         if missing:
-            plane = self._label_array()[self._stack_layout().index(frame)]
-            known.update(label_boxes(plane, missing))
+            known.update(label_boxes(self._label_array()[index], missing))
         return {i: known[i] for i in obj_ids}
 
-    def prepare(self, frame: int, masks: dict, within: dict | None = None) -> FrameWrite:
+    def prepare(self, frame: int, masks: dict, within: dict | None = None,
+                layout: StackLayout | None = None) -> FrameWrite:
         """Crop ``{obj id: bool (H, W) mask}`` to the region that changes and paint it aside.
 
         Only reads the labels: it runs in the worker thread, so that the GUI thread only copies
         the painted region in (:meth:`apply`), whatever the frame size. ``within``: boxes known
         to hold each mask's pixels (the engine's ``FrameMasks.boxes``), so only those are scanned.
+        ``layout``: the stack layout of the session that computed the masks, when the work may
+        outlive it (a propagation); by default the current one.
         """
         frame = int(frame)
-        epoch, generation = self.epoch, self._applied.get(frame, 0)
+        index = (layout or self._stack_layout()).index(frame)
+        epoch, generation = self.epoch, self._applied.get(_plane(index), 0)
         ids = sorted(int(i) for i in masks)
         within = within or {}
         boxes = {i: mask_box(masks[i], within.get(i)) for i in ids}
-        old = self._where(frame, ids)
+        old = self._where(index, ids)
         box = union_box(*boxes.values(), *old.values())
         if box is None:
-            return FrameWrite(frame, {}, None, epoch=epoch, generation=generation)
+            return FrameWrite(frame, {}, None, epoch=epoch, generation=generation, index=index)
         region = box_slices(box)
         crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
-        index = self._stack_layout().index(frame)
         # read in place, a block at a time (no copy of the region: 72 MB at 6000 x 6000 uint16)
         changed, held, new = paint_plan(self._label_array()[index][region], crops, self.sam_ids(),
                                         shifted_boxes(boxes, region))
         edit = FrameEdit.of(index, changed, held, region)
-        return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation)
+        return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation, index)
 
     def apply(self, write: FrameWrite) -> FrameEdit | None:
         """Write a prepared frame into the labels (on the thread that owns them)."""
         if write.region is None:
             return None
-        index = self._stack_layout().index(write.frame)
+        index = write.index if write.index is not None else self._stack_layout().index(write.frame)
+        plane = _plane(index)
         labels = self._label_array()
-        generation = self._applied.get(write.frame, 0)
-        self._applied[write.frame] = generation + 1
+        generation = self._applied.get(plane, 0)
+        self._applied[plane] = generation + 1
         if write.epoch == self.epoch and write.generation == generation and write.new is not None:
             edit = write.edit
             if edit is not None:  # one plain copy (see paint_plan)
@@ -254,7 +267,7 @@ class Annotator:
             edit = paint_masks(labels, index, write.masks, self.sam_ids(), region=write.region)
         if edit is not None and write.masks and self._max_label is not None:
             self._max_label = max(self._max_label, max(int(i) for i in write.masks))
-        known = self._boxes.setdefault(write.frame, {})
+        known = self._boxes.setdefault(plane, {})
         for obj_id, b in (write.boxes or {i: mask_box(m) for i, m in write.masks.items()}).items():
             known[obj_id] = b
         if edit is not None:  # a higher id may have kept pixels of a lower one: look again then
@@ -262,17 +275,20 @@ class Annotator:
                 known.pop(obj_id, None)
         return edit
 
-    def prompt(self, frame: int, obj_id: int, call) -> FrameWrite:
+    def prompt(self, frame: int, obj_id: int, call, session: Sam2Session | None = None,
+               layout: StackLayout | None = None) -> FrameWrite:
         """Worker side of a prompt: run the engine ``call(session)`` and prepare its mask.
 
         ``call`` returns the mask the engine computed for the prompt (``add_points``,
         ``add_box``, ``add_mask``), which is what gets painted; when it returns None (a cleared
         prompt) the engine's remaining mask for that frame is painted (maybe nothing).
+        ``session`` and ``layout``: those the prompt was made for (default: the current ones).
         """
-        mask = call(self.session)
+        session = session or self.session
+        mask = call(session)
         if mask is None:
-            mask = self.engine_mask(frame, obj_id)
-        return self.prepare(frame, {obj_id: np.asarray(mask, bool)})
+            mask = self.engine_mask(frame, obj_id, session)
+        return self.prepare(frame, {obj_id: np.asarray(mask, bool)}, layout=layout)
 
     def commit(self, write: FrameWrite, label: str) -> FrameEdit | None:
         """GUI side of a prompt (or seed, or undo): write a prepared frame as one undoable step."""
@@ -287,12 +303,13 @@ class Annotator:
         self.push_run(run)
         return run
 
-    def engine_mask(self, frame: int, obj_id: int) -> np.ndarray:
+    def engine_mask(self, frame: int, obj_id: int, session: Sam2Session | None = None) -> np.ndarray:
         """The engine's mask of an object on a frame (empty when it has none)."""
-        if self.session is None:
+        session = session or self.session
+        if session is None:
             return np.zeros(self._label_array().shape[-2:], bool)
-        mask = self.session.mask(frame, obj_id) if obj_id in self.session.objects else None
-        return np.zeros(self.session.frame_shape, bool) if mask is None else mask
+        mask = session.mask(frame, obj_id) if obj_id in session.objects else None
+        return np.zeros(session.frame_shape, bool) if mask is None else mask
 
     def push_run(self, run: EditRun) -> None:
         """Keep a run in the undo history (if it changed anything), at most UNDO_DEPTH of them."""
@@ -336,8 +353,8 @@ class Annotator:
         """Put back the pixels a run changed (may run in a worker: a masked copy per frame)."""
         run.undo(self._label_array())
         self.epoch += 1
-        for frame in self.frames_of(run):
-            self.forget_where(frame)
+        for edit in run.edits:
+            self._boxes.pop(_plane(edit.index), None)
 
     def frames_of(self, run: EditRun) -> list[int]:
         """The frame numbers a run wrote."""

@@ -163,3 +163,42 @@ def test_a_write_prepared_with_the_engines_boxes_equals_one_without(core):
     boxed = core.prepare(1, {obj: mask}, within={obj: loose})
     assert plain.region == boxed.region and plain.boxes == boxed.boxes
     np.testing.assert_array_equal(plain.new, boxed.new)
+
+
+def _square(shape, top, left, size=4):
+    mask = np.zeros(shape, bool)
+    mask[top:top + size, left:left + size] = True
+    return mask
+
+
+def test_each_plane_of_a_4d_stack_keeps_its_own_record_of_where_objects_are():
+    """Tracked through t at one z, then at another, then back: an object's old pixels are found."""
+    labels = np.zeros((3, 2, 16, 16), np.uint16)  # (t, z, y, x)
+    core = Annotator(labels)
+    obj = core.add_object()
+    at = {z: StackLayout(labels.shape, video_axis=0, fixed={1: z}) for z in (0, 1)}
+    core.layout = at[1]
+    core.apply(core.prepare(1, {obj: _square((16, 16), 0, 0)}))
+    core.layout = at[0]
+    core.apply(core.prepare(1, {obj: _square((16, 16), 8, 8)}))
+    core.layout = at[1]
+    core.apply(core.prepare(1, {obj: _square((16, 16), 12, 0)}))  # the object moved on z = 1
+    np.testing.assert_array_equal(labels[1, 1] == obj, _square((16, 16), 12, 0))
+    np.testing.assert_array_equal(labels[1, 0] == obj, _square((16, 16), 8, 8))
+
+
+def test_a_write_lands_on_the_plane_it_was_prepared_for_when_the_layout_changes_meanwhile():
+    """A propagated frame in flight while the user moves to another z (the dock follows the slider)."""
+    labels = np.zeros((3, 2, 16, 16), np.uint16)
+    core = Annotator(labels)
+    obj = core.add_object()
+    core.layout = StackLayout(labels.shape, video_axis=0, fixed={1: 0})
+    write = core.prepare(2, {obj: _square((16, 16), 4, 4)})
+    core.layout = StackLayout(labels.shape, video_axis=0, fixed={1: 1})
+    edit = core.apply(write)
+    assert edit is not None and edit.index[:2] == (2, 0)
+    np.testing.assert_array_equal(labels[2, 0] == obj, _square((16, 16), 4, 4))
+    assert not labels[:, 1].any()
+    write = core.prepare(1, {obj: _square((16, 16), 0, 0)})
+    core.layout = None  # the session ended (the image was removed): a write in flight still lands
+    assert core.apply(write) is not None and (labels[1, 1] == obj).sum() == 16

@@ -165,6 +165,10 @@ class DockHost(DockWidgets):
         """Show an object in the list (and make it the active one)."""
         raise NotImplementedError
 
+    def cancel(self) -> None:
+        """Stop the running propagation after the current frame."""
+        raise NotImplementedError
+
     def load_chosen_model(self, then: Callable[[], Any] | None = None) -> None:
         """Load the model chosen in the dock in a worker."""
         raise NotImplementedError

@@ -91,6 +91,12 @@ class ImageInputs(DockHost):
     def _image_changed(self, *_):
         layer = self.image_layer
         if layer is None:
+            if self.session is not None:  # the session's image was removed from the viewer
+                if self.tasks.busy:
+                    self.cancel()
+                self._reset_session()
+                self.say("the image was removed, so SAM 2's session ended; your labels and prompts "
+                         "stay: open or choose an image to go on")
             return
         data = layer.data[0] if layer.multiscale else layer.data
         nd = data.ndim - (1 if layer.rgb else 0)

@@ -59,12 +59,12 @@ class LabelSeeds(DockHost):
         session, frame, name, plane = self._seed_plane("objects (Objects ▸ Seed from labels)")
         if not plane.any():
             raise ValueError(f"'{name}' has no labels on {self.unit[:-1]} {frame}")
-        core = self.core
+        core, layout = self.core, self.stack_layout
 
         def work():
             ids = session.add_label_image(frame, plane)
-            masks = {i: core.engine_mask(frame, i) for i in ids}
-            return ids, core.prepare(frame, masks)
+            masks = {i: core.engine_mask(frame, i, session) for i in ids}
+            return ids, core.prepare(frame, masks, layout=layout)
 
         def done(result):
             ids, write = result

@@ -32,7 +32,7 @@ class PropagationPanel(DockHost):
         session = self.ensure_session()
         if self.tasks.busy:
             raise ValueError("wait for the running task to finish (or press Cancel)")
-        core = self.core
+        core, layout = self.core, self.stack_layout  # this run's, whatever happens meanwhile
         obj_ids = [self.active_id] if self.selected_only.isChecked() and self.active_id else None
         kwargs = dict(direction=self.direction_combo.currentText(), start=self.start_spin.value(),
                       stop=self.stop_spin.value() or None, obj_ids=obj_ids)
@@ -56,7 +56,7 @@ class PropagationPanel(DockHost):
                 for frame, masks in session.propagate(**kwargs):
                     job = writes.submit(core.prepare, frame,
                                         dict(masks.items()) if hasattr(masks, "items") else masks,
-                                        getattr(masks, "boxes", None))
+                                        getattr(masks, "boxes", None), layout)
                     if pending is not None:
                         yield pending.result()
                     pending = job

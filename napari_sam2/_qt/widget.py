@@ -151,6 +151,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
     def ensure_session(self):
         """The engine session for the current image, model and axes (built on first use)."""
         if self.session is not None:
+            self._bring_back_layers()
             return self.session
         if self.model is None:
             raise ValueError("load a model first (Model ▸ Load model)")
@@ -169,6 +170,29 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         self._ensure_labels()
         self.prompts.ensure_layers()
         return self.session
+
+    def _bring_back_layers(self):
+        """Bring back this session's labels and prompt layers if they were removed from the viewer.
+
+        As they were: the masks and prompts in them are the session's, and a new empty layer
+        would lose them (and make the next click look like the removal of every other prompt).
+        """
+        back = []
+        for layer in (self.labels_layer, self.prompts.points, self.prompts.shapes):
+            if layer is not None and layer not in self.viewer.layers:
+                self.viewer.add_layer(layer)
+                back.append(f"'{layer.name}'")
+        if back:
+            if self.prompts.points in self.viewer.layers:
+                self.prompts.select_points()
+            from napari.utils.notifications import show_info
+
+            # a notification too: the status line is soon overwritten by the action that follows
+            note = (f"{' and '.join(back)} {'was' if len(back) == 1 else 'were'} removed from the "
+                    "viewer: added back as they were, as this session's masks and prompts are there "
+                    "(to start again, delete the objects)")
+            self.say(note)
+            show_info(note)
 
     def reread_contrast(self):
         """Rebuild the session with the image layer's contrast limits and replay its prompts."""
@@ -221,35 +245,37 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         offset = self.viewer.dims.ndim - self.image_layer.ndim
         self.viewer.dims.set_current_step(lay.video_axis + offset, int(frame))
 
-    def _on_screen(self, frame: int) -> bool:
-        """Whether ``frame`` (with the fixed axes of this session) is the one the viewer shows."""
-        lay = self.stack_layout
-        if lay is None or lay.is_single_image:
-            return True
-        offset = self.viewer.dims.ndim - self.image_layer.ndim
-        step = self.viewer.dims.current_step
-        return all(isinstance(i, slice) or int(step[a + offset]) == i
-                   for a, i in enumerate(lay.index(frame)))
-
     def _show(self, edit, now=True):
         """Show a label write (a :class:`~napari_sam2.label_edits.FrameEdit`; None: nothing)."""
         if edit is not None:
-            lay = self.stack_layout
-            frame = 0 if lay.is_single_image else edit.index[lay.video_axis]
-            self.view.written(self._on_screen(int(frame)), now=now, box=edit.array_box)
+            self.view.written(self._plane_on_screen(edit.index), now=now, box=edit.array_box)
+
+    def _plane_on_screen(self, index) -> bool:
+        """Whether the viewer shows the label plane ``index`` (ints and slices).
+
+        By the plane's own index: the session that wrote it may have ended since (the user went
+        to another slice of a 4-D stack, or removed the image).
+        """
+        img = self.image_layer
+        if img is None:
+            return False
+        offset = self.viewer.dims.ndim - img.ndim
+        step = self.viewer.dims.current_step
+        return all(isinstance(i, slice) or (0 <= a + offset < len(step) and int(step[a + offset]) == i)
+                   for a, i in enumerate(index))
 
     # ------------------------------------------------------------------ prompts
     def run_prompt(self, frame: int, obj_id: int, call, label: str):
         """Run one engine prompt ``call(session)`` in a worker and paint the mask it returned."""
-        self.ensure_session()  # here, on the GUI thread: it may add layers
-        core = self.core
+        session = self.ensure_session()  # here, on the GUI thread: it may add layers
+        core, layout = self.core, self.stack_layout
 
         def paint(write):
             self._show(core.commit(write, label))
             self._update_quality()
             self.say(f"{self.objects.get(obj_id, obj_id)}: {label} on {self.unit[:-1]} {frame}")
 
-        self.tasks.submit(lambda: core.prompt(frame, obj_id, call), paint)
+        self.tasks.submit(lambda: core.prompt(frame, obj_id, call, session, layout), paint)
 
     def toggle_polarity(self):
         """Switch between positive (on the object) and negative (background) clicks."""

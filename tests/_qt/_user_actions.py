@@ -97,3 +97,37 @@ def turn_wheel(widget, notches=-1):
                         QPoint(0, 120 * notches), Qt.MouseButton.NoButton,
                         Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
     QApplication.sendEvent(widget, event)
+
+
+# ---------------------------------------------------------------------------- the dock
+
+#: milliseconds a test waits for the dock's work (a model load, a propagation)
+TIMEOUT = 120_000
+
+
+def open_dock(viewer):
+    """Open the SAM 2 dock from napari's plugin menu entry."""
+    _, dock = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
+    return dock
+
+
+def wait_idle(qtbot, dock):
+    """Wait until the dock's queued work is done."""
+    qtbot.waitUntil(lambda: not dock.tasks.busy and not len(dock.tasks), timeout=TIMEOUT)
+
+
+def load_with_button(qtbot, dock):
+    """Press "Load model" and wait for the model."""
+    assert dock.load_button.text() == "Load model"
+    press(qtbot, dock.load_button)
+    wait_idle(qtbot, dock)
+    assert dock.model is not None, dock.status.text()
+
+
+def click_at(qtbot, dock, frame_coords):
+    """Click where the image layer's data coordinates ``frame_coords`` are, on that frame."""
+    viewer = dock.viewer
+    coords = np.asarray(frame_coords, float)
+    dock.go_to_frame(int(coords[dock._current_layout().video_axis]))
+    click_canvas(viewer, world(dock.image_layer, coords))
+    wait_idle(qtbot, dock)

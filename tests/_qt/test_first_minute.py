@@ -12,36 +12,22 @@ import re
 
 import numpy as np
 import pytest
-from _user_actions import choose, click_canvas, press, press_key, same, turn_wheel, type_into, world
+from _user_actions import (
+    choose,
+    click_at,
+    click_canvas,
+    load_with_button,
+    open_dock,
+    press,
+    press_key,
+    same,
+    turn_wheel,
+    type_into,
+    wait_idle,
+    world,
+)
 
 from napari_sam2.samples import make_cells_timelapse, make_organ_volume
-
-TIMEOUT = 120_000
-
-
-def _open_dock(viewer):
-    _, dock = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
-    return dock
-
-
-def _idle(qtbot, dock):
-    qtbot.waitUntil(lambda: not dock.tasks.busy and not len(dock.tasks), timeout=TIMEOUT)
-
-
-def _load(qtbot, dock):
-    assert dock.load_button.text() == "Load model"
-    press(qtbot, dock.load_button)
-    _idle(qtbot, dock)
-    assert dock.model is not None, dock.status.text()
-
-
-def _click(qtbot, dock, frame_coords):
-    """Click where the image layer's data coordinates ``frame_coords`` are, on that frame."""
-    viewer = dock.viewer
-    coords = np.asarray(frame_coords, float)
-    dock.go_to_frame(int(coords[dock._current_layout().video_axis]))
-    click_canvas(viewer, world(dock.image_layer, coords))
-    _idle(qtbot, dock)
 
 
 @pytest.fixture
@@ -60,9 +46,9 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
                                            monkeypatch):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(cells.image, name="cells", axis_labels=("t", "y", "x"))
-    dock = _open_dock(viewer)
+    dock = open_dock(viewer)
     assert dock.model_combo.currentText() == "sam2.1-tiny"
-    _load(qtbot, dock)  # from the hub cache, offline, in the worker
+    load_with_button(qtbot, dock)  # from the hub cache, offline, in the worker
 
     # the prompt layers are there and the next click segments
     points = dock.prompts.points
@@ -74,7 +60,7 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     assert dock.objects_section.isVisible() and dock.propagate_button.isVisible()
 
     r, c = _cell_centre(cells, 0)
-    _click(qtbot, dock, (0, r, c))
+    click_at(qtbot, dock, (0, r, c))
     labels = dock.labels_layer.data
     assert dock.objects == {1: "object 1"} and dock.active_id == 1
     mask = dock.session.mask(0, 1)
@@ -85,14 +71,14 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     # T: negative clicks; a negative click refines the same object
     press_key(qtbot, viewer, "t")
     assert not dock.positive_check.isChecked()
-    _click(qtbot, dock, (0, 3, 3))
+    click_at(qtbot, dock, (0, 3, 3))
     assert dock.session.prompts(1)[-1].labels.tolist() == [0, ] or dock.session.prompts(1)[-1].labels[-1] == 0
     np.testing.assert_array_equal(labels[0] == 1, dock.session.mask(0, 1))
     press_key(qtbot, viewer, "t")
 
     # Propagate: every frame gets a mask, progress says frames, rate and time left
     press(qtbot, dock.propagate_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     assert all((labels[f] == 1).any() for f in range(8))
     assert dock.progress.text().startswith("8 / 8 frames")
     assert "propagated 8 frames" in dock.status.text()
@@ -100,16 +86,16 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     after_first_run = labels.copy()
 
     # correct frame 5 with a second positive click, propagate again, revert that run exactly
-    _click(qtbot, dock, (5, r, c))
+    click_at(qtbot, dock, (5, r, c))
     corrected = labels.copy()
     press(qtbot, dock.propagate_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     press(qtbot, dock.revert_button)
-    _idle(qtbot, dock)  # the pixels go back in the worker
+    wait_idle(qtbot, dock)  # the pixels go back in the worker
     np.testing.assert_array_equal(labels, corrected)
     assert re.match(r"reverted the last propagation: \d+ frames back", dock.status.text())
     press(qtbot, dock.undo_button)  # the correction click goes, frame 5 as after the first run
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     np.testing.assert_array_equal(labels[5], after_first_run[5])
 
     # N: a new object, and the points layer is ready for its first click
@@ -130,10 +116,10 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
     # a new viewer: Load session… loads the model, the prompts and the labels as they were
     other_viewer = make_napari_viewer()
     other_viewer.add_image(cells.image, name="cells", axis_labels=("t", "y", "x"))
-    other = _open_dock(other_viewer)
+    other = open_dock(other_viewer)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
     press(qtbot, other.load_session_button)
-    _idle(qtbot, other)
+    wait_idle(qtbot, other)
     np.testing.assert_array_equal(other.labels_layer.data, labels)
     assert "labels from cells.labels.tif" in other.status.text()
     assert len(other.prompts.points.data) == len(points.data)
@@ -141,14 +127,14 @@ def test_the_first_minute_through_the_dock(make_napari_viewer, hub_cache, no_ale
 
 def test_load_model_without_an_image_then_click_and_n(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     viewer = make_napari_viewer()
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     assert "open an image" in dock.status.text()
     viewer.add_image(cells.image, name="cells")
     press_key(qtbot, viewer, "n")  # N with an image: layers appear, ready for the click
     assert same(viewer.layers.selection.active, dock.prompts.points) and dock.prompts.points.mode == "add"
     r, c = _cell_centre(cells, 2)
-    _click(qtbot, dock, (2, r, c))
+    click_at(qtbot, dock, (2, r, c))
     assert (dock.labels_layer.data[2] == dock.active_id).any()
 
 
@@ -156,8 +142,8 @@ def test_a_label_painted_by_hand_is_never_reused_for_a_new_object(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(cells.image, name="cells")
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     labels = dock.labels_layer
     viewer.layers.selection.active = labels
     labels.mode = "paint"
@@ -170,17 +156,17 @@ def test_a_label_painted_by_hand_is_never_reused_for_a_new_object(
     press(qtbot, dock.new_button)
     assert dock.active_id == 51
     r, c = _cell_centre(cells, 1)
-    _click(qtbot, dock, (1, r, c))
+    click_at(qtbot, dock, (1, r, c))
     assert (labels.data[1] == 51).any() and (labels.data[1] == 50).any(), "the painted label stays"
 
 
 def test_a_failed_load_shows_the_whole_message_in_the_dock(make_napari_viewer, qtbot, tmp_path, cells):
     viewer = make_napari_viewer()
     viewer.add_image(cells.image)
-    dock = _open_dock(viewer)
+    dock = open_dock(viewer)
     dock.model_combo.setCurrentText("sam2.1-large")  # not in any cache here, and offline
     press(qtbot, dock.load_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     assert dock.model is None and dock.load_button.isEnabled()
     text = dock.status.text()
     assert dock.status.is_error and "HF_HOME" in text and "hf download" in text, text
@@ -198,16 +184,16 @@ def test_a_ct_volume_is_tracked_through_z_and_exported_with_its_voxel_size(
     data, meta, _ = organ_volume_sample()[0]
     meta = dict(meta)
     viewer.add_image(vol.image, **meta)
-    dock = _open_dock(viewer)
+    dock = open_dock(viewer)
     assert dock.axis_kind.currentText() == "z", "the layer's axis label says z"
-    _load(qtbot, dock)
+    load_with_button(qtbot, dock)
     assert dock.propagate_section.toggle.text() == "Propagate through z"
     assert viewer.layers["SAM 2 labels"].axis_labels[0] == "z"
     np.testing.assert_allclose(viewer.layers["SAM 2 labels"].scale, vol.spacing)
     rows, cols = np.nonzero(vol.labels[5] == 1)
-    _click(qtbot, dock, (5, np.median(rows), np.median(cols)))
+    click_at(qtbot, dock, (5, np.median(rows), np.median(cols)))
     press(qtbot, dock.propagate_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     assert "propagated 10 slices" in dock.status.text()
     assert "10 slices tracked" in dock.quality_label.text()
 
@@ -250,14 +236,14 @@ def test_4d_the_other_axis_follows_the_slider_and_names_itself(
     stack = np.stack([cells.image, np.roll(cells.image, 9, axis=2), cells.image[:, ::-1]], axis=1)
     viewer = make_napari_viewer()
     viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
-    dock = _open_dock(viewer)
+    dock = open_dock(viewer)
     assert dock.fixed_label.text() == "z (axis 1)" and dock.fixed_spin.maximum() == 2
-    _load(qtbot, dock)
+    load_with_button(qtbot, dock)
     viewer.dims.set_current_step(1, 2)  # the user moves the z slider
     assert dock.fixed_spin.value() == 2
     r, c = _cell_centre(cells, 3)
     c_flipped = 63 - c
-    _click(qtbot, dock, (3, 2, r, c_flipped))
+    click_at(qtbot, dock, (3, 2, r, c_flipped))
     labels = dock.labels_layer.data
     assert (labels[3, 2] == 1).any() and not labels[:, :2].any(), "only z = 2 of t = 3 is written"
     np.testing.assert_array_equal(labels[3, 2] == 1, dock.session.mask(3, 1))
@@ -267,11 +253,11 @@ def test_a_click_on_another_slice_says_so(make_napari_viewer, hub_cache, qtbot, 
     stack = np.stack([cells.image, cells.image], axis=1)
     viewer = make_napari_viewer()
     viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     dock.follow_check.setChecked(False)
     viewer.dims.set_current_step(1, 1)
-    _click(qtbot, dock, (0, 1, 30, 30))
+    click_at(qtbot, dock, (0, 1, 30, 30))
     assert "session tracks index 0" in dock.status.text() and "follow" in dock.status.text()
     assert not dock.labels_layer.data.any()
 
@@ -279,7 +265,7 @@ def test_a_click_on_another_slice_says_so(make_napari_viewer, hub_cache, qtbot, 
 def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.zeros((4, 32, 32), np.uint8))
-    dock = _open_dock(viewer)
+    dock = open_dock(viewer)
     hint = dock.minimumSizeHint()
     assert hint.width() <= 360 and hint.height() <= 300, (hint.width(), hint.height())
     viewer.window._qt_window.resize(1366, 740)
@@ -306,7 +292,7 @@ def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
 def test_the_wheel_scrolls_the_dock_and_changes_no_setting_on_the_way(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.zeros((4, 32, 32), np.uint8))
-    dock = _open_dock(viewer)
+    dock = open_dock(viewer)
     viewer.window._qt_window.resize(1366, 600)  # the dock scrolls
     qtbot.wait(50)
     bar = dock.scroll_area.verticalScrollBar()
@@ -339,12 +325,12 @@ def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alert
     for new_id, old in zip((7, 42, 300), ids):  # ids of a Cellpose result: any values
         seeds[2][cells.labels[2] == old] = new_id
     viewer.add_labels(seeds, name="cellpose")
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     dock.mask_source.setCurrentText("cellpose")
     dock.go_to_frame(2)
     press(qtbot, dock.seed_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     assert set(dock.objects) == {7, 42, 300}
     labels = dock.labels_layer.data
     for i in (7, 42, 300):
@@ -363,8 +349,8 @@ def test_hundreds_of_seeds_are_listed_and_selected_once(make_napari_viewer, hub_
         seeds[0, 4 + 10 * r:10 + 10 * r, 4 + 10 * c:10 + 10 * c] = 1000 + 5 * k
     viewer.add_image(image, name="cells")
     viewer.add_labels(seeds, name="cellpose")
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     dock.mask_source.setCurrentText("cellpose")
     dock.go_to_frame(0)
     selected = []
@@ -372,7 +358,7 @@ def test_hundreds_of_seeds_are_listed_and_selected_once(make_napari_viewer, hub_
     monkeypatch.setattr(dock.prompts, "set_active",
                         lambda obj_id: selected.append(obj_id) or set_active(obj_id))
     press(qtbot, dock.seed_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     assert len(dock.objects) == dock.object_list.count() == 120
     # one selection for the whole list (each one redoes the prompt layers and the quality strip)
     assert selected == [1000 + 5 * 119] and dock.active_id == 1000 + 5 * 119
@@ -390,19 +376,19 @@ def test_loading_the_model_collects_garbage_before_any_propagation(make_napari_v
                         lambda *a: calls.append(threading.current_thread().name) or collect(*a))
     viewer = make_napari_viewer()
     viewer.add_image(cells.image, name="cells")
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     assert "napari-sam2 model loading" in calls
 
 
 def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     viewer = make_napari_viewer()
     viewer.add_image(cells.image, name="cells")
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     dock.go_to_frame(1)
     press(qtbot, dock.find_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     found = viewer.layers["SAM 2 found objects"].data
     assert found.shape == cells.image.shape and not found[[0, 2]].any(), "only frame 1 is filled"
     n = len(np.unique(found[1][found[1] > 0]))
@@ -423,12 +409,12 @@ def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
     for new_id, old in zip((5, 6, 9), ids):
         seeds[0][cells.labels[0] == old] = new_id
     viewer.add_labels(seeds, name="seeds")
-    dock = _open_dock(viewer)
-    _load(qtbot, dock)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
     dock.mask_source.setCurrentText("seeds")
     dock.go_to_frame(0)
     press(qtbot, dock.seed_button)
-    _idle(qtbot, dock)
+    wait_idle(qtbot, dock)
     assert dock.active_id == 9
     rows, cols = np.nonzero(dock.labels_layer.data[0] == 6)
 
@@ -448,7 +434,7 @@ def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
         item.setSelected(item.text() in ("object 5", "object 6"))
     press(qtbot, dock.delete_button)
     assert dock.object_list.count() == 1, "the list changes at once"
-    _idle(qtbot, dock)  # the pixels go in the worker
+    wait_idle(qtbot, dock)  # the pixels go in the worker
     assert set(dock.objects) == {9} and dock.status.text() == "deleted object 5, object 6"
     labels = dock.labels_layer.data
     assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()
@@ -460,15 +446,15 @@ def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
 
     viewer = make_napari_viewer(show=True)
     viewer.add_image(cells.image, name="cells")
-    dock = _open_dock(viewer)
+    dock = open_dock(viewer)
     assert dock.precision_combo.currentText() == "auto"
     choose(dock.device_combo, "cpu")
     choose(dock.precision_combo, "bfloat16")
-    _load(qtbot, dock)
+    load_with_button(qtbot, dock)
     assert dock.model.autocast_dtype == torch.bfloat16
     assert dock.model_status.text().endswith("on cpu (bfloat16)"), dock.model_status.text()
     r, c = _cell_centre(cells, 0)
-    _click(qtbot, dock, (0, r, c))
+    click_at(qtbot, dock, (0, r, c))
     assert (dock.labels_layer.data[0] == 1).any()
     assert dock.session.model is dock.model
 
@@ -483,12 +469,12 @@ def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
     assert (settings["precision"], settings["model"]) == ("bfloat16", "sam2.1-tiny")
     other_viewer = make_napari_viewer()
     other_viewer.add_image(cells.image, name="cells")
-    other = _open_dock(other_viewer)
+    other = open_dock(other_viewer)
     assert other.precision_combo.currentText() == "auto"
     choose(other.model_combo, "edgetam")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
     press(qtbot, other.load_session_button)
-    _idle(qtbot, other)
+    wait_idle(qtbot, other)
     assert other.model.autocast_dtype == torch.bfloat16
     assert other.precision_combo.currentText() == "bfloat16"
     assert (other.model_combo.currentText(), other.model_path.text()) == ("sam2.1-tiny", "")

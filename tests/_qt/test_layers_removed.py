@@ -1,0 +1,99 @@
+"""What a user does to the viewer around the dock: removes its layers, moves sliders mid-run.
+
+The dock's layers hold the session's masks and prompts: one removed from the viewer comes back as
+it was when the session needs it. The session's image removed ends the session (and its run)
+without an error. A write on its way lands on the plane it was computed for, whatever the
+viewer shows meanwhile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _user_actions import click_at, load_with_button, open_dock, press, press_key, same, wait_idle
+
+from napari_sam2.samples import make_cells_timelapse
+
+
+@pytest.fixture
+def cells():
+    return make_cells_timelapse(n_frames=8, shape=(64, 64), n_cells=3, seed=1)
+
+
+def _centre(cells, frame):
+    lab = cells.labels[frame]
+    rows, cols = np.nonzero(lab == lab[lab > 0][0])
+    return float(np.median(rows)), float(np.median(cols))
+
+
+def test_removed_labels_and_points_layers_come_back_with_everything_in_them(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    labels, points = dock.labels_layer, dock.prompts.points
+    first = labels.data[1].copy()
+    assert (first == 1).any() and len(points.data) == 1
+
+    from napari.utils.notifications import notification_manager
+
+    shown = []
+    notification_manager.notification_ready.connect(lambda n: shown.append(str(n.message)))
+    viewer.layers.remove(labels)
+    viewer.layers.remove(points)
+    press_key(qtbot, viewer, "n")  # a new object: the user wants to click again
+    assert labels in viewer.layers and points in viewer.layers
+    assert same(viewer.layers.selection.active, points) and points.mode == "add"
+    assert any("'SAM 2 labels' and 'SAM 2 points' were removed" in m and "added back" in m
+               for m in shown), shown
+    assert dock.active_id == 2
+    click_at(qtbot, dock, (2, *_centre(cells, 2)))
+    assert (labels.data[2] == 2).any()
+    np.testing.assert_array_equal(labels.data[1], first)  # the first object's mask is still there
+    assert len(points.data) == 2 and dock.session.prompted_frames(1) == [1], "its click still counts"
+    no_alerts.check()
+
+
+def test_removing_the_image_mid_run_ends_the_session_quietly(make_napari_viewer, hub_cache, no_alerts,
+                                                             qtbot):
+    cells = make_cells_timelapse(n_frames=40, shape=(64, 64), n_cells=3, seed=1)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (0, *_centre(cells, 0)))
+    press(qtbot, dock.propagate_button)
+    qtbot.waitUntil(lambda: dock.progress.done >= 2, timeout=60_000)
+    viewer.layers.remove("cells")
+    wait_idle(qtbot, dock)
+    assert dock.session is None
+    assert "image was removed" in dock.status.text() or "cancelled" in dock.status.text()
+    assert 2 <= dock.progress.done < 40
+    assert (dock.labels_layer.data[:2] == 1).any(), "the frames done stay"
+    no_alerts.check()
+
+
+def test_moving_the_z_slider_mid_run_keeps_every_write_on_its_own_slice(
+        make_napari_viewer, hub_cache, no_alerts, qtbot):
+    cells = make_cells_timelapse(n_frames=30, shape=(64, 64), n_cells=3, seed=1)
+    stack = np.stack([cells.image, cells.image], axis=1)  # (t, z, y, x)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    assert dock.follow_check.isChecked()
+    click_at(qtbot, dock, (0, 0, *_centre(cells, 0)))
+    session = dock.session
+    press(qtbot, dock.propagate_button)
+    qtbot.waitUntil(lambda: dock.progress.done >= 2, timeout=60_000)
+    viewer.dims.set_current_step(1, 1)  # the user looks at z = 1 while t is tracked at z = 0
+    assert dock.fixed_spin.value() == 1
+    wait_idle(qtbot, dock)
+    labels = dock.labels_layer.data
+    assert not labels[:, 1].any(), "nothing of z = 0's run is written on z = 1"
+    done = [t for t in range(30) if (labels[t, 0] == 1).any()]
+    assert len(done) == 30, f"the run went on at z = 0 to its end: {done}"
+    np.testing.assert_array_equal(labels[29, 0] == 1, session.mask(29, 1))
+    no_alerts.check()
