@@ -111,6 +111,11 @@ class PropagationPanel(DockHost):
         The run leaves the history at once; its pixels are put back in the worker (a masked copy
         per frame), then the labels are redrawn.
         """
+        if self.cancel_button.isEnabled():  # a run is going: stop it, then revert that run
+            self.cancel()
+            self.say("stopping the propagation to revert it…")
+            self.tasks.submit(lambda: None, lambda _: self.revert_last_run())
+            return None
         run = self.core.take_last_run()
         if run is None:
             self.say("no propagation run to revert")

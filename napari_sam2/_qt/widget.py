@@ -275,6 +275,9 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             self._update_quality()
             self.say(f"{self.objects.get(obj_id, obj_id)}: {label} on {self.unit[:-1]} {frame}")
 
+        if self.tasks.busy:  # e.g. a click during a propagation: it runs once that is done
+            self.say(f"{self.objects.get(obj_id, obj_id)}: {label} on {self.unit[:-1]} {frame} waits "
+                     "for the running task (Cancel stops a propagation)")
         self.tasks.submit(lambda: core.prompt(frame, obj_id, call, session, layout), paint)
 
     def toggle_polarity(self):

@@ -1,9 +1,8 @@
-"""What a user does to the viewer around the dock: removes its layers, moves sliders mid-run.
+"""The user removes layers the dock uses.
 
 The dock's layers hold the session's masks and prompts: one removed from the viewer comes back as
 it was when the session needs it. The session's image removed ends the session (and its run)
-without an error. A write on its way lands on the plane it was computed for, whatever the
-viewer shows meanwhile.
+without an error.
 """
 
 from __future__ import annotations
@@ -72,28 +71,4 @@ def test_removing_the_image_mid_run_ends_the_session_quietly(make_napari_viewer,
     assert "image was removed" in dock.status.text() or "cancelled" in dock.status.text()
     assert 2 <= dock.progress.done < 40
     assert (dock.labels_layer.data[:2] == 1).any(), "the frames done stay"
-    no_alerts.check()
-
-
-def test_moving_the_z_slider_mid_run_keeps_every_write_on_its_own_slice(
-        make_napari_viewer, hub_cache, no_alerts, qtbot):
-    cells = make_cells_timelapse(n_frames=30, shape=(64, 64), n_cells=3, seed=1)
-    stack = np.stack([cells.image, cells.image], axis=1)  # (t, z, y, x)
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
-    assert dock.follow_check.isChecked()
-    click_at(qtbot, dock, (0, 0, *_centre(cells, 0)))
-    session = dock.session
-    press(qtbot, dock.propagate_button)
-    qtbot.waitUntil(lambda: dock.progress.done >= 2, timeout=60_000)
-    viewer.dims.set_current_step(1, 1)  # the user looks at z = 1 while t is tracked at z = 0
-    assert dock.fixed_spin.value() == 1
-    wait_idle(qtbot, dock)
-    labels = dock.labels_layer.data
-    assert not labels[:, 1].any(), "nothing of z = 0's run is written on z = 1"
-    done = [t for t in range(30) if (labels[t, 0] == 1).any()]
-    assert len(done) == 30, f"the run went on at z = 0 to its end: {done}"
-    np.testing.assert_array_equal(labels[29, 0] == 1, session.mask(29, 1))
     no_alerts.check()
