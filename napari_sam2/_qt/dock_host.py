@@ -104,6 +104,10 @@ class DockHost(DockWidgets):
         """The frame (time point or slice) the viewer shows."""
         raise NotImplementedError
 
+    def on_frame(self, frame: int) -> str:
+        """" on frame 3" / " on slice 3" for messages; nothing for a single image."""
+        raise NotImplementedError
+
     def go_to_frame(self, frame: int) -> None:
         """Move the viewer's slider of the tracked axis to ``frame``."""
         raise NotImplementedError

@@ -135,7 +135,12 @@ class ImageInputs(DockHost):
         self._step_changed()
 
     def _axis_named(self):
-        self.propagate_section.toggle.setText(f"Propagate through {'z' if self.unit == 'slices' else 'time'}")
+        single = self.image_layer is not None and self._current_layout().is_single_image
+        self.propagate_section.toggle.setText(
+            "Propagate (a single image: nothing to track)" if single
+            else f"Propagate through {'z' if self.unit == 'slices' else 'time'}")
+        for section in (self.propagate_section, self.quality_section):
+            section.setEnabled(not single)
         self._update_quality()
 
     def _step_changed(self, *_):

@@ -50,7 +50,7 @@ class LabelSeeds(DockHost):
         source_id = self.mask_id.value() or obj_id
         seed = plane == source_id
         if not seed.any():
-            raise ValueError(f"label {source_id} is not on {self.unit[:-1]} {frame} of '{name}'")
+            raise ValueError(f"label {source_id} is not in '{name}'{self.on_frame(frame)}")
         self.prompts.record_mask(frame, obj_id)
         self.run_prompt(frame, obj_id, lambda s: s.add_mask(frame, obj_id, seed), "mask")
 
@@ -58,7 +58,7 @@ class LabelSeeds(DockHost):
         """Turn every label of the chosen Labels layer on this frame into an object (ids kept)."""
         session, frame, name, plane = self._seed_plane("objects (Objects ▸ Seed from labels)")
         if not plane.any():
-            raise ValueError(f"'{name}' has no labels on {self.unit[:-1]} {frame}")
+            raise ValueError(f"'{name}' has no labels{self.on_frame(frame)}")
         core, layout = self.core, self.stack_layout
 
         def work():
@@ -72,7 +72,7 @@ class LabelSeeds(DockHost):
             self.prompts.record_mask(frame, ids[0])
             self._show(core.commit(write, "seed"))
             self._update_quality()
-            self.say(f"seeded {counted(len(ids))} from '{name}' on {self.unit[:-1]} {frame} "
+            self.say(f"seeded {counted(len(ids))} from '{name}'{self.on_frame(frame)} "
                      f"(ids {', '.join(map(str, ids[:6]))}{'…' if len(ids) > 6 else ''})")
 
         self.tasks.submit(work, done)
@@ -85,7 +85,7 @@ class LabelSeeds(DockHost):
         """
         session = self.ensure_session()
         frame = self.current_frame()
-        self.say(f"finding objects on {self.unit[:-1]} {frame}…")
+        self.say(f"finding objects{self.on_frame(frame)}…")
 
         def work():
             return session.segment_everything(frame, points_per_side=points_per_side)
@@ -107,7 +107,7 @@ class LabelSeeds(DockHost):
             self.mask_source.setCurrentText(FOUND_LAYER)
             n = len(np.unique(found[found > 0]))
             self.prompts.select_points()
-            self.say(f"found {counted(n)} on {self.unit[:-1]} {frame} in '{FOUND_LAYER}': review them, "
+            self.say(f"found {counted(n)}{self.on_frame(frame)} in '{FOUND_LAYER}': review them, "
                      "then press Seed from labels")
 
         self.tasks.submit(work, done, progress="SAM 2: finding objects")

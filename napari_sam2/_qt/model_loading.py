@@ -149,7 +149,8 @@ class ModelLoading(DockHost):
             self.ensure_session()  # the labels and prompt layers appear: the next click segments
             self.image_section.set_expanded(False)
             self.model_section.set_expanded(False)
-            self.say(f"model loaded: click on an object to segment it ({self.unit} "
-                     f"0-{self.stack_layout.n_frames - 1}); N for a new object")
+            n = self.stack_layout.n_frames
+            where = f" ({self.unit} 0-{n - 1})" if n > 1 else ""
+            self.say(f"model loaded: click on an object to segment it{where}; N for a new object")
         else:
             self.say("model loaded: open an image to segment")

@@ -30,6 +30,8 @@ class PropagationPanel(DockHost):
     def propagate(self):
         """Propagate all (or the selected) objects in a worker; results stream into the labels."""
         session = self.ensure_session()
+        if self.stack_layout.is_single_image:
+            raise ValueError("this is a single image: its masks are final, there is nothing to propagate")
         if self.tasks.busy:
             raise ValueError("wait for the running task to finish (or press Cancel)")
         core, layout = self.core, self.stack_layout  # this run's, whatever happens meanwhile

@@ -250,6 +250,11 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         if edit is not None:
             self.view.written(self._plane_on_screen(edit.index), now=now, box=edit.array_box)
 
+    def on_frame(self, frame: int) -> str:
+        """" on frame 3" / " on slice 3" for messages; nothing for a single image."""
+        lay = self.stack_layout
+        return "" if lay is not None and lay.is_single_image else f" on {self.unit[:-1]} {frame}"
+
     def _plane_on_screen(self, index) -> bool:
         """Whether the viewer shows the label plane ``index`` (ints and slices).
 
@@ -273,10 +278,10 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         def paint(write):
             self._show(core.commit(write, label))
             self._update_quality()
-            self.say(f"{self.objects.get(obj_id, obj_id)}: {label} on {self.unit[:-1]} {frame}")
+            self.say(f"{self.objects.get(obj_id, obj_id)}: {label}{self.on_frame(frame)}")
 
         if self.tasks.busy:  # e.g. a click during a propagation: it runs once that is done
-            self.say(f"{self.objects.get(obj_id, obj_id)}: {label} on {self.unit[:-1]} {frame} waits "
+            self.say(f"{self.objects.get(obj_id, obj_id)}: {label}{self.on_frame(frame)} waits "
                      "for the running task (Cancel stops a propagation)")
         self.tasks.submit(lambda: core.prompt(frame, obj_id, call, session, layout), paint)
 
@@ -300,7 +305,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
                 self._show(core.commit(write, "undo"))
             self._update_quality()
             self.say(f"undid the last prompt of object {obj_id}"
-                     + ("" if frame is None else f" on {self.unit[:-1]} {frame}"))
+                     + ("" if frame is None else self.on_frame(frame)))
 
         self.tasks.submit(core.undo_prompt_prepared, done)
 

@@ -39,14 +39,17 @@ def click_canvas(viewer, world_pos, modifiers=()):
 
 
 def press_key(qtbot, viewer, key):
-    """Press a key with the canvas focused, as a user does."""
+    """Press a key with the canvas focused, as a user does ("n", "Shift-P")."""
     from qtpy.QtCore import Qt
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
-    qtbot.keyClick(canvas, getattr(Qt.Key, f"Key_{key.upper()}") if len(key) == 1 else key)
+    modifier = Qt.KeyboardModifier.NoModifier
+    if key.startswith("Shift-"):
+        modifier, key = Qt.KeyboardModifier.ShiftModifier, key[len("Shift-"):]
+    qtbot.keyClick(canvas, getattr(Qt.Key, f"Key_{key.upper()}") if len(key) == 1 else key, modifier)
 
 
 def press(qtbot, button):

@@ -138,6 +138,28 @@ def test_load_model_without_an_image_then_click_and_n(make_napari_viewer, hub_ca
     assert (dock.labels_layer.data[2] == dock.active_id).any()
 
 
+def test_a_single_image_is_segmented_without_frame_words_or_propagation(make_napari_viewer, hub_cache, qtbot,
+                                                                          cells):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image[2], name="one image")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    assert dock.status.text() == "model loaded: click on an object to segment it; N for a new object"
+    assert not dock.propagate_section.isEnabled() and not dock.quality_section.isEnabled()
+    assert "single image" in dock.propagate_section.toggle.text()
+    click_canvas(viewer, world(dock.image_layer, _cell_centre(cells, 2)))
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == "object 1: click"
+    assert (dock.labels_layer.data == 1).any()
+    press_key(qtbot, viewer, "Shift-P")
+    wait_idle(qtbot, dock)
+    assert "nothing to propagate" in dock.status.text() and dock.status.is_error
+    viewer.add_image(cells.image, name="stack")  # a stack chosen next: the sections are back
+    choose(dock.image_combo, "stack")
+    assert dock.propagate_section.isEnabled()
+    assert dock.propagate_section.toggle.text() == "Propagate through time"
+
+
 def test_a_label_painted_by_hand_is_never_reused_for_a_new_object(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     viewer = make_napari_viewer(show=True)
