@@ -265,6 +265,8 @@ class Annotator:
                 labels[index][write.region] = write.new
         else:  # the labels changed since it was prepared: paint from the masks again
             edit = paint_masks(labels, index, write.masks, self.sam_ids(), region=write.region)
+        if edit is not None:
+            edit.target = labels
         if edit is not None and write.masks and self._max_label is not None:
             self._max_label = max(self._max_label, max(int(i) for i in write.masks))
         known = self._boxes.setdefault(plane, {})

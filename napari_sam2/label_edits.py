@@ -40,6 +40,9 @@ class FrameEdit:
     old: np.ndarray  # previous values of the changed pixels, in C order
     region: tuple | None = None  # (row slice, column slice) of the frame; None: all of it
     shape: tuple = ()  # shape of the region (of the frame when region is None)
+    # the label array it was written into, once written: an undo goes there even if the masks
+    # now go to another Labels layer (not the one whose pixels these are)
+    target: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, index, changed: np.ndarray, old: np.ndarray, region=None) -> FrameEdit | None:
@@ -102,9 +105,22 @@ class EditRun:
         return [e.index for e in self.edits]
 
     def undo(self, labels: np.ndarray) -> None:
-        """Put back every pixel the run changed, newest edit first."""
+        """Put back every pixel the run changed, newest edit first.
+
+        Each edit goes back into the array it was written into (its ``target``), ``labels``
+        for an edit that does not say.
+        """
         for edit in reversed(self.edits):
-            edit.undo(labels)
+            edit.undo(edit.target if edit.target is not None else labels)
+
+    @property
+    def targets(self) -> list[np.ndarray]:
+        """The label arrays the run wrote into (known once its edits were written)."""
+        seen: dict[int, np.ndarray] = {}
+        for edit in self.edits:
+            if edit.target is not None:
+                seen.setdefault(id(edit.target), edit.target)
+        return list(seen.values())
 
 
 def mask_box(mask, within: tuple | None = None) -> tuple | None:

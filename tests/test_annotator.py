@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from napari_sam2.annotator import Annotator, ProgressClock
+from napari_sam2.label_edits import EditRun
 from napari_sam2.stack_layout import StackLayout
 
 
@@ -202,3 +203,21 @@ def test_a_write_lands_on_the_plane_it_was_prepared_for_when_the_layout_changes_
     write = core.prepare(1, {obj: _square((16, 16), 0, 0)})
     core.layout = None  # the session ended (the image was removed): a write in flight still lands
     assert core.apply(write) is not None and (labels[1, 1] == obj).sum() == 16
+
+
+def test_a_run_goes_back_into_the_labels_it_was_written_into_after_the_target_changed():
+    """The user points the masks at their own Labels layer, then reverts the last run."""
+    sam, mine = np.zeros((3, 16, 16), np.uint16), np.zeros((3, 16, 16), np.uint16)
+    mine[:, :6, :6] = 40  # the user's own labels, where the run painted in the other array
+    core = Annotator(sam)
+    core.layout = StackLayout(sam.shape)
+    obj = core.add_object()
+    run = EditRun("propagation", [core.apply(core.prepare(t, {obj: _square((16, 16), 0, 0, 8)}))
+                                  for t in range(3)])
+    core.push_run(run)
+    assert (sam == obj).sum() == 3 * 64 and [a is sam for a in run.targets] == [True]
+    core.set_labels(mine)
+    mine_before = mine.copy()
+    assert core.revert_last_run() is run
+    assert not sam.any(), "the run went back where it was written"
+    np.testing.assert_array_equal(mine, mine_before)

@@ -125,11 +125,19 @@ class PropagationPanel(DockHost):
         n = len(self.core.frames_of(run))
 
         def done(_):
+            current = self.core.labels
             for edit in run.edits:
-                self._show(edit, now=False)
+                if edit.target is None or edit.target is current:
+                    self._show(edit, now=False)
             self.view.flush()
-            self.say(f"reverted the last propagation: {counted(n, self.unit)} back as they were "
-                     "(the tracking stays in the session: Propagate redoes it)")
+            # a run written into another Labels layer (the target was changed since) went back there
+            elsewhere = [layer for layer in self.viewer.layers
+                         if any(layer.data is a for a in run.targets if a is not current)]
+            for layer in elsewhere:
+                layer.refresh()
+            where = f" in '{elsewhere[0].name}'" if elsewhere else ""
+            self.say(f"reverted the last propagation: {counted(n, self.unit)}{where} back as they "
+                     "were (the tracking stays in the session: Propagate redoes it)")
             self._update_quality()
 
         self.tasks.submit(lambda: self.core.undo_run(run), done)

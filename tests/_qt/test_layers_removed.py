@@ -72,3 +72,30 @@ def test_removing_the_image_mid_run_ends_the_session_quietly(make_napari_viewer,
     assert 2 <= dock.progress.done < 40
     assert (dock.labels_layer.data[:2] == 1).any(), "the frames done stay"
     no_alerts.check()
+
+
+def test_revert_after_choosing_another_target_layer_leaves_that_layer_alone(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    from _user_actions import choose
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    mine = viewer.add_labels(np.zeros((8, 64, 64), np.uint16), name="mine")
+    mine.data[:, :12, :12] = 40  # the user's own labels
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (2, *_centre(cells, 2)))
+    sam = dock.labels_layer
+    clicked = sam.data.copy()
+    press(qtbot, dock.propagate_button)
+    wait_idle(qtbot, dock)
+    assert (sam.data != clicked).any()
+    choose(dock.labels_combo, "mine")  # the next masks go into the user's layer
+    assert same(dock.labels_layer, mine)
+    before = mine.data.copy()
+    press(qtbot, dock.revert_button)
+    wait_idle(qtbot, dock)
+    np.testing.assert_array_equal(mine.data, before)
+    np.testing.assert_array_equal(sam.data, clicked)
+    assert "in 'SAM 2 labels' back as they were" in dock.status.text(), dock.status.text()
+    no_alerts.check()
