@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", metavar="LABELS", required=True,
                      help="output labels: .tif/.tiff or .zarr")
     seg.add_argument("--model", metavar="NAME|FOLDER|FILE.pt",
-                     help="sam2.1-tiny, sam2.1-small, sam2.1-base-plus, sam2.1-large, a hub id, a "
-                          "transformers model folder or a Meta .pt checkpoint (default: the "
-                          "session's model, else sam2.1-tiny)")
+                     help="sam2.1-tiny, sam2.1-small, sam2.1-base-plus, sam2.1-large, sam3 (SAM 3's "
+                          "tracker, gated: hf auth login), edgetam (needs napari-sam2[edgetam]), "
+                          "a hub id, a transformers model folder or a Meta .pt checkpoint "
+                          "(default: the session's model, else sam2.1-tiny)")
     seg.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps",
                      help="where the model runs (default: auto)")
     seg.add_argument("--precision", choices=PRECISIONS,
