@@ -137,10 +137,12 @@ class ImageInputs(DockHost):
     def _axis_named(self):
         single = self.image_layer is not None and self._current_layout().is_single_image
         self.propagate_section.toggle.setText(
-            "Propagate (a single image: nothing to track)" if single
+            "Propagate (single image)" if single
             else f"Propagate through {'z' if self.unit == 'slices' else 'time'}")
-        for section in (self.propagate_section, self.quality_section):
-            section.setEnabled(not single)
+        # a single image has nothing to track; Undo prompt (in the same section) still counts
+        for widget in (self.direction_combo, self.selected_only, self.range_section,
+                       self.propagate_button, self.revert_button, self.quality_section):
+            widget.setEnabled(not single)
         self._update_quality()
 
     def _step_changed(self, *_):

@@ -145,8 +145,8 @@ def test_a_single_image_is_segmented_without_frame_words_or_propagation(make_nap
     dock = open_dock(viewer)
     load_with_button(qtbot, dock)
     assert dock.status.text() == "model loaded: click on an object to segment it; N for a new object"
-    assert not dock.propagate_section.isEnabled() and not dock.quality_section.isEnabled()
-    assert "single image" in dock.propagate_section.toggle.text()
+    assert not dock.propagate_button.isEnabled() and not dock.quality_section.isEnabled()
+    assert dock.propagate_section.toggle.text() == "Propagate (single image)"
     click_canvas(viewer, world(dock.image_layer, _cell_centre(cells, 2)))
     wait_idle(qtbot, dock)
     assert dock.status.text() == "object 1: click"
@@ -154,9 +154,12 @@ def test_a_single_image_is_segmented_without_frame_words_or_propagation(make_nap
     press_key(qtbot, viewer, "Shift-P")
     wait_idle(qtbot, dock)
     assert "nothing to propagate" in dock.status.text() and dock.status.is_error
+    press(qtbot, dock.undo_button)  # undo still works on a single image
+    wait_idle(qtbot, dock)
+    assert not dock.labels_layer.data.any() and not len(dock.prompts.points.data)
     viewer.add_image(cells.image, name="stack")  # a stack chosen next: the sections are back
     choose(dock.image_combo, "stack")
-    assert dock.propagate_section.isEnabled()
+    assert dock.propagate_button.isEnabled() and dock.quality_section.isEnabled()
     assert dock.propagate_section.toggle.text() == "Propagate through time"
 
 
