@@ -157,6 +157,10 @@ class DockHost(DockWidgets):
         """Redraw the quality strip and line of the active object."""
         raise NotImplementedError
 
+    def _user_painted(self, event: Any = None) -> None:
+        """The user painted into the target Labels layer (napari's paint event)."""
+        raise NotImplementedError
+
     def ensure_active(self) -> int:
         """The active object's id (a new object when there is none)."""
         raise NotImplementedError

@@ -129,6 +129,7 @@ class DockFiles(DockHost):
         from napari_sam2.io.session_file import read_session
 
         sf = read_session(path)
+        kept = self._set_aside(f"before {Path(path).name}") if self.objects else []
         if self.model is None and sf.settings.model:
             if self.model_combo.findText(sf.settings.model) >= 0:  # a name the dock offers
                 self.model_combo.setCurrentText(sf.settings.model)
@@ -161,11 +162,13 @@ class DockFiles(DockHost):
                 target[...] = saved  # a loaded session starts a new history
                 self.core.forget_where()
                 self.labels_layer.refresh()
-                self.say(f"session loaded: {counted(len(sf.objects))}, "
-                         f"labels from {sf.settings.extra['labels_file']}")
+                how = f"labels from {sf.settings.extra['labels_file']}"
             else:
                 self._repaint_prompted_frames()
-                self.say(f"session loaded: {counted(len(sf.objects))} (prompted {self.unit} repainted)")
+                how = f"prompted {self.unit} repainted"
+            names = ", ".join(kept[:-1]) + (" and " if len(kept) > 1 else "") + kept[-1] if kept else ""
+            earlier = f"; the earlier objects are in {names}" if kept else ""
+            self.say(f"session loaded: {counted(len(sf.objects))}, {how}{earlier}")
 
         def start_replay():
             self._replay(sf, done, progress="Loading session")
@@ -174,6 +177,36 @@ class DockFiles(DockHost):
             self.load_chosen_model(then=start_replay, session_precision=sf.settings.precision)
         else:
             start_replay()
+
+    def _set_aside(self, why: str) -> list[str]:
+        """Start the dock afresh for a loaded session; nothing of the current work is lost.
+
+        The objects, their prompts and the engine session are let go; the labels and prompt
+        layers stay in the viewer as they are, those the dock made renamed "... (``why``)", and
+        the loaded session gets new ones. Returns the kept layers' names, quoted.
+        """
+        from napari_sam2._qt.image_inputs import NEW_LABELS
+
+        kept = []
+        for layer in (self.labels_layer, self.prompts.points, self.prompts.shapes):
+            if layer is not None and layer in self.viewer.layers:
+                if layer.name.startswith("SAM 2 "):  # not a layer of the user's own
+                    layer.name = f"{layer.name} ({why})"
+                kept.append(f"'{layer.name}'")
+        self.prompts.disconnect()
+        self.prompts.points = self.prompts.shapes = None
+        if self.labels_layer is not None:
+            self.labels_layer.events.paint.disconnect(self._user_painted)
+        self.labels_layer = None
+        self.core.set_labels(None)
+        self.view.set_layer(None)
+        self.labels_combo.setCurrentText(NEW_LABELS)
+        self.object_list.clear()
+        self.core.objects.clear()
+        self.core.active_id = None
+        self.core.runs.clear()
+        self._reset_session()
+        return kept
 
     def _save_dialog(self):
         path, _ = QFileDialog.getSaveFileName(self, "Save SAM 2 session", "session.json", "JSON (*.json)")

@@ -1,8 +1,9 @@
-"""The user removes layers the dock uses.
+"""What is in the dock's layers is never lost, whatever the user does with the layers.
 
 The dock's layers hold the session's masks and prompts: one removed from the viewer comes back as
 it was when the session needs it. The session's image removed ends the session (and its run)
-without an error.
+without an error. A revert goes into the layer the run was written into. A session loaded over
+work in progress leaves that work's layers in the viewer.
 """
 
 from __future__ import annotations
@@ -98,4 +99,39 @@ def test_revert_after_choosing_another_target_layer_leaves_that_layer_alone(
     np.testing.assert_array_equal(mine.data, before)
     np.testing.assert_array_equal(sam.data, clicked)
     assert "in 'SAM 2 labels' back as they were" in dock.status.text(), dock.status.text()
+    no_alerts.check()
+
+
+def test_a_session_loaded_over_work_leaves_that_work_in_the_viewer(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    path = tmp_path / "one.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
+    press(qtbot, dock.save_button)
+    saved = dock.labels_layer.data.copy()
+
+    press_key(qtbot, viewer, "n")  # more work after the save: a second object
+    lab = cells.labels[4]
+    rows, cols = np.nonzero(lab == np.unique(lab[lab > 0])[1])
+    click_at(qtbot, dock, (4, float(np.median(rows)), float(np.median(cols))))
+    work = dock.labels_layer
+    before = work.data.copy()
+    assert (before == 2).any()
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    press(qtbot, dock.load_session_button)
+    wait_idle(qtbot, dock)
+    assert work.name == "SAM 2 labels (before one.json)" and work in viewer.layers
+    np.testing.assert_array_equal(work.data, before)  # the later work is all there
+    assert not same(dock.labels_layer, work)
+    np.testing.assert_array_equal(dock.labels_layer.data, saved)
+    assert dict(dock.objects) == {1: "object 1"} and dock.session.prompted_frames(1) == [1]
+    assert len(dock.prompts.points.data) == 1
+    assert "the earlier objects are in 'SAM 2 labels (before one.json)'" in dock.status.text()
     no_alerts.check()
