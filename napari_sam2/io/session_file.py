@@ -588,14 +588,15 @@ def check_session_fits(session_file: SessionFile, n_frames: int, frame_shape) ->
         raise SessionFileError(
             f"{where_file}settings.frame_shape: the prompts were made on frames of "
             f"{saved[0]}x{saved[1]} pixels but the input's frames are {frame_shape[0]}x{frame_shape[1]}: "
-            "is it the right image, and the right --axis?"
+            "is it the right image, and the right tracked axis (--axis; in the dock, Image ▸ axis)?"
         )
     saved_n = session_file.settings.n_frames
     if saved_n is not None and int(saved_n) != int(n_frames):
         raise SessionFileError(
             f"{where_file}settings.n_frames: the prompts were made on a stack of {saved_n} frames "
             f"but the input has {n_frames} along the video axis: is it the right image, and the "
-            "right --axis? (remove settings.n_frames from the file to use the prompts anyway)"
+            "right tracked axis (--axis; in the dock, Image ▸ axis)? (remove settings.n_frames "
+            "from the file to use the prompts anyway)"
         )
     for i, obj in enumerate(session_file.objects):
         if not obj.prompts:
