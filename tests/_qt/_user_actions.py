@@ -38,6 +38,46 @@ def click_canvas(viewer, world_pos, modifiers=()):
     return layer
 
 
+def drag_on_canvas(viewer, start, end, steps=5):
+    """A left-button drag on the canvas from ``start`` to ``end`` (world coordinates).
+
+    As the active layer sees it: e.g. a rectangle drawn in a Shapes layer's add_rectangle mode.
+    """
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    layer = viewer.layers.selection.active
+    assert layer is not None, "no layer is selected: a drag would go nowhere"
+    start, end = np.asarray(start, float), np.asarray(end, float)
+
+    class Event:
+        def __init__(self, type_, position, dragging):
+            self.type = type_
+            self.is_dragging = dragging
+            self.modifiers = []
+            self.position = tuple(float(c) for c in position)
+            self.pos = np.zeros(2)
+            self.view_direction = None
+            self.up_direction = None
+            self.dims_displayed = list(viewer.dims.displayed)
+            self.dims_point = list(viewer.dims.point)
+            self.button = 1
+            self.handled = False
+
+    def send(callbacks, type_, position, dragging):
+        callbacks(layer, ReadOnlyWrapper(Event(type_, position, dragging), exceptions=("handled",)))
+
+    send(mouse_press_callbacks, "mouse_press", start, False)
+    for t in np.linspace(0, 1, steps):
+        send(mouse_move_callbacks, "mouse_move", start + t * (end - start), True)
+    send(mouse_release_callbacks, "mouse_release", end, True)
+    return layer
+
+
 def press_key(qtbot, viewer, key):
     """Press a key with the canvas focused, as a user does ("n", "Shift-P")."""
     from qtpy.QtCore import Qt

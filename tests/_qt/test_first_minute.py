@@ -16,6 +16,7 @@ from _user_actions import (
     choose,
     click_at,
     click_canvas,
+    drag_on_canvas,
     load_with_button,
     open_dock,
     press,
@@ -136,6 +137,31 @@ def test_load_model_without_an_image_then_click_and_n(make_napari_viewer, hub_ca
     r, c = _cell_centre(cells, 2)
     click_at(qtbot, dock, (2, r, c))
     assert (dock.labels_layer.data[2] == dock.active_id).any()
+
+
+def test_a_box_drawn_on_a_scaled_image_prompts_its_pixels_and_undo_takes_it_away(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells", scale=(1, 0.5, 0.5), translate=(0, 10, -4))
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    dock.go_to_frame(2)
+    lab = cells.labels[2]
+    rows, cols = np.nonzero(lab == lab[lab > 0][0])
+    top, left, bottom, right = rows.min() - 2, cols.min() - 2, rows.max() + 2, cols.max() + 2
+    viewer.layers.selection.active = dock.prompts.shapes  # the user picks the boxes layer
+    dock.prompts.shapes.mode = "add_rectangle"
+    image = dock.image_layer
+    drag_on_canvas(viewer, world(image, (2, top, left)), world(image, (2, bottom, right)))
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == "object 1: box on frame 2"
+    (prompt,) = dock.session.prompts(1)
+    np.testing.assert_allclose(prompt.box, [[top, left], [bottom, right]])  # image pixels
+    assert (dock.labels_layer.data[2] == 1).any() and not dock.labels_layer.data[[0, 1, 3]].any()
+    press(qtbot, dock.undo_button)
+    wait_idle(qtbot, dock)
+    assert dock.prompts.shapes.nshapes == 0 and not dock.labels_layer.data.any()
+    no_alerts.check()
 
 
 def test_a_single_image_is_segmented_without_frame_words_or_propagation(make_napari_viewer, hub_cache, qtbot,
