@@ -18,17 +18,27 @@ by a perceiver that takes one object at a time) are the built-in variants.
 Batches: :meth:`Sam2Adapter.condition_on_memory`, :meth:`Sam2Adapter.decode` and
 :meth:`Sam2Adapter.encode_memory` take several objects at once (the batch dimension) when
 their memories are read from the same frames (:meth:`Sam2Adapter.memory_signature`).
+
+Module patches: the checked shortcuts of :mod:`~napari_sam2.engine.speed` and
+:mod:`~napari_sam2.engine.shared_query` (a faster ``forward`` per module instance, cached
+position encodings) are computed there and installed through the functions at the end of this
+file (:func:`set_forward`, :func:`set_hiera_position_embedding` ...): no other module sets an
+attribute on a transformers object or reads one of its private names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Sam2Adapter", "Sam3TrackerAdapter", "EdgeTamAdapter", "adapter_for", "builtin_adapters"]
+__all__ = ["Sam2Adapter", "Sam3TrackerAdapter", "EdgeTamAdapter", "adapter_for", "builtin_adapters",
+           "own_forward", "set_forward", "restore_forward", "set_position_encoding",
+           "hiera_position_embedding", "own_hiera_position_embedding", "set_hiera_position_embedding",
+           "attention_implementation", "uncompile"]
 
 
 def builtin_adapters() -> dict[type, type[Sam2Adapter]]:
@@ -410,3 +420,57 @@ class EdgeTamAdapter(Sam2Adapter):
         if len(feats) == 1:
             return feats[0], poss[0]
         return torch.cat(feats, dim=0), torch.cat(poss, dim=0)
+
+
+# --------------------------------------------------------------------------- module patches
+
+def own_forward(module) -> Any:
+    """The ``forward`` installed on this module instance (by :func:`set_forward`), or None."""
+    return module.__dict__.get("forward")
+
+
+def set_forward(module, function: Callable) -> None:
+    """Give one module instance its own ``forward``: ``function(module, ...)``, bound to it.
+
+    The class keeps transformers' ``forward``; :func:`restore_forward` goes back to it.
+    """
+    module.forward = types.MethodType(function, module)
+
+
+def restore_forward(module) -> None:
+    """Take away a ``forward`` installed by :func:`set_forward` (the class's runs again)."""
+    module.__dict__.pop("forward", None)
+
+
+def set_position_encoding(module, encoding) -> None:
+    """Replace a vision neck layer's ``position_encoding`` submodule (a weight-free sine encoding)."""
+    module.position_encoding = encoding
+
+
+def hiera_position_embedding(module) -> Callable | None:
+    """transformers' resizing of a Hiera backbone's learned position embedding, or None.
+
+    ``Sam2HieraDetModel._get_pos_embed(hw)``, as a function of ``(module, hw)``; None for a
+    module that has none (or learned embeddings of another form).
+    """
+    return getattr(type(module), "_get_pos_embed", None)
+
+
+def own_hiera_position_embedding(module) -> Any:
+    """The ``_get_pos_embed`` installed on this instance (:func:`set_hiera_position_embedding`), or None."""
+    return module.__dict__.get("_get_pos_embed")
+
+
+def set_hiera_position_embedding(module, function: Callable) -> None:
+    """Give one Hiera backbone its own ``_get_pos_embed(hw)`` (a plain function of ``hw``)."""
+    module._get_pos_embed = function
+
+
+def attention_implementation(module) -> str:
+    """The attention kernel a module's config asks transformers for ("sdpa", "eager" ...)."""
+    return module.config._attn_implementation
+
+
+def uncompile(module) -> None:
+    """Back to eager calls after ``module.compile()`` (torch keeps the compiled callable there)."""
+    module._compiled_call_impl = None

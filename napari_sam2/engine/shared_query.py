@@ -21,6 +21,8 @@ import types
 
 import torch
 
+from napari_sam2.engine import adapter
+
 __all__ = ["has_shared_first_layer", "share_first_layer"]
 
 
@@ -42,15 +44,15 @@ def share_first_layer(network) -> int:
         return 0
     if has_shared_first_layer(module):
         return 1
-    if "forward" in module.__dict__ or not _agrees(module):
+    if adapter.own_forward(module) is not None or not _agrees(module):
         return 0
-    module.forward = types.MethodType(_forward, module)
+    adapter.set_forward(module, _forward)
     return 1
 
 
 def has_shared_first_layer(module) -> bool:
     """Whether ``module`` (a memory attention) runs :func:`share_first_layer`'s ``forward``."""
-    forward = module.__dict__.get("forward")
+    forward = adapter.own_forward(module)
     return isinstance(forward, types.MethodType) and getattr(forward.__func__, "_napari_sam2_shared", False)
 
 

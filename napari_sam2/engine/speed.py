@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_sam2.engine import adapter
+
 __all__ = ["cache_position_encodings", "compile_network", "fast_rotary", "install_shortcuts",
            "lean_attention", "plain_rotary"]
 
@@ -92,7 +94,7 @@ def cache_position_encodings(network) -> int:
         if isinstance(child, _SharedSineEncoding):
             count += 1
         elif isinstance(child, nn.Module) and _is_sine_encoding(type(child).__name__):
-            module.position_encoding = _SharedSineEncoding(child)
+            adapter.set_position_encoding(module, _SharedSineEncoding(child))
             count += 1
         if _cache_hiera_embedding(module):
             count += 1
@@ -101,9 +103,10 @@ def cache_position_encodings(network) -> int:
 
 def _cache_hiera_embedding(module) -> bool:
     """Give a Hiera backbone (``_get_pos_embed``) a cache of its resized position embedding."""
-    if "_get_pos_embed" in module.__dict__:
-        return getattr(module.__dict__["_get_pos_embed"], "_napari_sam2_cached", False)
-    original = getattr(type(module), "_get_pos_embed", None)
+    installed = adapter.own_hiera_position_embedding(module)
+    if installed is not None:
+        return getattr(installed, "_napari_sam2_cached", False)
+    original = adapter.hiera_position_embedding(module)
     weights = [getattr(module, name, None) for name in ("pos_embed", "pos_embed_window")]
     if original is None or not all(isinstance(w, torch.Tensor) for w in weights):
         return False
@@ -129,7 +132,7 @@ def _cache_hiera_embedding(module) -> bool:
         return value
 
     _get_pos_embed._napari_sam2_cached = True  # type: ignore[attr-defined]
-    module._get_pos_embed = _get_pos_embed
+    adapter.set_hiera_position_embedding(module, _get_pos_embed)
     return True
 
 
@@ -243,7 +246,7 @@ def fast_rotary(network) -> int:
         if _has_fast_rotary(module):
             count += 1
             continue
-        if "forward" in module.__dict__:  # someone else's forward: left alone
+        if adapter.own_forward(module) is not None:  # someone else's forward: left alone
             continue
         forward = type(module).forward
         code = getattr(forward, "__code__", None)
@@ -262,7 +265,7 @@ def fast_rotary(network) -> int:
         clone.__kwdefaults__ = forward.__kwdefaults__
         clone.__doc__ = forward.__doc__
         clone._napari_sam2_rotary = True  # type: ignore[attr-defined]
-        module.forward = types.MethodType(clone, module)
+        adapter.set_forward(module, clone)
         count += 1
     return count
 
@@ -299,7 +302,7 @@ def plain_rotary(network) -> int:
     count = 0
     for module in network.modules():
         if _has_fast_rotary(module) or _has_lean_attention(module) or has_shared_first_layer(module):
-            del module.forward
+            adapter.restore_forward(module)
             count += 1
     return count
 
@@ -329,8 +332,8 @@ def lean_attention(network) -> int:
     for module in encoder.modules():
         if _has_lean_attention(module):
             count += 1
-        elif type(module) is kind and "forward" not in module.__dict__ and _same_output(module):
-            module.forward = types.MethodType(_lean_forward, module)
+        elif type(module) is kind and adapter.own_forward(module) is None and _same_output(module):
+            adapter.set_forward(module, _lean_forward)
             count += 1
     return count
 
@@ -349,7 +352,7 @@ def _lean_forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
         height, width = query.shape[1:3]
         query = query.reshape(batch_size, height * width, self.num_attention_heads, -1)
     attention = names["ALL_ATTENTION_FUNCTIONS"].get_interface(
-        self.config._attn_implementation, names["eager_attention_forward"])
+        adapter.attention_implementation(self), names["eager_attention_forward"])
     out, _ = attention(self, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
                        attention_mask=None, is_causal=self.is_causal, scaling=self.scale, **kwargs)
     return self.proj(out.reshape(batch_size, height, width, -1))
@@ -359,7 +362,7 @@ _lean_forward._napari_sam2_lean = True  # type: ignore[attr-defined]
 
 
 def _has_lean_attention(module) -> bool:
-    forward = module.__dict__.get("forward")
+    forward = adapter.own_forward(module)
     return isinstance(forward, types.MethodType) and getattr(forward.__func__, "_napari_sam2_lean", False)
 
 
@@ -377,7 +380,7 @@ def _same_output(module) -> bool:
 
 
 def _has_fast_rotary(module) -> bool:
-    forward = module.__dict__.get("forward")
+    forward = adapter.own_forward(module)
     return isinstance(forward, types.MethodType) and getattr(forward.__func__, "_napari_sam2_rotary", False)
 
 
@@ -435,8 +438,7 @@ def compile_network(model, options: dict | None = None) -> bool:
         _warm_up(model)
     except Exception as err:  # any compiler failure: run the network as it is
         for module in targets.values():
-            # nn.Module.compile() keeps the compiled callable here; None restores eager calls
-            module._compiled_call_impl = None
+            adapter.uncompile(module)
         install_shortcuts(model)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         warnings.warn(

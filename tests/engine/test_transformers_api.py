@@ -71,6 +71,37 @@ def test_rotary_function_the_fast_path_replaces_keeps_its_name_and_signature():
         assert "apply_rotary_pos_emb_2d" in getattr(module, attention).forward.__code__.co_names
 
 
+def test_the_names_the_module_patches_rely_on(tiny_model):
+    """adapter.py's module patches (used by speed.py and shared_query.py) read these names."""
+    from transformers.models.sam2.modeling_sam2 import Sam2HieraDetModel
+
+    from napari_sam2.engine import adapter
+
+    assert list(inspect.signature(Sam2HieraDetModel._get_pos_embed).parameters) == ["self", "hw"]
+    network = getattr(tiny_model, "network", tiny_model)
+    backbones = [m for m in network.modules() if isinstance(m, Sam2HieraDetModel)]
+    assert backbones and all(adapter.hiera_position_embedding(m) is not None for m in backbones)
+    assert adapter.attention_implementation(network.memory_attention) in ("sdpa", "eager")
+    necks = [m for m in network.modules() if hasattr(m, "position_encoding")]
+    assert necks, "no module holds a position_encoding any more: adapt speed.cache_position_encodings"
+
+
+def test_only_the_adapter_patches_transformers_objects():
+    """No other engine module sets an attribute on a network module or reads the private names."""
+    import re
+    from pathlib import Path
+
+    import napari_sam2
+
+    patterns = re.compile(r"\.forward\s*=[^=]|del \S+\.forward|\.__dict__|\._get_pos_embed|"
+                          r"\._attn_implementation|\._compiled_call_impl|\.position_encoding\s*=[^=]")
+    root = Path(napari_sam2.__file__).parent / "engine"
+    found = [f"{path.relative_to(root)}:{n}: {line.strip()}"
+             for path in sorted(root.rglob("*.py")) if path.name != "adapter.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if patterns.search(line)]
+    assert not found, "\n".join(found)
+
+
 def test_inference_session_layout(tiny_model):
     state = Sam2VideoInferenceSession(video_height=8, video_width=8)
     idx = state.obj_id_to_idx(5)
