@@ -182,6 +182,8 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             if layer is not None and layer not in self.viewer.layers:
                 self.viewer.add_layer(layer)
                 back.append(f"'{layer.name}'")
+                if layer is self.labels_layer:  # the target row showed "(new layer)" meanwhile
+                    self.labels_combo.setCurrentText(layer.name)
         if back:
             if self.prompts.points in self.viewer.layers:
                 self.prompts.select_points()

@@ -45,6 +45,7 @@ def test_removed_labels_and_points_layers_come_back_with_everything_in_them(
     viewer.layers.remove(points)
     press_key(qtbot, viewer, "n")  # a new object: the user wants to click again
     assert labels in viewer.layers and points in viewer.layers
+    assert dock.labels_combo.currentText() == "SAM 2 labels"
     assert same(viewer.layers.selection.active, points) and points.mode == "add"
     assert any("'SAM 2 labels' and 'SAM 2 points' were removed" in m and "added back" in m
                for m in shown), shown
