@@ -20,6 +20,7 @@ they keep SAM 2's architecture; their input size is not stored in the weights, s
 from __future__ import annotations
 
 import re
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -292,7 +293,11 @@ def read_state_dict(path: str | Path) -> dict:
             raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
     else:
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # a damaged file's first bytes can read as an unknown pickle protocol: torch warns,
+                # then fails; the error below says it plainly
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             found = re.search(r"GLOBAL (\S+)", str(err))
             if found is None:  # not a pickle torch can parse at all

@@ -11,31 +11,40 @@ import warnings
 import numpy as np
 
 
-def click_canvas(viewer, world_pos, modifiers=()):
-    """A left click on the canvas at ``world_pos``, seen by the active layer (as in napari's tests)."""
+class _MouseEvent:
+    """What napari's mouse callbacks read of a vispy mouse event on the canvas."""
+
+    def __init__(self, viewer, type_, position, dragging=False, modifiers=()):
+        self.type = type_
+        self.is_dragging = dragging
+        self.modifiers = list(modifiers)
+        self.position = tuple(float(c) for c in position)
+        self.pos = np.zeros(2)
+        self.view_direction = None
+        self.up_direction = None
+        self.dims_displayed = list(viewer.dims.displayed)
+        self.dims_point = list(viewer.dims.point)
+        self.button = 1
+        self.handled = False
+
+
+def _mouse(viewer, callbacks, type_, position, dragging=False, modifiers=()):
+    """Send one mouse event to the active layer's callbacks (as napari's own layer tests do)."""
     from napari.utils._proxies import ReadOnlyWrapper
-    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
 
     layer = viewer.layers.selection.active
-    assert layer is not None, "no layer is selected: a click would go nowhere"
-
-    class Event:
-        def __init__(self, type_):
-            self.type = type_
-            self.is_dragging = False
-            self.modifiers = list(modifiers)
-            self.position = tuple(float(c) for c in world_pos)
-            self.pos = np.zeros(2)
-            self.view_direction = None
-            self.up_direction = None
-            self.dims_displayed = list(viewer.dims.displayed)
-            self.dims_point = list(viewer.dims.point)
-            self.button = 1
-            self.handled = False
-
-    mouse_press_callbacks(layer, ReadOnlyWrapper(Event("mouse_press"), exceptions=("handled",)))
-    mouse_release_callbacks(layer, ReadOnlyWrapper(Event("mouse_release"), exceptions=("handled",)))
+    assert layer is not None, "no layer is selected: the mouse would act on nothing"
+    event = _MouseEvent(viewer, type_, position, dragging, modifiers)
+    callbacks(layer, ReadOnlyWrapper(event, exceptions=("handled",)))
     return layer
+
+
+def click_canvas(viewer, world_pos, modifiers=()):
+    """A left click on the canvas at ``world_pos``, seen by the active layer (as in napari's tests)."""
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    _mouse(viewer, mouse_press_callbacks, "mouse_press", world_pos, modifiers=modifiers)
+    return _mouse(viewer, mouse_release_callbacks, "mouse_release", world_pos, modifiers=modifiers)
 
 
 def drag_on_canvas(viewer, start, end, steps=5):
@@ -43,39 +52,17 @@ def drag_on_canvas(viewer, start, end, steps=5):
 
     As the active layer sees it: e.g. a rectangle drawn in a Shapes layer's add_rectangle mode.
     """
-    from napari.utils._proxies import ReadOnlyWrapper
     from napari.utils.interactions import (
         mouse_move_callbacks,
         mouse_press_callbacks,
         mouse_release_callbacks,
     )
 
-    layer = viewer.layers.selection.active
-    assert layer is not None, "no layer is selected: a drag would go nowhere"
     start, end = np.asarray(start, float), np.asarray(end, float)
-
-    class Event:
-        def __init__(self, type_, position, dragging):
-            self.type = type_
-            self.is_dragging = dragging
-            self.modifiers = []
-            self.position = tuple(float(c) for c in position)
-            self.pos = np.zeros(2)
-            self.view_direction = None
-            self.up_direction = None
-            self.dims_displayed = list(viewer.dims.displayed)
-            self.dims_point = list(viewer.dims.point)
-            self.button = 1
-            self.handled = False
-
-    def send(callbacks, type_, position, dragging):
-        callbacks(layer, ReadOnlyWrapper(Event(type_, position, dragging), exceptions=("handled",)))
-
-    send(mouse_press_callbacks, "mouse_press", start, False)
+    _mouse(viewer, mouse_press_callbacks, "mouse_press", start)
     for t in np.linspace(0, 1, steps):
-        send(mouse_move_callbacks, "mouse_move", start + t * (end - start), True)
-    send(mouse_release_callbacks, "mouse_release", end, True)
-    return layer
+        _mouse(viewer, mouse_move_callbacks, "mouse_move", start + t * (end - start), dragging=True)
+    return _mouse(viewer, mouse_release_callbacks, "mouse_release", end, dragging=True)
 
 
 def press_key(qtbot, viewer, key):
@@ -174,3 +161,12 @@ def click_at(qtbot, dock, frame_coords):
     dock.go_to_frame(int(coords[dock._current_layout().video_axis]))
     click_canvas(viewer, world(dock.image_layer, coords))
     wait_idle(qtbot, dock)
+
+
+def viewer_with_model(make_napari_viewer, qtbot, image, name="cells", **image_kwargs):
+    """A shown viewer holding ``image``, its SAM 2 dock opened and a model loaded by the button."""
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name=name, **image_kwargs)
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    return viewer, dock

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _user_actions import click_at, load_with_button, open_dock, press, press_key, same, wait_idle
+from _user_actions import (
+    click_at,
+    load_with_button,
+    open_dock,
+    press,
+    press_key,
+    same,
+    viewer_with_model,
+    wait_idle,
+)
 
 from napari_sam2.samples import make_cells_timelapse
 
@@ -28,10 +37,7 @@ def _centre(cells, frame):
 
 def test_removed_labels_and_points_layers_come_back_with_everything_in_them(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(cells.image, name="cells")
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
     click_at(qtbot, dock, (1, *_centre(cells, 1)))
     labels, points = dock.labels_layer, dock.prompts.points
     first = labels.data[1].copy()
@@ -60,10 +66,7 @@ def test_removed_labels_and_points_layers_come_back_with_everything_in_them(
 def test_removing_the_image_mid_run_ends_the_session_quietly(make_napari_viewer, hub_cache, no_alerts,
                                                              qtbot):
     cells = make_cells_timelapse(n_frames=40, shape=(64, 64), n_cells=3, seed=1)
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(cells.image, name="cells")
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
     click_at(qtbot, dock, (0, *_centre(cells, 0)))
     press(qtbot, dock.propagate_button)
     qtbot.waitUntil(lambda: dock.progress.done >= 2, timeout=60_000)
@@ -107,10 +110,7 @@ def test_a_session_loaded_over_work_leaves_that_work_in_the_viewer(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells, tmp_path, monkeypatch):
     from qtpy.QtWidgets import QFileDialog
 
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(cells.image, name="cells")
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
     click_at(qtbot, dock, (1, *_centre(cells, 1)))
     path = tmp_path / "one.json"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))

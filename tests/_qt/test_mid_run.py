@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _user_actions import click_at, click_canvas, load_with_button, open_dock, press, wait_idle, world
+from _user_actions import (
+    click_at,
+    click_canvas,
+    press,
+    viewer_with_model,
+    wait_idle,
+    world,
+)
 
 from napari_sam2.samples import make_cells_timelapse
 
@@ -33,10 +40,7 @@ def _start_run(qtbot, dock, frames_done=2):
 @pytest.fixture
 def running(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     """A dock with one object clicked on frame 0 of a 30-frame stack, ready to propagate."""
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(cells.image, name="cells")
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
     dock.go_to_frame(0)
     click_canvas(viewer, world(dock.image_layer, (0, *_centre(cells, 0))))
     wait_idle(qtbot, dock)
@@ -72,10 +76,8 @@ def test_moving_the_z_slider_mid_run_keeps_every_write_on_its_own_slice(
         make_napari_viewer, hub_cache, no_alerts, qtbot):
     cells = make_cells_timelapse(n_frames=30, shape=(64, 64), n_cells=3, seed=1)
     stack = np.stack([cells.image, cells.image], axis=1)  # (t, z, y, x)
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(stack, name="tzyx", axis_labels=("t", "z", "y", "x"))
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, stack, name="tzyx",
+                                     axis_labels=("t", "z", "y", "x"))
     assert dock.follow_check.isChecked()
     click_at(qtbot, dock, (0, 0, *_centre(cells, 0)))
     session = dock.session

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -386,6 +387,13 @@ def test_checkpoint_errors(tmp_path):
     corrupt.write_bytes(os.urandom(10_000))
     with pytest.raises(ModelLoadError, match="could not be read as a PyTorch checkpoint"):
         load_model(corrupt)
+    # bytes that read as pickle protocol 35: only the clear error, no warning from torch first
+    corrupt.write_bytes(b"\x80\x23" + bytes(range(256)) * 8)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelLoadError, match="could not be read as a PyTorch checkpoint"):
+            load_model(corrupt)
+    assert not [str(w.message) for w in shown if "pickle" in str(w.message)]
 
     other = tmp_path / "other.pt"
     torch.save({"model": {"encoder.layer.0.weight": torch.zeros(3, 3)}}, other)
