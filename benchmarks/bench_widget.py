@@ -191,7 +191,8 @@ def _widget(viewer, model_dir, stack, click, stalls, app, engine):
     # a cell-sized edit, as most clicks on a real cell are (the random network's clicks cover the
     # frame): a 30 x 30 px label of another Labels layer used as a mask prompt, then its undo
     seed = np.zeros(stack.shape, np.uint8)
-    seed[0, 1100:1130, 1100:1130] = 1
+    top, left = (min(1100, n // 2 - 15) for n in stack.shape[-2:])  # inside a 256 px frame too
+    seed[0, top:top + 30, left:left + 30] = 1
     viewer.add_labels(seed, name="seed cells")
     dock.new_object()
     dock.mask_source.setCurrentText("seed cells")
