@@ -96,6 +96,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         for combo in (self.green_combo, self.blue_combo):
             combo.currentIndexChanged.connect(self._channels_changed)
         self.labels_combo.currentIndexChanged.connect(self._labels_changed)
+        self.labels_combo.activated.connect(self._new_labels_chosen)  # a user's choice only
         self.object_list.currentItemChanged.connect(self._object_selected)
         self.object_list.itemChanged.connect(self._object_renamed)
         self.positive_check.toggled.connect(lambda on: self.prompts.set_polarity(on))

@@ -136,3 +136,23 @@ def test_a_session_loaded_over_work_leaves_that_work_in_the_viewer(
     assert len(dock.prompts.points.data) == 1
     assert "the earlier objects are in 'SAM 2 labels (before one.json)'" in dock.status.text()
     no_alerts.check()
+
+
+def test_choosing_new_layer_sends_the_next_masks_into_a_new_layer(make_napari_viewer, hub_cache, no_alerts,
+                                                                 qtbot, cells):
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    first = dock.labels_layer
+    kept = first.data.copy()
+    combo = dock.labels_combo
+    index = combo.findText("(new layer)")
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)  # as the user picks it from the list
+    second = dock.labels_layer
+    assert second is not None and not same(second, first) and combo.currentText() == second.name
+    assert "masks now go into" in dock.status.text() and not second.data.any()
+    press_key(qtbot, viewer, "n")
+    click_at(qtbot, dock, (2, *_centre(cells, 2)))
+    assert (second.data[2] == 2).any() and not second.data[1].any()
+    np.testing.assert_array_equal(first.data, kept)  # the first layer keeps what it had
+    no_alerts.check()
