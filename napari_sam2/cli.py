@@ -331,6 +331,7 @@ def _segment(args, *, model=None, on_frame=None) -> int:
 
 def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
     from napari_sam2 import seeding
+    from napari_sam2.engine.frames import resolve_channels
     from napari_sam2.io.atomic import partial_path
     from napari_sam2.io.readers import default_video_axis, open_stack, video_frames
     from napari_sam2.io.session_file import (
@@ -364,6 +365,12 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
     _check_bounds(args, n_frames)
     seeds = seeding.check_seed_inputs(args, n_frames, frame_shape, input_path)
     label_dtype(max([0, *session_file.ids, *(seeds.ids if seeds else [])]))
+    channels = args.channels if args.channels is not None else settings.channels
+    try:  # before the model loads
+        resolve_channels(int(frames.shape[3]) if frames.ndim == 4 else None, channels)
+    except ValueError as err:
+        where = "--channels" if args.channels is not None else "the session's channels"
+        raise CliError(f"{where}: {err}") from None
 
     # ---- the model and the prompts (minutes at most; a signal here writes nothing)
     from napari_sam2.engine.session import Sam2Session
@@ -372,7 +379,6 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
         model = _load_model(args, settings)
     # a session file's contrast is "auto" or limits as JSON lists; FrameSource checks its shape
     contrast: Any = list(args.contrast) if args.contrast is not None else (settings.contrast or "auto")
-    channels = args.channels if args.channels is not None else settings.channels
     session = Sam2Session(model, frames, channels=channels, contrast=contrast)
     prompted = f"{len(session_file.objects)} object(s), " if args.prompts else ""
     _say(f"napari-sam2: {prompted}{n_frames} frames of {frame_shape[0]}x{frame_shape[1]} px "

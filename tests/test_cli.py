@@ -451,6 +451,15 @@ def test_zarr_folder_not_ours_is_refused_before_the_model_loads(inputs, tmp_path
     assert tree(theirs) == {"notes.txt": b"years of work"}
 
 
+def test_channels_that_do_not_fit_are_refused_before_the_model_loads(inputs, tmp_path, capsys):
+    code, err = run_main(["segment", str(inputs["dir"] / "cells.tif"), "--prompts", str(inputs["session"]),
+                          "--out", str(tmp_path / "labels.tif"), "--model", "sam2.1-tiny",
+                          "--channels", "1"], capsys)
+    assert code == 2
+    assert error_line(err).endswith("--channels: channels were given but the stack has no channel axis")
+    assert "loading model" not in err  # the model (not even cached here) was never needed
+
+
 def test_ome_zarr_input_is_never_its_own_output(tmp_path, capsys, inputs):
     img = tmp_path / "ome.zarr"
     g = zarr.open_group(str(img), mode="w", zarr_format=2)

@@ -35,7 +35,7 @@ from napari_sam2.errors import Sam2InputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FrameSource", "StackView", "Channels", "Contrast", "ReadHook"]
+__all__ = ["FrameSource", "StackView", "Channels", "Contrast", "ReadHook", "resolve_channels"]
 
 #: Which channel(s) of a multichannel stack feed SAM 2: one index (gray) or up to three (RGB).
 Channels: TypeAlias = int | Sequence[int] | None
@@ -65,6 +65,36 @@ def _check_array_like(frames: Any) -> None:
         raise Sam2InputError(
             f"frames must hold numbers, got dtype {frames.dtype}; convert the stack to a numeric dtype"
         )
+
+
+def resolve_channels(n_channels, channels):
+    """(channel indices, or None for gray; whether the limits are shared) of a stack.
+
+    ``n_channels``: the stack's channels (None: it has no channel axis). Raises
+    :class:`Sam2InputError` when ``channels`` does not fit them (checked before a model loads).
+    """
+    if n_channels is None:
+        if channels not in (None, 0, [0], (0,)):
+            raise Sam2InputError("channels were given but the stack has no channel axis")
+        return None, True
+    if channels is None:
+        if n_channels == 1:
+            return (0,), True
+        if n_channels in (3, 4):  # RGB(A): colour balance kept by one shared mapping
+            return (0, 1, 2), True
+        raise Sam2InputError(
+            f"the stack has {n_channels} channels: choose which feed SAM 2 with channels= "
+            f"(one index for gray, or up to three for red, green, blue), e.g. channels=[0, 1]"
+        )
+    chans = [channels] if isinstance(channels, (int, np.integer)) else list(channels)
+    if not 1 <= len(chans) <= 3:
+        raise Sam2InputError(f"choose one to three channels, got {len(chans)}: {chans}")
+    for c in chans:
+        if not isinstance(c, (int, np.integer)) or not 0 <= c < n_channels:
+            raise Sam2InputError(
+                f"channel {c!r} does not exist: the stack has channels 0..{n_channels - 1}"
+            )
+    return tuple(int(c) for c in chans), False
 
 
 class StackView:
@@ -176,7 +206,7 @@ class FrameSource:
         self.frame_shape: tuple[int, int] = (shape[1], shape[2])
         self.image_size = int(image_size)
         self.dtype = np.dtype(self._array.dtype)
-        self.channels, self.shared_limits = self._resolve_channels(
+        self.channels, self.shared_limits = resolve_channels(
             shape[3] if has_channels else None, channels
         )
         self.contrast = self._resolve_contrast(contrast)
@@ -202,32 +232,6 @@ class FrameSource:
             f"of shape {tuple(frames.shape)}. For (T, Z, Y, X) stacks pick one axis as the video axis "
             "and fix the other (napari_sam2.engine.frames.StackView)."
         )
-
-    @staticmethod
-    def _resolve_channels(n_channels, channels):
-        """Return (channel indices or None for gray, whether the limits are shared)."""
-        if n_channels is None:
-            if channels not in (None, 0, [0], (0,)):
-                raise Sam2InputError("channels were given but the stack has no channel axis")
-            return None, True
-        if channels is None:
-            if n_channels == 1:
-                return (0,), True
-            if n_channels in (3, 4):  # RGB(A): colour balance kept by one shared mapping
-                return (0, 1, 2), True
-            raise Sam2InputError(
-                f"the stack has {n_channels} channels: choose which feed SAM 2 with channels= "
-                f"(one index for gray, or up to three for red, green, blue), e.g. channels=[0, 1]"
-            )
-        chans = [channels] if isinstance(channels, (int, np.integer)) else list(channels)
-        if not 1 <= len(chans) <= 3:
-            raise Sam2InputError(f"choose one to three channels, got {len(chans)}: {chans}")
-        for c in chans:
-            if not isinstance(c, (int, np.integer)) or not 0 <= c < n_channels:
-                raise Sam2InputError(
-                    f"channel {c!r} does not exist: the stack has channels 0..{n_channels - 1}"
-                )
-        return tuple(int(c) for c in chans), False
 
     @property
     def _n_inputs(self) -> int:
