@@ -365,7 +365,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
                    else "PyTorch finds no usable NVIDIA GPU or driver")
             raise ModelLoadError(
-                f"device={device!r} was requested but {why}; use device='auto' (or 'cpu'), or "
+                f"device {device!r} was requested but {why}; choose device 'auto' (or 'cpu'), or "
                 "install a CUDA build of PyTorch on a machine with an NVIDIA GPU"
             )
         count = torch.cuda.device_count()
@@ -375,8 +375,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "mps":
         if not _mps_available():
             raise ModelLoadError(
-                f"device={device!r} was requested but Apple's MPS backend is not available "
-                "(it needs an Apple-silicon Mac); use device='auto' or 'cpu'"
+                f"device {device!r} was requested but Apple's MPS backend is not available "
+                "(it needs an Apple-silicon Mac); choose device 'auto' or 'cpu'"
             )
         return dev
     if dev.type == "cpu":
