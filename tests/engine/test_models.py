@@ -16,13 +16,8 @@ import pytest
 import torch
 
 from napari_sam2.engine import checkpoints
-from napari_sam2.engine.models import (
-    MODEL_IDS,
-    Sam2Model,
-    _download_from_hub,
-    _Reporter,
-    load_model,
-)
+from napari_sam2.engine.model_files import Reporter, download_from_hub
+from napari_sam2.engine.models import MODEL_IDS, Sam2Model, load_model
 from napari_sam2.errors import ModelLoadError
 from napari_sam2.testing import make_tiny_model, save_tiny_model, tiny_config
 
@@ -537,8 +532,8 @@ def test_download_progress_reaches_the_callback(tmp_path):
             written.close()
         return str(folder)
 
-    result = _download_from_hub(
-        "facebook/sam2.1-hiera-tiny", name="sam2.1-tiny", report=_Reporter(lambda *a: calls.append(a)),
+    result = download_from_hub(
+        "facebook/sam2.1-hiera-tiny", name="sam2.1-tiny", report=Reporter(lambda *a: calls.append(a)),
         download=fake_snapshot_download,
     )
     assert result == folder
@@ -562,7 +557,7 @@ def test_progress_exception_cancels_unchanged(tmp_path):
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        _download_from_hub("facebook/sam2.1-hiera-tiny", name="sam2.1-tiny", report=_Reporter(stop),
+        download_from_hub("facebook/sam2.1-hiera-tiny", name="sam2.1-tiny", report=Reporter(stop),
                            download=fake_snapshot_download)
 
 
@@ -644,7 +639,7 @@ def test_a_gated_repository_says_how_to_get_access(tmp_path):
         raise errors.GatedRepoError("Access to model facebook/sam3 is restricted.", response=response)
 
     with pytest.raises(ModelLoadError) as info:
-        _download_from_hub("facebook/sam3", name="sam3", report=_Reporter(None), download=gated,
+        download_from_hub("facebook/sam3", name="sam3", report=Reporter(None), download=gated,
                            local_files_only=False)
     message = str(info.value)
     assert "request access on the model page (https://huggingface.co/facebook/sam3)" in message
