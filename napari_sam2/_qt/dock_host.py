@@ -128,8 +128,12 @@ class DockHost(DockWidgets):
         """Paint again every frame that has prompts."""
         raise NotImplementedError
 
-    def reread_contrast(self) -> None:
+    def reread_contrast(self, what: str = "contrast re-read") -> None:
         """Rebuild the session with the image layer's contrast limits and replay its prompts."""
+        raise NotImplementedError
+
+    def _check_engine_input(self) -> None:
+        """Raise the error a session on the Image section's input would raise, building none."""
         raise NotImplementedError
 
     def _refresh_layer_choices(self, *_: object) -> None:

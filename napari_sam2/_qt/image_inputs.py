@@ -174,7 +174,14 @@ class ImageInputs(DockHost):
     def _channels_changed(self, *_):
         """New channel choice: rebuild the session and replay its prompts (labels stay)."""
         if self.session is not None:
-            self._guard(self.reread_contrast)
+            self._guard(self.reread_contrast, "channels changed")
+
+    def _check_engine_input(self):
+        """Raise the error a session on the Image section's input would raise, building none."""
+        from napari_sam2.engine.frames import resolve_channels
+
+        data, has_channels, _, channels = self._engine_input()
+        resolve_channels(int(data.shape[-1]) if has_channels else None, channels)
 
     def _engine_input(self):
         """What SAM 2 reads: ``(array-like, has channel axis, contrast limits, channels)``.

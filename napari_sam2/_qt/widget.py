@@ -197,9 +197,15 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             self.say(note)
             show_info(note)
 
-    def reread_contrast(self):
-        """Rebuild the session with the image layer's contrast limits and replay its prompts."""
+    def reread_contrast(self, what: str = "contrast re-read"):
+        """Rebuild the session with the image layer's contrast limits and replay its prompts.
+
+        Also after a new channel choice (``what`` says which). An input the session could not
+        be built from (a channel the image lacks) is refused first: the session stays as it was.
+        """
         old = self.session
+        if old is not None:
+            self._check_engine_input()
         self._reset_session()
         if old is None or not old.objects:
             return
@@ -211,7 +217,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         def done(_):
             self.prompts.mark_all_sent()
             self._repaint_prompted_frames()
-            self.say("contrast re-read: prompts replayed")
+            self.say(f"{what}: prompts replayed")
 
         self._replay(saved, done, progress="Re-reading contrast")
 

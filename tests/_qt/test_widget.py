@@ -255,6 +255,9 @@ def test_channels_of_an_rgb_stack_equal_the_same_channels_as_separate_layers(
     as_rgb.channels_edit.setText("5")
     as_rgb.channels_edit.editingFinished.emit()
     assert "channel 5" in str(as_rgb.last_error)
+    # ... that leaves the session as it was: its prompts are still there to propagate
+    assert as_rgb.session is not None and as_rgb.session_channels == [0, 1]
+    assert as_rgb.session.prompted_frames(as_rgb.active_id) == [2]
     as_rgb.channels_edit.setText("0,1")
     as_rgb.channels_edit.editingFinished.emit()
     _click(as_rgb, 3, 30, 30)
