@@ -66,6 +66,8 @@ class DockFiles(DockHost):
         from napari_sam2.io.writers import write_labels
 
         data = self.tracked_labels()
+        path = Path(path)
+        self._check_outputs([("", path, "folder" if path.suffix.lower() == ".zarr" else "file")])
         geometry = labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText())
         out = write_labels(path, np.asarray(data), geometry)
         fmt = LabelFormat.of(out)
@@ -73,6 +75,18 @@ class DockFiles(DockHost):
                  f"{'z' if geometry.axis_name == 'Z' else 'time'} axis, "
                  f"pixel {abs(geometry.scale[-1]):g} {geometry.units[1] or 'px'})")
         return out
+
+    def _check_outputs(self, outputs) -> None:
+        """Refuse outputs that are (or hold) a file a layer of the viewer was read from.
+
+        ``outputs``: ``(option, path, kind)`` as :func:`napari_sam2.io.atomic.check_output_paths`
+        takes them. Typing the image's own file name in a form must not replace the image.
+        """
+        from napari_sam2.io.atomic import check_output_paths
+
+        read = [(f"file of the layer '{layer.name}'", layer.source.path)
+                for layer in self.viewer.layers if getattr(layer.source, "path", None)]
+        check_output_paths(outputs, read)
 
     def show_export_form(self) -> None:
         """Open the "Export labels…" form (format, file, what the tracked axis is)."""
@@ -92,13 +106,14 @@ class DockFiles(DockHost):
         if self.session is None or not self.session.objects or lay is None:
             raise ValueError("there is nothing to save yet: add a prompt first")
         path = Path(path)
+        labels_path = path.with_name(path.stem + LABELS_SUFFIX)
+        self._check_outputs([("", path, "file"), ("", labels_path, "file")])
         # the model the masks came from, not what the Model rows show now
         model = self.model.name if self.model is not None else (
             self.model_path.text().strip() or self.model_combo.currentText())
         layers = [c.currentText() for c in (self.green_combo, self.blue_combo)
                   if c.currentText() not in ("(none)", self.image_layer.name)]
         extra: dict[str, Any] = {"channel_layers": layers} if layers else {}
-        labels_path = path.with_name(path.stem + LABELS_SUFFIX)
         write_labels(labels_path, np.asarray(self.tracked_labels()),
                      labels_geometry(self.image_layer, lay, self.axis_kind.currentText()))
         extra["labels_file"] = labels_path.name

@@ -156,3 +156,33 @@ def test_choosing_new_layer_sends_the_next_masks_into_a_new_layer(make_napari_vi
     assert (second.data[2] == 2).any() and not second.data[1].any()
     np.testing.assert_array_equal(first.data, kept)  # the first layer keeps what it had
     no_alerts.check()
+
+
+def test_export_and_save_never_replace_the_file_the_image_was_read_from(
+        make_napari_viewer, hub_cache, qtbot, cells, tmp_path, monkeypatch):
+    import tifffile
+    from qtpy.QtWidgets import QFileDialog
+
+    source = tmp_path / "cells.tif"
+    tifffile.imwrite(source, cells.image)
+    original = source.read_bytes()
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(source), plugin="napari")  # the layer remembers the file it came from
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+
+    press(qtbot, dock.export_button)  # the user types the image's own name in the form
+    form = dock.export_form.form
+    form.file.value = source
+    form.call_button.native.click()
+    assert dock.status.is_error and "is the file of the layer 'cells'" in dock.status.text()
+    assert source.read_bytes() == original and dock.export_form.dialog.isVisible()
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "cells.json"), ""))
+    press(qtbot, dock.save_button)  # its labels would go to cells.labels.tif: fine, another name
+    assert (tmp_path / "cells.labels.tif").exists() and source.read_bytes() == original
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(source), ""))
+    press(qtbot, dock.save_button)  # a session file named like the image
+    assert dock.status.is_error and "is the file of the layer 'cells'" in dock.status.text()
+    assert source.read_bytes() == original
