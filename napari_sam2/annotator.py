@@ -185,20 +185,23 @@ class Annotator:
         obj_ids = [int(i) for i in obj_ids if int(i) in self.objects]
         return self.finish_delete(obj_ids, self.prepare_delete(obj_ids))
 
-    def prepare_delete(self, obj_ids) -> list[FrameWrite]:
+    def prepare_delete(self, obj_ids, session: Sam2Session | None = None,
+                       layout: StackLayout | None = None) -> list[FrameWrite]:
         """Worker side of :meth:`delete_objects`.
 
         Forget the objects in the engine and prepare the frames that lose their pixels (the
-        labels are only read).
+        labels are only read). ``session`` and ``layout``: those of the moment the user deleted
+        (default: the current ones).
         """
         obj_ids = [int(i) for i in obj_ids]
+        session, layout = session or self.session, layout or self.layout
         for obj_id in obj_ids:
-            if self.session is not None and obj_id in self.session.objects:
-                self.session.remove_object(obj_id)
-        if self.labels is None or self.layout is None or not obj_ids:
+            if session is not None and obj_id in session.objects:
+                session.remove_object(obj_id)
+        if self.labels is None or layout is None or not obj_ids:
             return []
         empty = np.zeros(self.labels.shape[-2:], bool)
-        writes = (self.prepare(f, {i: empty for i in obj_ids}) for f in range(self.layout.n_frames))
+        writes = (self.prepare(f, {i: empty for i in obj_ids}, layout=layout) for f in range(layout.n_frames))
         return [w for w in writes if w.region is not None]
 
     def finish_delete(self, obj_ids, writes) -> EditRun:

@@ -221,3 +221,17 @@ def test_a_run_goes_back_into_the_labels_it_was_written_into_after_the_target_ch
     assert core.revert_last_run() is run
     assert not sam.any(), "the run went back where it was written"
     np.testing.assert_array_equal(mine, mine_before)
+
+
+def test_a_delete_prepared_after_the_session_ended_still_takes_the_pixels_away():
+    """The user deletes an object, then (before the worker runs) moves to another slice."""
+    labels = np.zeros((2, 3, 16, 16), np.uint16)  # (t, z, y, x)
+    core = Annotator(labels)
+    obj = core.add_object()
+    layout = StackLayout(labels.shape, video_axis=0, fixed={1: 2})
+    core.layout = layout
+    for t in range(2):
+        core.apply(core.prepare(t, {obj: _square((16, 16), 2, 2)}))
+    core.layout = None  # the dock's session ended meanwhile
+    run = core.finish_delete([obj], core.prepare_delete([obj], layout=layout))
+    assert not labels.any() and len(run.edits) == 2 and obj not in core.objects

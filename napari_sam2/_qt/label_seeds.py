@@ -85,18 +85,17 @@ class LabelSeeds(DockHost):
         """
         session = self.ensure_session()
         frame = self.current_frame()
+        lay, img = self.stack_layout, self.image_layer  # as they are now, whatever happens meanwhile
         self.say(f"finding objects{self.on_frame(frame)}…")
 
         def work():
             return session.segment_everything(frame, points_per_side=points_per_side)
 
         def done(found):
-            lay = self.stack_layout
             layers = self.viewer.layers
             if FOUND_LAYER in layers and layers[FOUND_LAYER].data.shape == lay.labels_shape:
                 layer = layers[FOUND_LAYER]
             else:
-                img = self.image_layer
                 layer = self.viewer.add_labels(
                     np.zeros(lay.labels_shape, found.dtype if found.dtype.itemsize >= 2 else np.uint16),
                     name=FOUND_LAYER, scale=img.scale[:lay.ndim], translate=img.translate[:lay.ndim],
@@ -104,10 +103,10 @@ class LabelSeeds(DockHost):
             layer.data[lay.index(frame)] = found
             layer.refresh()
             self._refresh_layer_choices()
-            self.mask_source.setCurrentText(FOUND_LAYER)
+            self.mask_source.setCurrentText(layer.name)
             n = len(np.unique(found[found > 0]))
             self.prompts.select_points()
-            self.say(f"found {counted(n)}{self.on_frame(frame)} in '{FOUND_LAYER}': review them, "
+            self.say(f"found {counted(n)}{self.on_frame(frame)} in '{layer.name}': review them, "
                      "then press Seed from labels")
 
         self.tasks.submit(work, done, progress="SAM 2: finding objects")

@@ -114,7 +114,7 @@ class ObjectList(DockHost):
         for row in reversed(range(self.object_list.count())):
             if int(self.object_list.item(row).data(ID_ROLE)) in ids:
                 self.object_list.takeItem(row)
-        core = self.core
+        core, session, layout = self.core, self.session, self.stack_layout
         names = ", ".join(self.objects[i] for i in ids)
 
         def done(writes):  # ...the pixels once the worker has prepared them
@@ -125,4 +125,4 @@ class ObjectList(DockHost):
             self._update_quality()
             self.say(f"deleted {names}")
 
-        self.tasks.submit(lambda: core.prepare_delete(ids), done)
+        self.tasks.submit(lambda: core.prepare_delete(ids, session, layout), done)
