@@ -330,15 +330,21 @@ class Annotator:
             self.commit(write, "undo")
         return res
 
-    def undo_prompt_prepared(self):
-        """The engine's undo and the frame's new masks, prepared (worker side of undo_prompt)."""
-        if self.session is None:
+    def undo_prompt_prepared(self, session: Sam2Session | None = None, layout: StackLayout | None = None):
+        """The engine's undo and the frame's new masks, prepared (worker side of undo_prompt).
+
+        ``session`` and ``layout``: those of the moment the user asked (default: the current ones).
+        """
+        session, layout = session or self.session, layout or self.layout
+        if session is None:
             return None, None
-        res = self.session.undo()
+        res = session.undo()
         if res is None or res[0] is None:
             return res, None
-        frame, obj_id = res
-        return res, self.prepare(frame, {obj_id: self.engine_mask(frame, obj_id)})
+        frame, undone = int(res[0]), res[1]
+        ids = undone if isinstance(undone, tuple) else (undone,)  # a seeding: all its objects
+        masks = {i: self.engine_mask(frame, i, session) for i in ids}
+        return res, self.prepare(frame, masks, layout=layout)
 
     def revert_last_run(self) -> EditRun | None:
         """Put the labels back exactly as they were before the last propagation run."""

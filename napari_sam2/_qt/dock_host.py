@@ -173,6 +173,10 @@ class DockHost(DockWidgets):
         """Add many objects to the list and select the last one."""
         raise NotImplementedError
 
+    def _forget_objects(self, ids: list[int]) -> None:
+        """Take objects the engine no longer has out of the list."""
+        raise NotImplementedError
+
     def _add_object_item(self, obj_id: int, name: str, select: bool = True) -> None:
         """Show an object in the list (and make it the active one)."""
         raise NotImplementedError

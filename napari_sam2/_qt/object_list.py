@@ -102,6 +102,18 @@ class ObjectList(DockHost):
             self.say("Alt-click on an object's mask selects it; there is none here")
         event.handled = True
 
+    def _forget_objects(self, ids) -> None:
+        """Take objects the engine no longer has out of the list (their pixels are gone already)."""
+        gone = {int(i) for i in ids}
+        for row in reversed(range(self.object_list.count())):
+            item = self.object_list.item(row)
+            if item is not None and int(item.data(ID_ROLE)) in gone:
+                self.object_list.takeItem(row)
+        for obj_id in gone:
+            self.core.objects.pop(obj_id, None)
+            if self.core.active_id == obj_id:
+                self.core.active_id = None
+
     def delete_selected(self):
         """Remove every selected object of the list: prompts, pixels (one undoable step), memory."""
         ids = [int(i.data(ID_ROLE)) for i in self.object_list.selectedItems()]

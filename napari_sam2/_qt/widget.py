@@ -36,6 +36,7 @@ from napari_sam2._qt.panels import MODEL_CHOICES, build_dock
 from napari_sam2._qt.prompt_layers import PromptLayers
 from napari_sam2._qt.propagation import PropagationPanel
 from napari_sam2._qt.quality_strip import QualityPanel
+from napari_sam2._qt.sections import counted
 from napari_sam2._qt.shortcuts import SHORTCUTS, Shortcuts
 from napari_sam2._qt.tasks import TaskQueue
 from napari_sam2.annotator import Annotator
@@ -302,21 +303,25 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         """Undo the last prompt (click, box, mask) of the session and redraw its frame."""
         if self.session is None:
             return self.say("nothing to undo")
-        core = self.core
+        core, session, layout = self.core, self.session, self.stack_layout
 
         def done(result):
             res, write = result
             if res is None:
                 return self.say("nothing to undo")
-            frame, obj_id = res
-            self.prompts.after_undo(frame, obj_id)
+            frame, undone = res
+            self.prompts.after_undo(frame, undone)
             if write is not None:
                 self._show(core.commit(write, "undo"))
+            if isinstance(undone, tuple):  # a seeding: the objects it made are gone
+                self._forget_objects([i for i in undone if i not in session.objects])
+                what = f"the seeding of {counted(len(undone))}"
+            else:
+                what = f"the last prompt of object {undone}"
             self._update_quality()
-            self.say(f"undid the last prompt of object {obj_id}"
-                     + ("" if frame is None else self.on_frame(frame)))
+            self.say(f"undid {what}" + ("" if frame is None else self.on_frame(frame)))
 
-        self.tasks.submit(core.undo_prompt_prepared, done)
+        self.tasks.submit(lambda: core.undo_prompt_prepared(session, layout), done)
 
     def _repaint_prompted_frames(self):
         """Paint the engine's masks on every prompted frame (after a replay)."""

@@ -388,6 +388,14 @@ def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alert
         np.testing.assert_array_equal(labels[2] == i, seeds[2] == i)  # a mask prompt is kept exactly
     assert "seeded 3 objects" in dock.status.text()
 
+    # Undo prompt takes the whole seeding back: masks, objects in the list, the engine's objects
+    press(qtbot, dock.undo_button)
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == "undid the seeding of 3 objects on frame 2"
+    assert not labels.any() and not dock.objects and dock.object_list.count() == 0
+    assert not dock.session.objects
+    no_alerts.check()
+
 
 def test_hundreds_of_seeds_are_listed_and_selected_once(make_napari_viewer, hub_cache, no_alerts, qtbot,
                                                          monkeypatch):
