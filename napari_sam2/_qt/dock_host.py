@@ -185,7 +185,8 @@ class DockHost(DockWidgets):
         """Stop the running propagation after the current frame."""
         raise NotImplementedError
 
-    def load_chosen_model(self, then: Callable[[], Any] | None = None) -> None:
+    def load_chosen_model(self, then: Callable[[], Any] | None = None,
+                          session_precision: str | None = None) -> None:
         """Load the model chosen in the dock in a worker."""
         raise NotImplementedError
 
