@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtWidgets import QFileDialog
 
-from napari_sam2._qt.sections import counted
+from napari_sam2._qt.sections import counted, listed
 
 if TYPE_CHECKING:
     from napari_sam2._qt.dock_host import DockHost
@@ -181,8 +181,7 @@ class DockFiles(DockHost):
             else:
                 self._repaint_prompted_frames()
                 how = f"prompted {self.unit} repainted"
-            names = ", ".join(kept[:-1]) + (" and " if len(kept) > 1 else "") + kept[-1] if kept else ""
-            earlier = f"; the earlier objects are in {names}" if kept else ""
+            earlier = f"; the earlier objects are in {listed(kept)}" if kept else ""
             self.say(f"session loaded: {counted(len(sf.objects))}, {how}{earlier}")
 
         def start_replay():
@@ -198,7 +197,7 @@ class DockFiles(DockHost):
 
         The objects, their prompts and the engine session are let go; the labels and prompt
         layers stay in the viewer as they are, those the dock made renamed "... (``why``)", and
-        the loaded session gets new ones. Returns the kept layers' names, quoted.
+        the loaded session gets new ones. Returns the kept layers' names.
         """
         from napari_sam2._qt.image_inputs import NEW_LABELS
 
@@ -207,7 +206,7 @@ class DockFiles(DockHost):
             if layer is not None and layer in self.viewer.layers:
                 if layer.name.startswith("SAM 2 "):  # not a layer of the user's own
                     layer.name = f"{layer.name} ({why})"
-                kept.append(f"'{layer.name}'")
+                kept.append(layer.name)
         self.prompts.disconnect()
         self.prompts.points = self.prompts.shapes = None
         if self.labels_layer is not None:

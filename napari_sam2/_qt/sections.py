@@ -9,12 +9,18 @@ from qtpy.QtWidgets import QLabel, QProgressBar, QSizePolicy, QToolButton, QVBox
 
 from napari_sam2.annotator import ProgressClock
 
-__all__ = ["Section", "StatusLine", "ProgressLine", "counted"]
+__all__ = ["Section", "StatusLine", "ProgressLine", "counted", "listed"]
 
 
 def counted(n: int, plural: str = "objects") -> str:
     """``"1 object"``, ``"2 objects"``, ``"1 frame"``: counts in the status line."""
     return f"{n} {plural[:-1] if n == 1 else plural}"
+
+
+def listed(names: list[str]) -> str:
+    """``"'a'"``, ``"'a' and 'b'"``, ``"'a', 'b' and 'c'"``: names in the status line."""
+    quoted = [f"'{name}'" for name in names]
+    return ", ".join(quoted[:-1]) + " and " + quoted[-1] if len(quoted) > 1 else "".join(quoted)
 
 
 class Section(QWidget):

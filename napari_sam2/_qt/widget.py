@@ -36,7 +36,7 @@ from napari_sam2._qt.panels import MODEL_CHOICES, build_dock
 from napari_sam2._qt.prompt_layers import PromptLayers
 from napari_sam2._qt.propagation import PropagationPanel
 from napari_sam2._qt.quality_strip import QualityPanel
-from napari_sam2._qt.sections import counted
+from napari_sam2._qt.sections import counted, listed
 from napari_sam2._qt.shortcuts import SHORTCUTS, Shortcuts
 from napari_sam2._qt.tasks import TaskQueue
 from napari_sam2.annotator import Annotator
@@ -183,7 +183,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         for layer in (self.labels_layer, self.prompts.points, self.prompts.shapes):
             if layer is not None and layer not in self.viewer.layers:
                 self.viewer.add_layer(layer)
-                back.append(f"'{layer.name}'")
+                back.append(layer.name)
                 if layer is self.labels_layer:  # the target row showed "(new layer)" meanwhile
                     self.labels_combo.setCurrentText(layer.name)
         if back:
@@ -192,7 +192,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             from napari.utils.notifications import show_info
 
             # a notification too: the status line is soon overwritten by the action that follows
-            note = (f"{' and '.join(back)} {'was' if len(back) == 1 else 'were'} removed from the "
+            note = (f"{listed(back)} {'was' if len(back) == 1 else 'were'} removed from the "
                     "viewer: added back as they were, as this session's masks and prompts are there "
                     "(to start again, delete the objects)")
             self.say(note)

@@ -327,3 +327,11 @@ def test_counts_in_the_status_line_agree_with_their_number():
     assert counted(1) == "1 object" and counted(0) == "0 objects" and counted(200) == "200 objects"
     assert counted(1, "frames") == "1 frame" and counted(1, "slices") == "1 slice"
     assert counted(12, "slices") == "12 slices"
+
+
+def test_names_in_the_status_line_read_as_a_list():
+    from napari_sam2._qt.sections import listed
+
+    assert listed(["a"]) == "'a'" and listed(["a", "b"]) == "'a' and 'b'"
+    assert listed(["SAM 2 labels", "SAM 2 points", "SAM 2 boxes"]) == \
+        "'SAM 2 labels', 'SAM 2 points' and 'SAM 2 boxes'"
