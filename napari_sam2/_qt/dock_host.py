@@ -190,6 +190,14 @@ class DockHost(DockWidgets):
         """Load the model chosen in the dock in a worker."""
         raise NotImplementedError
 
+    def _image_folder(self) -> Any:
+        """Where the dialogs open (a Path): the image file's folder, else the home folder."""
+        raise NotImplementedError
+
+    def _image_stem(self) -> str:
+        """The image layer's name as a file name stem."""
+        raise NotImplementedError
+
     def tracked_labels(self) -> np.ndarray:
         """The labels of the stack the session tracks."""
         raise NotImplementedError

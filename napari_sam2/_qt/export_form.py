@@ -8,7 +8,6 @@ suffix, so the two cannot disagree.
 """
 
 # no ``from __future__ import annotations``: magicgui reads the form's annotations as types
-import re
 from enum import Enum
 from pathlib import Path
 
@@ -132,12 +131,8 @@ class ExportForm:
         dock.tracked_labels()  # no labels yet: the status line says what to do first
         current = Path(self.form.file.value)
         if current.name == "labels.tif" and not current.is_absolute():  # first time: a good name
-            layer = dock.image_layer
-            source = layer.source.path if layer is not None else None
-            folder = Path(source).parent if source else Path.home()
-            name = layer.name if layer is not None else ""
-            stem = re.sub(r"[^\w.-]+", "_", name).strip("_") or "image"
-            self.form.file.value = with_format(folder / f"{stem}_labels", self.form.format.value)
+            self.form.file.value = with_format(dock._image_folder() / f"{dock._image_stem()}_labels",
+                                               self.form.format.value)
         self.form.tracked_axis.value = dock.axis_kind.currentText()
         self._show_geometry()
         self.dialog.show()

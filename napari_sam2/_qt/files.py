@@ -10,6 +10,7 @@ slices or frames, the OME axis type).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -222,12 +223,28 @@ class DockFiles(DockHost):
         self._reset_session()
         return kept
 
+    def _image_folder(self) -> Path:
+        """Where the dialogs open: the folder of the image's file, else the home folder.
+
+        (Not the working directory: napari started from a desktop menu may run in "/".)
+        """
+        layer = self.image_layer
+        source = getattr(getattr(layer, "source", None), "path", None) if layer is not None else None
+        return Path(source).parent if source else Path.home()
+
+    def _image_stem(self) -> str:
+        """The image layer's name as a file name stem ("image" when there is none)."""
+        layer = self.image_layer
+        return (re.sub(r"[^\w.-]+", "_", layer.name).strip("_") if layer is not None else "") or "image"
+
     def _save_dialog(self):
-        path, _ = QFileDialog.getSaveFileName(self, "Save SAM 2 session", "session.json", "JSON (*.json)")
+        default = self._image_folder() / f"{self._image_stem()}_session.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Save SAM 2 session", str(default), "JSON (*.json)")
         if path:
             self.save_session(path)
 
     def _load_dialog(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Load SAM 2 session", "", "JSON (*.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Load SAM 2 session", str(self._image_folder()),
+                                              "JSON (*.json)")
         if path:
             self.load_session(path)

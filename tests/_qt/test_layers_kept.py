@@ -174,13 +174,21 @@ def test_export_and_save_never_replace_the_file_the_image_was_read_from(
 
     press(qtbot, dock.export_button)  # the user types the image's own name in the form
     form = dock.export_form.form
+    assert form.file.value == tmp_path / "cells_labels.tif"  # offered next to the image
     form.file.value = source
     form.call_button.native.click()
     assert dock.status.is_error and "is the file of the layer 'cells'" in dock.status.text()
     assert source.read_bytes() == original and dock.export_form.dialog.isVisible()
 
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "cells.json"), ""))
+    offered = []
+
+    def save_as(parent, caption, directory, *rest, **kwargs):
+        offered.append(directory)
+        return str(tmp_path / "cells.json"), ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_as)
     press(qtbot, dock.save_button)  # its labels would go to cells.labels.tif: fine, another name
+    assert offered == [str(tmp_path / "cells_session.json")], "offered next to the image, named after it"
     assert (tmp_path / "cells.labels.tif").exists() and source.read_bytes() == original
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(source), ""))
     press(qtbot, dock.save_button)  # a session file named like the image
