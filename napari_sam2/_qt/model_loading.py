@@ -25,7 +25,8 @@ class ModelLoading(DockHost):
     """The Model section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
     def _browse_model(self):
-        path, _ = QFileDialog.getOpenFileName(self, "SAM 2 checkpoint", "",
+        start = self.model_path.text().strip() or str(Path.home())  # not the working directory
+        path, _ = QFileDialog.getOpenFileName(self, "SAM 2 checkpoint", start,
                                               "Checkpoints (*.pt *.pth *.safetensors *.json)")
         if path:
             self.model_path.setText(str(Path(path).parent if path.endswith(".json") else path))
