@@ -197,8 +197,8 @@ class DockFiles(DockHost):
         """Start the dock afresh for a loaded session; nothing of the current work is lost.
 
         The objects, their prompts and the engine session are let go; the labels and prompt
-        layers stay in the viewer as they are, those the dock made renamed "... (``why``)", and
-        the loaded session gets new ones. Returns the kept layers' names.
+        layers stay in the viewer as they are, hidden, those the dock made renamed
+        "... (``why``)", and the loaded session gets new ones. Returns the kept layers' names.
         """
         from napari_sam2._qt.image_inputs import NEW_LABELS
 
@@ -207,6 +207,7 @@ class DockFiles(DockHost):
             if layer is not None and layer in self.viewer.layers:
                 if layer.name.startswith("SAM 2 "):  # not a layer of the user's own
                     layer.name = f"{layer.name} ({why})"
+                layer.visible = False  # under the loaded session's masks they would only confuse
                 kept.append(layer.name)
         self.prompts.disconnect()
         self.prompts.points = self.prompts.shapes = None

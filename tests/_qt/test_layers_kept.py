@@ -128,7 +128,7 @@ def test_a_session_loaded_over_work_leaves_that_work_in_the_viewer(
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
     press(qtbot, dock.load_session_button)
     wait_idle(qtbot, dock)
-    assert work.name == "SAM 2 labels (before one.json)" and work in viewer.layers
+    assert work.name == "SAM 2 labels (before one.json)" and work in viewer.layers and not work.visible
     np.testing.assert_array_equal(work.data, before)  # the later work is all there
     assert not same(dock.labels_layer, work)
     np.testing.assert_array_equal(dock.labels_layer.data, saved)
