@@ -86,12 +86,30 @@ class LabelSeeds(DockHost):
         session = self.ensure_session()
         frame = self.current_frame()
         lay, img = self.stack_layout, self.image_layer  # as they are now, whatever happens meanwhile
-        self.say(f"finding objects{self.on_frame(frame)}…")
+        self.say(f"finding objects{self.on_frame(frame)}… (Cancel stops it)")
+        self._cancel = False
+        self.cancel_button.setEnabled(True)
+
+        class Stopped(Exception):
+            pass
+
+        def stop_if_asked(done, total):  # called by the engine after every decoder batch
+            if self._cancel:
+                raise Stopped
 
         def work():
-            return session.segment_everything(frame, points_per_side=points_per_side)
+            try:
+                return session.segment_everything(frame, points_per_side=points_per_side,
+                                                  progress=stop_if_asked)
+            except Stopped:
+                return None
+
+        def finished():
+            self.cancel_button.setEnabled(False)  # (Propagate waits for this task: no run to stop)
 
         def done(found):
+            if found is None:
+                return self.say(f"finding objects{self.on_frame(frame)} cancelled: nothing changed")
             layers = self.viewer.layers
             if FOUND_LAYER in layers and layers[FOUND_LAYER].data.shape == lay.labels_shape:
                 layer = layers[FOUND_LAYER]
@@ -109,4 +127,4 @@ class LabelSeeds(DockHost):
             self.say(f"found {counted(n)}{self.on_frame(frame)} in '{layer.name}': review them, "
                      "then press Seed from labels")
 
-        self.tasks.submit(work, done, progress="SAM 2: finding objects")
+        self.tasks.submit(work, done, progress="SAM 2: finding objects", on_finish=finished)

@@ -454,6 +454,19 @@ def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cac
     assert f"found {n} objects on frame 1" in dock.status.text()
     assert dock.mask_source.currentText() == "SAM 2 found objects", "ready for Seed from labels"
     assert dock.objects == {}, "nothing is an object before the review"
+    assert not dock.cancel_button.isEnabled()
+
+    # Cancel stops a search (seconds to minutes on a large frame on a CPU); nothing changes
+    before = found.copy()
+    dock.go_to_frame(2)
+    press(qtbot, dock.find_button)
+    assert dock.cancel_button.isEnabled() and "Cancel stops it" in dock.status.text()
+    press(qtbot, dock.cancel_button)
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == "finding objects on frame 2 cancelled: nothing changed"
+    np.testing.assert_array_equal(viewer.layers["SAM 2 found objects"].data, before)
+    assert not dock.cancel_button.isEnabled()
+    no_alerts.check()
 
 
 def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
