@@ -388,7 +388,11 @@ def test_seed_from_labels_keeps_every_id(make_napari_viewer, hub_cache, no_alert
         np.testing.assert_array_equal(labels[2] == i, seeds[2] == i)  # a mask prompt is kept exactly
     assert "seeded 3 objects" in dock.status.text()
 
-    # Undo prompt takes the whole seeding back: masks, objects in the list, the engine's objects
+    # Undo prompt takes the whole seeding back: masks (the tracked ones too), objects in the
+    # list, the engine's objects
+    press(qtbot, dock.propagate_button)
+    wait_idle(qtbot, dock)
+    assert np.isin(labels[[0, 1, 3]], [7, 42, 300]).any()
     press(qtbot, dock.undo_button)
     wait_idle(qtbot, dock)
     assert dock.status.text() == "undid the seeding of 3 objects on frame 2"
