@@ -161,8 +161,8 @@ class DockHost(DockWidgets):
         """Redraw the quality strip and line of the active object."""
         raise NotImplementedError
 
-    def _user_painted(self, event: Any = None) -> None:
-        """The user painted into the target Labels layer (napari's paint event)."""
+    def _let_go_of_labels(self) -> None:
+        """Stop writing into the target Labels layer (it stays as it is); a new one comes next."""
         raise NotImplementedError
 
     def ensure_active(self) -> int:
@@ -173,8 +173,9 @@ class DockHost(DockWidgets):
         """Add many objects to the list and select the last one."""
         raise NotImplementedError
 
-    def _forget_objects(self, ids: list[int]) -> None:
-        """Take objects the engine no longer has out of the list."""
+    def _remove_objects(self, ids: list[int], message: str | None = None, session: Any = None,
+                        layout: Any = None) -> None:
+        """Take objects away: list entries, prompts, engine memory and pixels (one undoable step)."""
         raise NotImplementedError
 
     def _add_object_item(self, obj_id: int, name: str, select: bool = True) -> None:

@@ -211,11 +211,7 @@ class DockFiles(DockHost):
                 kept.append(layer.name)
         self.prompts.disconnect()
         self.prompts.points = self.prompts.shapes = None
-        if self.labels_layer is not None:
-            self.labels_layer.events.paint.disconnect(self._user_painted)
-        self.labels_layer = None
-        self.core.set_labels(None)
-        self.view.set_layer(None)
+        self._let_go_of_labels()
         self.labels_combo.setCurrentText(NEW_LABELS)
         self.object_list.clear()
         self.core.objects.clear()

@@ -222,15 +222,20 @@ class ImageInputs(DockHost):
                 return  # already in use (what is known of it stays)
             self._use_labels(layer)
 
+    def _let_go_of_labels(self):
+        """Stop writing into the target Labels layer (it stays as it is); a new one comes next."""
+        if self.labels_layer is not None:
+            self.labels_layer.events.paint.disconnect(self._user_painted)
+        self.labels_layer = None
+        self.core.set_labels(None)
+        self.view.set_layer(None)
+
     def _new_labels_chosen(self, *_):
         """The user chose "(new layer)": the next masks go into a new Labels layer."""
         old = self.labels_layer
         if self.labels_combo.currentText() != NEW_LABELS or old is None:
             return
-        old.events.paint.disconnect(self._user_painted)
-        self.labels_layer = None
-        self.core.set_labels(None)
-        self.view.set_layer(None)
+        self._let_go_of_labels()
         if self.session is not None:  # made now, so that the row names it
             self.say(f"masks now go into '{self._ensure_labels().name}'; '{old.name}' keeps its labels")
         else:

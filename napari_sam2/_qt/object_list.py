@@ -102,18 +102,6 @@ class ObjectList(DockHost):
             self.say("Alt-click on an object's mask selects it; there is none here")
         event.handled = True
 
-    def _forget_objects(self, ids) -> None:
-        """Take objects the engine no longer has out of the list (their pixels are gone already)."""
-        gone = {int(i) for i in ids}
-        for row in reversed(range(self.object_list.count())):
-            item = self.object_list.item(row)
-            if item is not None and int(item.data(ID_ROLE)) in gone:
-                self.object_list.takeItem(row)
-        for obj_id in gone:
-            self.core.objects.pop(obj_id, None)
-            if self.core.active_id == obj_id:
-                self.core.active_id = None
-
     def delete_selected(self):
         """Remove every selected object of the list: prompts, pixels (one undoable step), memory."""
         ids = [int(i.data(ID_ROLE)) for i in self.object_list.selectedItems()]
@@ -121,20 +109,33 @@ class ObjectList(DockHost):
         ids = [i for i in ids if i in self.objects]
         if not ids:
             return self.say("no object selected")
-        for obj_id in ids:  # the list and the prompt layers change at once...
+        names = ", ".join(self.objects[i] for i in ids)
+        self._remove_objects(ids, f"deleted {names}")
+
+    def _remove_objects(self, ids, message: str | None = None, session=None, layout=None) -> None:
+        """Take objects away: list entries and prompts now, engine memory and pixels in a worker.
+
+        The pixels go in one undoable step. ``session`` and ``layout``: those of the moment the
+        removal was asked for (default: the current ones); ``message`` for the status line.
+        """
+        gone = {int(i) for i in ids}
+        for obj_id in gone:  # the list and the prompt layers change at once...
             self.prompts.remove_object(obj_id)
         for row in reversed(range(self.object_list.count())):
-            if int(self.object_list.item(row).data(ID_ROLE)) in ids:
+            item = self.object_list.item(row)
+            if item is not None and int(item.data(ID_ROLE)) in gone:
                 self.object_list.takeItem(row)
-        core, session, layout = self.core, self.session, self.stack_layout
-        names = ", ".join(self.objects[i] for i in ids)
+        core = self.core
+        session = session or self.session
+        layout = layout or self.stack_layout
 
         def done(writes):  # ...the pixels once the worker has prepared them
-            run = core.finish_delete(ids, writes)
+            run = core.finish_delete(list(gone), writes)
             for edit in run.edits:
                 self._show(edit, now=False)
             self.view.flush()
             self._update_quality()
-            self.say(f"deleted {names}")
+            if message:
+                self.say(message)
 
-        self.tasks.submit(lambda: core.prepare_delete(ids, session, layout), done)
+        self.tasks.submit(lambda: core.prepare_delete(list(gone), session, layout), done)

@@ -313,16 +313,10 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             self.prompts.after_undo(frame, undone)
             if write is not None:
                 self._show(core.commit(write, "undo"))
-            if isinstance(undone, tuple):  # a seeding: the objects it made are gone...
+            if isinstance(undone, tuple):  # a seeding: the objects it made go, as a Delete does
                 gone = [i for i in undone if i not in session.objects]
-                self._forget_objects(gone)
-                if gone:  # ...and so are their tracked pixels on the other frames, as a Delete does
-                    def cleared(writes):
-                        for edit in core.finish_delete(gone, writes).edits:
-                            self._show(edit, now=False)
-                        self.view.flush()
-
-                    self.tasks.submit(lambda: core.prepare_delete(gone, session, layout), cleared)
+                if gone:  # (their tracked pixels on the other frames too)
+                    self._remove_objects(gone, session=session, layout=layout)
                 what = f"the seeding of {counted(len(undone))}"
             else:
                 what = f"the last prompt of object {undone}"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ModelFamily", "FAMILIES", "family_of", "family_for_model_type", "read_preprocessing",
-           "missing_dependencies", "RELEASED_BACKBONES"]
+           "missing_dependencies"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -155,11 +155,6 @@ def _three_numbers(value) -> bool:
 
     return (isinstance(value, (list, tuple)) and len(value) == 3
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value))
-
-
-#: The image encoder of a family's released checkpoint, where it needs more than the base
-#: install (as the hub's config.json declares it): checked before a download of it by name.
-RELEASED_BACKBONES = {"edgetam": {"model_type": "timm_wrapper", "architecture": "repvit_m1.dist_in1k"}}
 
 
 def missing_dependencies(family: ModelFamily, config: dict) -> str | None:
