@@ -19,7 +19,8 @@ import numpy as np
 
 from napari_sam2.io.readers import VIDEO_SUFFIXES, FrameGeometry, ImageStack, LazyFrames
 
-__all__ = ["get_video_reader", "read_video", "write_labels_layer", "stack_layer_data", "METADATA_KEY"]
+__all__ = ["get_video_reader", "read_video", "write_labels_layer", "stack_layer_data", "volume_axes",
+           "METADATA_KEY"]
 
 #: Key of the layer metadata dict where the reader keeps file information for the writers.
 METADATA_KEY = "napari_sam2"
@@ -121,13 +122,36 @@ def _unit_name(unit):
     return _UNIT_NAMES.get(text, text)
 
 
+def volume_axes(meta: dict) -> tuple[int, int]:
+    """``(time axis, z axis)`` among the first two axes of a 4-D layer, from its axis labels.
+
+    Written files order a time-lapse of z-stacks as ``(T, Z, Y, X)`` (ImageJ's order): a layer
+    labelled ``("z", "t", ...)`` is written with its first two axes swapped. Without such
+    labels the first axis is taken as time.
+    """
+    labels = [str(a).lower() for a in (meta.get("axis_labels") or [])][:2]
+    return (1, 0) if labels[:1] == ["z"] or labels[1:] == ["t"] else (0, 1)
+
+
 def geometry_from_layer_meta(meta: dict, ndim: int) -> FrameGeometry:
-    """Voxel size, units, axis name and GeoTIFF tags of a labels layer's ``meta`` dict."""
-    scale = [float(s) for s in (meta.get("scale") or [1.0] * ndim)][-3:]
+    """Voxel size, units, axis name and GeoTIFF tags of a labels layer's ``meta`` dict.
+
+    A 4-D layer is a time-lapse of z-stacks (see :func:`volume_axes`): the geometry is that
+    of its ``(T, Y, X)`` frames, with the z step in ``z_step``.
+    """
+    scale = [float(s) for s in (meta.get("scale") or [1.0] * ndim)]
+    units = list(meta.get("units") or [None] * ndim)
+    labels = [str(a).lower() for a in (meta.get("axis_labels") or [])]
+    z_step = None
+    if ndim == 4 and len(scale) == 4 and len(units) == 4:
+        t, z = volume_axes(meta)
+        z_step = abs(scale[z])
+        scale, units, labels = [scale[t], *scale[2:]], [units[t], *units[2:]], ["t", "y", "x"]
+    scale = scale[-3:]
     scale = [1.0] * (3 - len(scale)) + scale
-    units = list(meta.get("units") or [None] * ndim)[-3:]
+    units = units[-3:]
     units = [None] * (3 - len(units)) + [_unit_name(u) for u in units]
-    labels = [str(a).lower() for a in (meta.get("axis_labels") or [])][-3:]
+    labels = labels[-3:]
     info = (meta.get("metadata") or {}).get(METADATA_KEY, {})
     geotags = list(info.get("geotiff_tags") or [])
     origin = tuple(info.get("origin") or (0.0, 0.0))
@@ -140,11 +164,12 @@ def geometry_from_layer_meta(meta: dict, ndim: int) -> FrameGeometry:
         units=(units[0], units[2] or units[1]),
         origin=origin,
         geotiff_tags=geotags,
+        z_step=z_step,
     )
 
 
 def write_labels_layer(path: str, data, meta: dict) -> list[str]:
-    """Npe2 writer: a 2-D or 3-D labels layer to a label file.
+    """Npe2 writer: a 2-D, 3-D or 4-D (time-lapse of z-stacks) labels layer to a label file.
 
     ``.tif``/``.tiff`` (ImageJ), ``.ome.tif`` (OME-TIFF) or ``.zarr`` (OME-Zarr).
     """
@@ -152,4 +177,6 @@ def write_labels_layer(path: str, data, meta: dict) -> list[str]:
 
     ndim = len(np.shape(data)) if not hasattr(data, "ndim") else data.ndim
     geometry = geometry_from_layer_meta(meta, ndim)
+    if ndim == 4 and volume_axes(meta) == (1, 0):
+        data = data.transpose(1, 0, 2, 3)  # (Z, T, Y, X) -> (T, Z, Y, X), a view
     return [str(write_labels(path, data, geometry))]

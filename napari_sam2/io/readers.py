@@ -827,6 +827,9 @@ class FrameGeometry:
         Physical coordinate of pixel (0, 0)'s centre, ``(y, x)``.
     geotiff_tags : list
         GeoTIFF tags to copy to the output (tifffile ``extratags``).
+    z_step : float or None
+        Only for a 4-D ``(T, Z, Y, X)`` volume (a time-lapse of z-stacks; ``axis_name`` is then
+        ``"T"``): the step between z slices, in the unit of the pixel size.
     """
 
     axis_name: str = "T"
@@ -834,6 +837,7 @@ class FrameGeometry:
     units: tuple = (None, None)
     origin: tuple = (0.0, 0.0)
     geotiff_tags: list = field(default_factory=list)
+    z_step: float | None = None
 
     @property
     def pixel_area(self) -> float:

@@ -1,6 +1,7 @@
 """Write label volumes that other software opens: ImageJ/Fiji TIFF, OME-Zarr, GeoTIFF.
 
-* **TIFF** (``.tif``, ``.tiff``): an ImageJ hyperstack (``TYX`` or ``ZYX``), deflate-compressed,
+* **TIFF** (``.tif``, ``.tiff``): an ImageJ hyperstack (``TYX``, ``ZYX`` or, for a time-lapse
+  of z-stacks, ``TZYX``), deflate-compressed,
   with the pixel size in the resolution tags and the slice spacing / frame interval and unit in
   the ImageJ metadata, so Fiji shows calibrated measurements. Labels are uint16 when the largest
   id fits (ImageJ's 16-bit type); above 65535 they are uint32, which ImageJ hyperstacks cannot
@@ -114,8 +115,9 @@ class LabelsWriter:
     ----------
     path : str or pathlib.Path
         ``.tif``/``.tiff`` or ``.zarr``.
-    shape : (int, int, int)
-        ``(T, Y, X)`` of the whole output.
+    shape : (int, int, int) or (int, int, int, int)
+        ``(T, Y, X)`` of the whole output; or ``(T, Z, Y, X)`` for a time-lapse of z-stacks,
+        whose "frames" are then whole ``(Z, Y, X)`` stacks (``geometry.z_step`` is their z step).
     max_id : int
         The largest label id that will be written (chooses uint16 or uint32).
     geometry : FrameGeometry, optional
@@ -140,8 +142,9 @@ class LabelsWriter:
         self.path = Path(str(path).rstrip("/\\"))
         self.format = labels_format(self.path)
         self.shape = tuple(int(s) for s in shape)
-        if len(self.shape) != 3:
-            raise LabelWriteError(f"labels are written as (T, Y, X) stacks, got shape {self.shape}")
+        if len(self.shape) not in (3, 4):
+            raise LabelWriteError(f"labels are written as (T, Y, X) or (T, Z, Y, X) stacks, "
+                                  f"got shape {self.shape}")
         self.dtype = label_dtype(max_id)
         self.geometry = geometry or FrameGeometry()
         #: an OME-TIFF is asked for by name (ImageJ TIFF otherwise, while ids fit 16 bits)
@@ -185,7 +188,10 @@ class LabelsWriter:
         return int(self.written.sum())
 
     def write_frame(self, t: int, labels) -> None:
-        """Store frame ``t`` (a ``(Y, X)`` integer array; values must fit the output dtype)."""
+        """Store frame ``t`` (a ``(Y, X)`` integer array, ``(Z, Y, X)`` in a 4-D output).
+
+        Values must fit the output dtype.
+        """
         if self._closed:
             raise LabelWriteError("the labels file is already closed")
         labels = np.asarray(labels)
@@ -268,7 +274,7 @@ class LabelsWriter:
 
 # --------------------------------------------------------------------------- TIFF
 def _write_tiff(path: Path, frames, geometry: FrameGeometry, ome: bool = False) -> None:
-    """Write ``(T, Y, X)`` frames (array-like, read one frame at a time) as a TIFF.
+    """Write ``(T, Y, X)`` or ``(T, Z, Y, X)`` frames (array-like, read one frame at a time) as a TIFF.
 
     An ImageJ TIFF, or an OME-TIFF when ``ome`` or when the ids need 32 bits.
     """
@@ -279,18 +285,22 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry, ome: bool = False) 
     t_scale, dy, dx = (float(s) for s in geometry.scale)
     t_unit, unit = geometry.units
     dy, dx = abs(dy), abs(dx)
-    axis = "Z" if geometry.axis_name == "Z" else "T"
+    volumes = len(shape) == 4  # a time-lapse of z-stacks: ImageJ's TZYX order
+    z_step = float(geometry.z_step) if volumes and geometry.z_step else None
+    axis = "T" if volumes or geometry.axis_name != "Z" else "Z"
     # tifffile.imwrite's keywords, of many types
     kwargs: dict[str, Any] = dict(compression="zlib", photometric="minisblack",
                                   extratags=list(geometry.geotiff_tags) or None)
     if unit is not None and dx > 0 and dy > 0:
         kwargs["resolution"] = (1.0 / dx, 1.0 / dy)
-    meta: dict[str, Any] = {"axes": f"{axis}YX"}  # ImageJ or OME metadata
+    meta: dict[str, Any] = {"axes": "TZYX" if volumes else f"{axis}YX"}  # ImageJ or OME metadata
     if dtype == np.uint16 and not ome:
         if unit is not None:
             meta["unit"] = _imagej_unit(unit)
         if axis == "Z" and (t_scale != 1.0 or unit is not None):
             meta["spacing"] = t_scale
+        if z_step is not None:
+            meta["spacing"] = z_step
         if axis == "T" and t_scale != 1.0:
             meta["finterval"] = t_scale
             if t_unit:
@@ -300,17 +310,20 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry, ome: bool = False) 
         if unit is not None:
             meta.update(PhysicalSizeX=dx, PhysicalSizeY=dy, PhysicalSizeXUnit=_ome_unit(unit),
                         PhysicalSizeYUnit=_ome_unit(unit))
-            if axis == "Z":
-                meta.update(PhysicalSizeZ=t_scale, PhysicalSizeZUnit=_ome_unit(unit))
+            if axis == "Z" or z_step is not None:
+                meta.update(PhysicalSizeZ=z_step if z_step is not None else t_scale,
+                            PhysicalSizeZUnit=_ome_unit(unit))
         if axis == "T" and t_scale != 1.0:
             meta["TimeIncrement"] = t_scale
             if t_unit:
                 meta["TimeIncrementUnit"] = _ome_unit(t_unit)
         kwargs.update(ome=True, metadata=meta)
 
-    def pages():
+    def pages():  # one (Y, X) page at a time: t, then z in a 4-D volume
         for t in range(shape[0]):
-            yield np.ascontiguousarray(np.asarray(frames[t]), dtype=dtype)
+            frame = np.asarray(frames[t])
+            for page in (frame if volumes else [frame]):
+                yield np.ascontiguousarray(page, dtype=dtype)
 
     # the caller gives a temporary name (see LabelsWriter): a failure leaves no file in place
     try:
@@ -322,10 +335,11 @@ def _write_tiff(path: Path, frames, geometry: FrameGeometry, ome: bool = False) 
 
 # --------------------------------------------------------------------------- zarr
 def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry, name: str | None = None):
-    """Create an OME-NGFF 0.4 image group with one ``(T, Y, X)`` array and return the array."""
+    """Create an OME-NGFF 0.4 image group with one ``(T, Y, X)`` (or ``(T, Z, Y, X)``) array; return it."""
     import zarr
 
-    chunks = (1, min(shape[1], _ZARR_CHUNK), min(shape[2], _ZARR_CHUNK))
+    volumes = len(shape) == 4
+    chunks = (*([1] * (len(shape) - 2)), min(shape[-2], _ZARR_CHUNK), min(shape[-1], _ZARR_CHUNK))
     if int(zarr.__version__.split(".")[0]) >= 3:
         group = zarr.open_group(str(path), mode="w", zarr_format=2)
         array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
@@ -334,12 +348,16 @@ def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry, name: st
         array = group.create_dataset("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
     t_scale, dy, dx = (abs(float(s)) for s in geometry.scale)
     t_unit, unit = geometry.units
-    first = {"name": geometry.axis_name.lower(), "type": "space" if geometry.axis_name == "Z" else "time"}
-    first_unit = _NGFF_UNITS.get(unit if geometry.axis_name == "Z" else t_unit)
+    axis_name = "T" if volumes else geometry.axis_name
+    first = {"name": axis_name.lower(), "type": "space" if axis_name == "Z" else "time"}
+    first_unit = _NGFF_UNITS.get(unit if axis_name == "Z" else t_unit)
     if first_unit:
         first["unit"] = first_unit
     axes = [first]
-    for axis_name in ("y", "x"):
+    steps = [t_scale or 1.0]
+    if volumes:
+        steps.append(abs(float(geometry.z_step or 1.0)))
+    for axis_name in ("z", "y", "x") if volumes else ("y", "x"):  # z: in the pixels' unit
         ax = {"name": axis_name, "type": "space"}
         if _NGFF_UNITS.get(unit):
             ax["unit"] = _NGFF_UNITS[unit]
@@ -349,7 +367,7 @@ def _create_ome_zarr(path: Path, shape, dtype, geometry: FrameGeometry, name: st
         "name": name or path.name,
         "axes": axes,
         "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [t_scale or 1.0, dy or 1.0, dx or 1.0]}]}],
+            {"type": "scale", "scale": [*steps, dy or 1.0, dx or 1.0]}]}],
     }]
     # tells OME-Zarr viewers (napari-ome-zarr, MoBIE) that the values are labels, not intensities
     group.attrs["image-label"] = {"version": "0.4"}
@@ -366,8 +384,9 @@ def write_labels(path, data, geometry: FrameGeometry | None = None) -> Path:
     ----------
     path : str or pathlib.Path
         ``.tif``/``.tiff`` or ``.zarr``.
-    data : array-like, (Y, X) or (T, Y, X)
-        Non-negative integer labels. Only one frame is in memory at a time.
+    data : array-like, (Y, X), (T, Y, X) or (T, Z, Y, X)
+        Non-negative integer labels. Only one frame (one z-stack of a 4-D volume) is in
+        memory at a time.
     geometry : FrameGeometry, optional
         Scale, units and GeoTIFF tags.
 
@@ -378,11 +397,12 @@ def write_labels(path, data, geometry: FrameGeometry | None = None) -> Path:
     ndim = len(data.shape)
     if ndim == 2:
         frames = OneFrameStack(data)
-    elif ndim == 3:
+    elif ndim in (3, 4):
         frames = data
     else:
         raise LabelWriteError(
-            f"napari-sam2 writes 2-D or 3-D labels, got {ndim}-D data of shape {tuple(data.shape)}"
+            f"napari-sam2 writes 2-D, 3-D or 4-D (T, Z, Y, X) labels, got {ndim}-D data of shape "
+            f"{tuple(data.shape)}"
         )
     dtype = np.dtype(data.dtype)
     if dtype.kind == "b":

@@ -117,3 +117,25 @@ def test_napari_save_dialog_offers_the_sam2_writer_for_labels():
     entry = filters.split(";;")[ours[0]]
     assert entry.startswith("SAM 2 labels (ImageJ TIFF, OME-TIFF, OME-Zarr) ("), entry
     assert "*.ome.tif" in entry, entry
+
+
+@pytest.mark.parametrize("order", ["tz", "zt"])
+def test_labels_writer_writes_a_4d_layer_as_t_z_y_x(tmp_path, order):
+    """napari's save of a time-lapse of z-stacks: ImageJ's TZYX order, both steps kept."""
+    from napari.layers import Labels
+
+    tzyx = np.zeros((3, 2, 8, 8), np.uint16)
+    tzyx[1, 0, 2:4, 2:4] = 3
+    tzyx[2, 1, 5:7, 1:3] = 9
+    if order == "tz":
+        data, scale, units = tzyx, (4.0, 2.0, 0.5, 0.5), ("s", "um", "um", "um")
+    else:
+        data, scale, units = tzyx.transpose(1, 0, 2, 3), (2.0, 4.0, 0.5, 0.5), ("um", "s", "um", "um")
+    layer = Labels(data, scale=scale, units=units, axis_labels=(*order, "y", "x"))
+    out = tmp_path / "layer.tif"
+    npe2.write(str(out), [layer.as_layer_data_tuple()], plugin_name="napari-sam2")
+    with tifffile.TiffFile(out) as tif:
+        assert tif.series[0].axes == "TZYX"
+        meta = tif.imagej_metadata
+        assert (meta["finterval"], meta["spacing"], meta["tunit"]) == (4.0, 2.0, "s")
+        np.testing.assert_array_equal(tif.asarray(), tzyx)

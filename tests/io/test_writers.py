@@ -175,3 +175,41 @@ def test_write_labels_inputs(tmp_path):
         write_labels(tmp_path / "f.tif", labels.astype(np.float32))
     with pytest.raises(LabelWriteError, match="does not exist"):
         write_labels(tmp_path / "missing" / "x.tif", labels)
+
+
+def _volumes():
+    """A (T, Z, Y, X) label time-lapse of z-stacks, a different object on each (t, z)."""
+    labels = np.zeros((3, 4, 20, 30), np.uint16)
+    for t in range(3):
+        for z in range(4):
+            labels[t, z, 2 + t:8 + t, 3 + z:9 + z] = 1 + t * 4 + z
+    return labels
+
+
+@pytest.mark.parametrize("name", ["v.tif", "v.ome.tif", "v.zarr"])
+def test_time_lapse_of_z_stacks_keeps_both_axes(tmp_path, name):
+    """4-D labels are written T, Z, Y, X with the frame interval and the z step."""
+    labels = _volumes()
+    geometry = FrameGeometry(axis_name="T", scale=(2.5, 0.8, 0.8), units=("s", "µm"), z_step=1.5)
+    out = write_labels(tmp_path / name, labels, geometry)
+    back = open_stack(out)
+    assert back.axes == "TZYX" and back.shape == labels.shape
+    assert back.scale == (2.5, 1.5, 0.8, 0.8)
+    np.testing.assert_array_equal(np.asarray(back.data), labels)
+    if name == "v.tif":
+        with tifffile.TiffFile(out) as tif:
+            meta = tif.imagej_metadata
+            assert tif.is_imagej and (meta["frames"], meta["slices"]) == (3, 4)
+            assert (meta["finterval"], meta["spacing"], meta["tunit"]) == (2.5, 1.5, "s")
+            # page order is ImageJ's: z runs fastest
+            np.testing.assert_array_equal(tif.pages[5].asarray(), labels[1, 1])
+    elif name == "v.zarr":
+        ms = zarr.open_group(str(out)).attrs["multiscales"][0]
+        assert [a["name"] for a in ms["axes"]] == ["t", "z", "y", "x"]
+        assert ms["axes"][1] == {"name": "z", "type": "space", "unit": "micrometer"}
+        assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.5, 1.5, 0.8, 0.8]
+
+
+def test_a_5d_label_array_is_refused_with_the_shapes_it_takes(tmp_path):
+    with pytest.raises(LabelWriteError, match=r"2-D, 3-D or 4-D \(T, Z, Y, X\) labels, got 5-D"):
+        write_labels(tmp_path / "x.tif", np.zeros((2, 2, 2, 4, 4), np.uint16))
