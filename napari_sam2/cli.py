@@ -185,13 +185,18 @@ class _StopFlag:
 
     def __init__(self):
         self.stopped = False
-        self.signum = None
+        self.signum: int | None = None  # the signal received, once stopped
         self.running = False  # True once frames are being computed: stop after the current one
         self._previous = {}
 
     @property
     def exit_code(self) -> int:
         return 128 + int(self.signum or signal.SIGINT)
+
+    @property
+    def signal_name(self) -> str:
+        """The received signal's name, for messages (``signum`` is set whenever ``stopped`` is)."""
+        return _signal_name(self.signum or signal.SIGINT)
 
     def __enter__(self):
         for sig in self.SIGNALS:
@@ -477,11 +482,11 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
         if failure is not None:
             _say(f"napari-sam2: stopped by an error after {done} of {len(plan)} steps: {wrote}")
             raise failure
-        _say(f"napari-sam2: interrupted ({_signal_name(stop.signum)}) after {done} of {len(plan)} "
+        _say(f"napari-sam2: interrupted ({stop.signal_name}) after {done} of {len(plan)} "
              f"steps: {wrote}")
         return stop.exit_code
     except _Interrupted:
-        _say(f"napari-sam2: interrupted ({_signal_name(stop.signum)}) while writing: nothing was "
+        _say(f"napari-sam2: interrupted ({stop.signal_name}) while writing: nothing was "
              "written, earlier outputs are unchanged")
         return stop.exit_code
     finally:

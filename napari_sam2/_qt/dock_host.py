@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from qtpy.QtWidgets import QWidget
 
 from napari_sam2._qt.labels_view import LabelsView
 from napari_sam2._qt.panels import DockWidgets
@@ -90,6 +91,10 @@ class DockHost(DockWidgets):
 
     def _error(self, err: BaseException) -> None:
         """Show an error on the status line and as a napari notification."""
+        raise NotImplementedError
+
+    def _dialog_parent(self) -> QWidget:
+        """The dock itself, as the parent of the file dialogs its sections open."""
         raise NotImplementedError
 
     def ensure_session(self) -> Sam2Session:

@@ -100,7 +100,9 @@ class ExportForm:
         # here the file field's "Choose file")
         for button in self.dialog.findChildren(QPushButton):
             button.setAutoDefault(False)
-        export.call_button.native.setDefault(True)
+        call_button = export.call_button
+        assert call_button is not None  # call_button="Export" above
+        call_button.native.setDefault(True)
 
     # ------------------------------------------------------------------ the fields follow each other
     def _format_chosen(self, fmt):

@@ -236,12 +236,13 @@ class DockFiles(DockHost):
 
     def _save_dialog(self):
         default = self._image_folder() / f"{self._image_stem()}_session.json"
-        path, _ = QFileDialog.getSaveFileName(self, "Save SAM 2 session", str(default), "JSON (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self._dialog_parent(), "Save SAM 2 session", str(default),
+                                              "JSON (*.json)")
         if path:
             self.save_session(path)
 
     def _load_dialog(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Load SAM 2 session", str(self._image_folder()),
-                                              "JSON (*.json)")
+        path, _ = QFileDialog.getOpenFileName(self._dialog_parent(), "Load SAM 2 session",
+                                              str(self._image_folder()), "JSON (*.json)")
         if path:
             self.load_session(path)

@@ -253,20 +253,21 @@ class ImageInputs(DockHost):
         # a brush stroke, fill or erase. napari's history atoms say the label painted: a masked
         # atom's ``new_value``, or the last of (indices, old values, new values); anything else
         # and the highest id is looked up again
-        values: list | None = []
+        values: list = []
         for atom in getattr(event, "value", None) or [None]:
             if hasattr(atom, "new_value"):
                 values.append(atom.new_value)
             elif isinstance(atom, tuple) and len(atom) == 3:
                 values.append(atom[2])
-            else:
-                values = None
-                break
+            else:  # values unknown
+                self.core.labels_painted(None)
+                return
         self.core.labels_painted(values)
 
     def _ensure_labels(self):
         """The Labels layer masks go into: the chosen one if it fits the stack, else a new one."""
         lay = self.stack_layout
+        assert lay is not None  # called only with a session, which is made with its layout
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers \
                 and self.labels_layer.data.shape == lay.labels_shape:
             if self.core.labels is not self.labels_layer.data:

@@ -86,6 +86,7 @@ class LabelSeeds(DockHost):
         session = self.ensure_session()
         frame = self.current_frame()
         lay, img = self.stack_layout, self.image_layer  # as they are now, whatever happens meanwhile
+        assert lay is not None  # ensure_session sets it
         self.say(f"finding objects{self.on_frame(frame)}… (Cancel stops it)")
         self._cancel = False
         self.cancel_button.setEnabled(True)

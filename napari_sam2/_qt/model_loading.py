@@ -26,7 +26,7 @@ class ModelLoading(DockHost):
 
     def _browse_model(self):
         start = self.model_path.text().strip() or str(Path.home())  # not the working directory
-        path, _ = QFileDialog.getOpenFileName(self, "SAM 2 checkpoint", start,
+        path, _ = QFileDialog.getOpenFileName(self._dialog_parent(), "SAM 2 checkpoint", start,
                                               "Checkpoints (*.pt *.pth *.safetensors *.json)")
         if path:
             self.model_path.setText(str(Path(path).parent if path.endswith(".json") else path))
@@ -148,9 +148,11 @@ class ModelLoading(DockHost):
         self._reset_session()
         if self.image_layer is not None:
             self.ensure_session()  # the labels and prompt layers appear: the next click segments
+            layout = self.stack_layout
+            assert layout is not None  # ensure_session sets it
             self.image_section.set_expanded(False)
             self.model_section.set_expanded(False)
-            n = self.stack_layout.n_frames
+            n = layout.n_frames
             where = f" ({self.unit} 0-{n - 1})" if n > 1 else ""
             self.say(f"model loaded: click on an object to segment it{where}; N for a new object")
         else:

@@ -26,6 +26,8 @@ from napari_sam2.prompts import prompts_in_effect
 
 if TYPE_CHECKING:
     from napari_sam2._qt.dock_host import DockHost
+    from napari_sam2.engine.session import Sam2Session
+    from napari_sam2.stack_layout import StackLayout
 
 __all__ = ["PromptLayers"]
 
@@ -52,7 +54,7 @@ class PromptLayers:
     def ensure_layers(self):
         viewer = self.dock.viewer
         img = self.dock.image_layer
-        nd = self.dock.stack_layout.ndim
+        nd = self._layout().ndim
         geo = {"scale": img.scale[:nd], "translate": img.translate[:nd],
                "axis_labels": tuple(img.axis_labels[:nd]), "units": tuple(img.units[:nd])}
         if self.points is None or self.points not in viewer.layers:
@@ -120,19 +122,29 @@ class PromptLayers:
             self._camera().events.zoom.disconnect(self._zoomed)
 
     # ------------------------------------------------------------------ coordinates
+    def _layout(self) -> StackLayout:
+        """The session's stack layout, which maps the layers' points onto frames.
+
+        Prompts are read and drawn only while there is a session: right after ``ensure_session``,
+        or for an undo or a replay of the current session (a session's end clears the undo
+        history, and the dock drops a replay that outlived its session).
+        """
+        lay = self.dock.stack_layout
+        assert lay is not None, "prompts are mapped onto frames only while there is a session"
+        return lay
+
     def _image_coords(self, layer, coords) -> np.ndarray:
-        img, lay = self.dock.image_layer, self.dock.stack_layout
-        assert lay is not None  # prompts are read only while there is a session
+        img, lay = self.dock.image_layer, self._layout()
         return np.asarray(img.world_to_data(layer.data_to_world(coords)), dtype=float)[-lay.ndim:]
 
     def _to_image(self, layer, coords):
         """Layer data coordinates -> (on this stack, frame, row, col) of the image data."""
         data = self._image_coords(layer, coords)
-        lay = self.dock.stack_layout
+        lay = self._layout()
         return lay.on_this_stack(data), *lay.split(data)
 
     def _from_image(self, frame, row, col):
-        lay = self.dock.stack_layout
+        lay = self._layout()
         c = np.zeros(lay.ndim)
         for a, i in enumerate(lay.index(frame)):
             if not isinstance(i, slice):
@@ -146,20 +158,20 @@ class PromptLayers:
         if self._suspend or not any(a in action for a in ("added", "removed", "changed")):
             return
         try:
-            self.dock.ensure_session()
+            session = self.dock.ensure_session()
         except ValueError as err:
             return self.dock._error(err)
         if "added" in action and len(self.points.data):
             on_stack, frame, *_ = self._to_image(self.points, self.points.data[-1])
             if not on_stack:
-                lay = self.dock.stack_layout
+                lay = self._layout()
                 a = lay.other_axes[0]
                 where = int(round(self._image_coords(self.points, self.points.data[-1])[a]))
                 return self.dock._error(ValueError(
                     f"this click is at index {where} of {self.dock.fixed_label.text()}, but the session "
                     f"tracks index {lay.fixed.get(a, 0)} of that axis: tick 'follow' (Image) "
                     "or set the index there"))
-        self.sync_points()
+        self.sync_points(session)
 
     def _groups(self) -> dict[tuple[int, int], list[tuple[float, float, int]]]:
         feats = self.points.features
@@ -177,9 +189,8 @@ class PromptLayers:
                 groups.setdefault((frame, int(obj_id)), []).append((row, col, int(bool(pos))))
         return groups
 
-    def sync_points(self):
-        """Send the engine what changed in the Points layer since the last call."""
-        session = self.dock.session
+    def sync_points(self, session: Sam2Session):
+        """Send ``session`` (the dock's) what changed in the Points layer since the last call."""
         groups = self._groups()
         for key in sorted(set(groups) | set(self._sent)):
             cur, old = groups.get(key, []), self._sent.get(key, [])
@@ -271,7 +282,9 @@ class PromptLayers:
             data.append(self._from_image(frame, row, col))
             ids.append(obj_id)
             pos.append(bool(label))
-        nd = self.dock.stack_layout.ndim
+        # the layer's own dimensionality (it was made for the session's layout): objects are
+        # also deleted when there is no session (e.g. after the image was removed)
+        nd = self.points.ndim
         self.points.selected_data = set()
         self.points.data = np.asarray(data, float).reshape(-1, nd)
         self.points.features = {"obj_id": np.asarray(ids, int), "positive": np.asarray(pos, bool)}
@@ -301,11 +314,12 @@ class PromptLayers:
             extra = []
             for obj in sf.objects:
                 for p in prompts_in_effect(obj.prompts):
+                    # a session file's points prompt has its points and labels, a box prompt its box
                     if p.kind == "points":
                         extra += [(p.frame, obj.id, (float(r), float(c), int(label)))
-                                  for (r, c), label in zip(p.points, p.labels)]
+                                  for (r, c), label in zip(np.asarray(p.points), np.asarray(p.labels))]
                     elif p.kind == "box":
-                        (r0, c0), (r1, c1) = p.box
+                        (r0, c0), (r1, c1) = np.asarray(p.box)
                         corners = ((r0, c0), (r0, c1), (r1, c1), (r1, c0))
                         rect = [self._from_image(p.frame, r, c) for r, c in corners]
                         self.shapes.add_rectangles(np.asarray(rect))

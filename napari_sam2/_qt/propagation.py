@@ -30,15 +30,16 @@ class PropagationPanel(DockHost):
     def propagate(self):
         """Propagate all (or the selected) objects in a worker; results stream into the labels."""
         session = self.ensure_session()
-        if self.stack_layout.is_single_image:
+        core, layout = self.core, self.stack_layout  # this run's, whatever happens meanwhile
+        assert layout is not None  # ensure_session sets it
+        if layout.is_single_image:
             raise ValueError("this is a single image: its masks are final, there is nothing to propagate")
         if self.tasks.busy:
             raise ValueError("wait for the running task to finish (or press Cancel)")
-        core, layout = self.core, self.stack_layout  # this run's, whatever happens meanwhile
         obj_ids = [self.active_id] if self.selected_only.isChecked() and self.active_id else None
-        kwargs = dict(direction=self.direction_combo.currentText(), start=self.start_spin.value(),
-                      stop=self.stop_spin.value() or None, obj_ids=obj_ids)
-        total = len(session.plan_propagation(**kwargs))
+        direction, start = self.direction_combo.currentText(), self.start_spin.value()
+        stop = self.stop_spin.value() or None
+        total = len(session.plan_propagation(direction, start, stop, obj_ids))
         unit = self.unit
         run = EditRun("propagation")
         self.progress.start(total, unit)
@@ -55,7 +56,7 @@ class PropagationPanel(DockHost):
 
             with ThreadPoolExecutor(1, thread_name_prefix="napari-sam2 label writes") as writes:
                 pending = None
-                for frame, masks in session.propagate(**kwargs):
+                for frame, masks in session.propagate(direction, start, stop, obj_ids):
                     job = writes.submit(core.prepare, frame,
                                         dict(masks.items()) if hasattr(masks, "items") else masks,
                                         getattr(masks, "boxes", None), layout)

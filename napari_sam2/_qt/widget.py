@@ -139,6 +139,10 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         self.status.error(f"{err}")
         show_error(f"SAM 2: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
 
+    def _dialog_parent(self) -> QWidget:
+        """The dock itself, as the parent of the file dialogs its sections open."""
+        return self
+
     def wait(self, timeout: float = 60.0) -> None:
         """Process Qt events until queued work is done (for scripts and tests)."""
         self.tasks.wait(timeout)
@@ -226,7 +230,8 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         """Replay a session file's prompts in a worker, then call ``done(session_file)``.
 
         The engine session (and any layer it needs) is made here, on the GUI thread; the worker
-        only runs the prompts.
+        only runs the prompts. If that session ended meanwhile (the image was removed, another
+        axis or model was chosen), ``done`` is not called: the prompts are not in the current one.
         """
         from napari_sam2.io.session_file import replay
 
@@ -236,7 +241,14 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             replay(session_file, session)
             return session_file
 
-        self.tasks.submit(work, done, progress=progress)
+        def replayed(result):
+            if self.session is not session:
+                self.say(f"{progress} stopped: SAM 2's session ended meanwhile (the image, axis "
+                         "or model changed)")
+                return
+            done(result)
+
+        self.tasks.submit(work, replayed, progress=progress)
 
     # ------------------------------------------------------------------ frames
     def current_frame(self) -> int:

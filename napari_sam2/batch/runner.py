@@ -9,6 +9,7 @@ import queue
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from napari_sam2.batch.report import REPORT_NAME, entry, plan_stack, remove_partials, write_json_atomic
 from napari_sam2.batch.stacks import make_jobs, read_list
@@ -244,7 +245,7 @@ def _run(client, jobs, to_run, results, write_report, *, retries, torch_threads,
          f"at {client.scheduler.address}" + (f"; dashboard {link}" if link else "")
          + ("" if n_workers else " (waiting for workers to join)"))
     topic = f"napari-sam2-batch-{uuid.uuid4().hex[:12]}"
-    events = queue.Queue()
+    events: queue.Queue[dict[str, Any]] = queue.Queue()  # the workers' messages (see run_stack)
     client.subscribe_topic(topic, lambda event: events.put(event[1]))
     # in a log file (a SLURM job's output) a bar is a line per update: fewer of them there
     every = 0.5 if sys.stderr.isatty() else 60
@@ -254,7 +255,7 @@ def _run(client, jobs, to_run, results, write_report, *, retries, torch_threads,
     frame_bar = tqdm(total=0, desc="frames", unit="frame", file=sys.stderr, disable=not progress,
                      position=1, dynamic_ncols=True, mininterval=every)
     bars += [stack_bar, frame_bar]
-    seen = {}  # stack -> {"done", "total", "starts"}
+    seen: dict[int, dict[str, int]] = {}  # stack -> {"done", "total", "starts"}
 
     def drain():
         changed = False

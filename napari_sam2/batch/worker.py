@@ -47,6 +47,10 @@ class ModelCache(WorkerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, torch_threads: int | None = None):
+        self._reset(torch_threads)
+
+    def _reset(self, torch_threads: int | None = None) -> None:
+        """Set the options, with no model loaded (a copy sent to a worker loads its own)."""
         self.torch_threads = torch_threads
         self.models: dict[tuple, Any] = {}
         self.loads = 0
@@ -55,7 +59,7 @@ class ModelCache(WorkerPlugin):
         return {"torch_threads": self.torch_threads}
 
     def __setstate__(self, state):
-        self.__init__(**state)
+        self._reset(**state)
 
     def setup(self, worker=None):
         """Set the worker's torch threads once, when the plugin is registered on it."""

@@ -69,8 +69,11 @@ class Reporter:
         self.lock = threading.Lock()
         self.raised: BaseException | None = None  # what the callback raised, to re-raise as is
 
-    def __call__(self, done: int, total: int, message: str) -> None:
-        """Report ``done`` of ``total`` (0: unknown) with ``message``."""
+    def __call__(self, done: float, total: float, message: str) -> None:
+        """Report ``done`` of ``total`` (0: unknown) with ``message``.
+
+        Byte counts from the download bars arrive as floats; the callback gets whole numbers.
+        """
         if self.progress is None:
             return
         with self.lock:

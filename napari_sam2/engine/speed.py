@@ -107,8 +107,9 @@ def _cache_hiera_embedding(module) -> bool:
     if installed is not None:
         return getattr(installed, "_napari_sam2_cached", False)
     original = adapter.hiera_position_embedding(module)
-    weights = [getattr(module, name, None) for name in ("pos_embed", "pos_embed_window")]
-    if original is None or not all(isinstance(w, torch.Tensor) for w in weights):
+    found = [getattr(module, name, None) for name in ("pos_embed", "pos_embed_window")]
+    weights = [w for w in found if isinstance(w, torch.Tensor)]
+    if original is None or len(weights) != len(found):
         return False
     built: dict = {}
 
