@@ -191,18 +191,30 @@ class Annotator:
 
         Forget the objects in the engine and prepare the frames that lose their pixels (the
         labels are only read). ``session`` and ``layout``: those of the moment the user deleted
-        (default: the current ones).
+        (default: the current ones). With no layout (the session ended with its image), every
+        plane of the labels loses the objects' pixels.
         """
         obj_ids = [int(i) for i in obj_ids]
         session, layout = session or self.session, layout or self.layout
         for obj_id in obj_ids:
             if session is not None and obj_id in session.objects:
                 session.remove_object(obj_id)
-        if self.labels is None or layout is None or not obj_ids:
+        if self.labels is None or not obj_ids:
             return []
         empty = np.zeros(self.labels.shape[-2:], bool)
-        writes = (self.prepare(f, {i: empty for i in obj_ids}, layout=layout) for f in range(layout.n_frames))
+        layouts = [layout] if layout is not None else self._every_plane()
+        writes = (self.prepare(f, {i: empty for i in obj_ids}, layout=lay)
+                  for lay in layouts for f in range(lay.n_frames))
         return [w for w in writes if w.region is not None]
+
+    def _every_plane(self) -> list[StackLayout]:
+        """Layouts that together cover every 2-D plane of the labels (frames along axis 0)."""
+        shape = tuple(self._label_array().shape)
+        others = list(range(1, len(shape) - 2))
+        from napari_sam2.stack_layout import StackLayout
+
+        return [StackLayout(shape, video_axis=0, fixed=dict(zip(others, idx)))
+                for idx in np.ndindex(*(shape[a] for a in others))]
 
     def finish_delete(self, obj_ids, writes) -> EditRun:
         """GUI side of :meth:`delete_objects`: write the prepared frames, drop the objects."""

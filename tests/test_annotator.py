@@ -235,3 +235,20 @@ def test_a_delete_prepared_after_the_session_ended_still_takes_the_pixels_away()
     core.layout = None  # the dock's session ended meanwhile
     run = core.finish_delete([obj], core.prepare_delete([obj], layout=layout))
     assert not labels.any() and len(run.edits) == 2 and obj not in core.objects
+
+
+def test_a_delete_with_no_session_at_all_clears_every_plane():
+    """The image was removed (no session, no layout): Delete still takes the object's pixels away."""
+    labels = np.zeros((2, 3, 16, 16), np.uint16)  # (t, z, y, x), the object tracked at z = 1 and 2
+    core = Annotator(labels)
+    obj = core.add_object()
+    for z in (1, 2):
+        core.layout = StackLayout(labels.shape, video_axis=0, fixed={1: z})
+        core.apply(core.prepare(1, {obj: _square((16, 16), 2, 2)}))
+    labels[0, 0, :2, :2] = 7  # the user's own label
+    core.layout = None
+    run = core.finish_delete([obj], core.prepare_delete([obj]))
+    assert not (labels == obj).any() and len(run.edits) == 2
+    assert (labels[0, 0, :2, :2] == 7).all()
+    run.undo(labels)
+    assert (labels[1, 1:] == obj).sum() == 2 * 16

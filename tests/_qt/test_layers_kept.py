@@ -194,3 +194,39 @@ def test_export_and_save_never_replace_the_file_the_image_was_read_from(
     press(qtbot, dock.save_button)  # a session file named like the image
     assert dock.status.is_error and "is the file of the layer 'cells'" in dock.status.text()
     assert source.read_bytes() == original
+
+
+def test_delete_after_the_image_was_removed(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    """The session ended with the image; the user's Delete still takes the object out."""
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    labels, points = dock.labels_layer, dock.prompts.points
+    assert (labels.data[1] == 1).any() and len(points.data) == 1
+    viewer.layers.remove("cells")
+    assert dock.session is None
+    dock.object_list.setCurrentRow(0)
+    press(qtbot, dock.delete_button)
+    wait_idle(qtbot, dock)
+    assert "deleted object 1" in dock.status.text()
+    assert not (labels.data == 1).any() and len(points.data) == 0
+    no_alerts.check()
+
+
+def test_a_replay_that_outlives_its_session_changes_nothing(make_napari_viewer, hub_cache, no_alerts,
+                                                            qtbot, cells, monkeypatch):
+    """Re-read (prompts replayed in a worker) while the image is removed: no error, nothing drawn."""
+    import threading
+
+    from napari_sam2.io import session_file
+
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    go_on, real = threading.Event(), session_file.replay
+    monkeypatch.setattr(session_file, "replay", lambda *a, **k: (go_on.wait(30), real(*a, **k))[1])
+    dock.reread_button.click()  # the Image section is folded after loading: the button's own signal
+    viewer.layers.remove("cells")  # while the replay waits in its worker
+    go_on.set()
+    wait_idle(qtbot, dock)
+    assert dock.session is None
+    assert "Re-reading contrast stopped: SAM 2's session ended meanwhile" in dock.status.text()
+    no_alerts.check()
