@@ -64,6 +64,8 @@ class PromptLayers:
                 face_color=POSITIVE, border_color="white", canvas_size_limits=POINT_SCREEN_PX, **geo,
             )
             self.points.events.data.connect(self._points_changed)
+            self.points.events.set_data.connect(self._hide_placeholder)
+            self._hide_placeholder()
         if self.shapes is None or self.shapes not in viewer.layers:
             self.shapes = viewer.add_shapes(
                 ndim=nd, name="SAM 2 boxes", edge_color="yellow", face_color="transparent",
@@ -78,6 +80,30 @@ class PromptLayers:
         """Make the Points layer the active one, in add mode: the next click is a prompt."""
         self.dock.viewer.layers.selection.active = self.points
         self.points.mode = "add"
+
+    def _hide_placeholder(self, event=None):
+        """Draw nothing where no click is in view (a slice without points).
+
+        With no point on the slice shown, napari hands the canvas one placeholder point of size
+        0 at the origin; the markers' minimum screen size would draw it as a white dot at the
+        image's corner. The minimum holds only while some point is in view.
+        """
+        layer = self.points
+        want = POINT_SCREEN_PX if self._points_in_view() else (0.0, POINT_SCREEN_PX[1])
+        if tuple(layer.canvas_size_limits) != want:
+            layer.canvas_size_limits = want
+
+    def _points_in_view(self) -> bool:
+        """Whether a point of the Points layer lies on the slice the viewer shows."""
+        layer, dims = self.points, self.dock.viewer.dims
+        if not len(layer.data):
+            return False
+        offset = dims.ndim - layer.ndim
+        hidden = [d - offset for d in dims.not_displayed if d >= offset]
+        if not hidden:
+            return True
+        here = np.asarray(layer.world_to_data(dims.point[offset:]), float)[hidden]
+        return bool(np.any(np.all(np.abs(np.asarray(layer.data)[:, hidden] - here) < 0.5, axis=1)))
 
     def _camera(self):
         viewer = self.dock.viewer
@@ -118,6 +144,8 @@ class PromptLayers:
         for layer, slot in ((self.points, self._points_changed), (self.shapes, self._shapes_changed)):
             if layer is not None:
                 layer.events.data.disconnect(slot)
+        if self.points is not None:
+            self.points.events.set_data.disconnect(self._hide_placeholder)
         if self.shapes is not None:
             self._camera().events.zoom.disconnect(self._zoomed)
 

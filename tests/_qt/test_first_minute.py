@@ -313,6 +313,42 @@ def test_a_click_on_another_slice_says_so(make_napari_viewer, hub_cache, qtbot, 
     assert not dock.labels_layer.data.any()
 
 
+def test_click_markers_keep_their_screen_size_and_leave_no_dot_elsewhere(make_napari_viewer, hub_cache,
+                                                                         no_alerts, qtbot):
+    """A click's marker is drawn on its frame; a frame without clicks shows none.
+
+    With no point on the slice shown, napari draws one placeholder point of size 0 at the
+    layer's origin, which the markers' minimum screen size would turn into a white dot at the
+    image's corner: the minimum holds only while a point is in view.
+    """
+    from qtpy.QtWidgets import QApplication
+
+    from napari_sam2._qt.prompt_layers import POINT_SCREEN_PX
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((4, 64, 64), np.uint8), name="dark")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (1, 32, 32))
+    dock.labels_layer.visible = False  # only the markers can be bright on this black image
+    points = dock.prompts.points
+
+    def bright_pixels():
+        QApplication.processEvents()
+        shot = viewer.screenshot(canvas_only=True, flash=False)
+        return int((shot[..., :3].max(axis=-1) > 150).sum())
+
+    viewer.dims.set_current_step(0, 1)
+    assert tuple(points.canvas_size_limits) == POINT_SCREEN_PX
+    assert 40 < bright_pixels() < 400, "the click's marker (8-14 px wide) is drawn on its frame"
+    viewer.dims.set_current_step(0, 0)
+    assert points.canvas_size_limits[0] == 0, "no minimum size for napari's placeholder point"
+    assert bright_pixels() == 0, "no dot on a frame without clicks"
+    viewer.dims.set_current_step(0, 1)
+    assert tuple(points.canvas_size_limits) == POINT_SCREEN_PX and bright_pixels() > 40
+    no_alerts.check()
+
+
 def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.zeros((4, 32, 32), np.uint8))
