@@ -4,7 +4,8 @@ Three choices make an export: the file format (ImageJ TIFF for Fiji, OME-TIFF fo
 and OMERO, OME-Zarr for volumes larger than memory), the file, and what the tracked axis is
 (time or z: ImageJ frames or slices, the OME axis type). The voxel size and units come from the
 image layer and are shown, not asked. The file's suffix follows the format and the format the
-suffix, so the two cannot disagree.
+suffix, so the two cannot disagree. The labels of a 4-D image (a time-lapse of z-stacks) are
+exported whole, ``(T, Z, Y, X)``: the form then shows the z step and the frame interval.
 """
 
 # no ``from __future__ import annotations``: magicgui reads the form's annotations as types
@@ -49,12 +50,17 @@ def with_format(path, fmt: LabelFormat) -> Path:
     return path.with_name((name or "labels") + fmt.suffix)
 
 
-def _voxel_text(geometry, single_image: bool) -> str:
+def _voxel_text(geometry, single_image: bool, volume=None) -> str:
+    """The voxel size shown in the form; ``volume``: ``(T, Z)`` of a 4-D export."""
     t_step, dy, dx = (abs(float(s)) for s in geometry.scale)
     t_unit, unit = geometry.units
     px = f"{dy:g} × {dx:g} {unit or 'px'}"
     if single_image:
         return f"pixel {px}"
+    if geometry.z_step is not None:
+        whole = f"whole T × Z = {volume[0]} × {volume[1]} volume: " if volume else ""
+        return (f"{whole}voxel {abs(float(geometry.z_step)):g} × {px} (z, y, x), "
+                f"every {t_step:g} {t_unit or 'frame'}")
     if geometry.axis_name == "Z":
         return f"voxel {t_step:g} × {px} (z, y, x)"
     return f"pixel {px}, every {t_step:g} {t_unit or 'frame'}"
@@ -116,11 +122,17 @@ class ExportForm:
             self.form.format.value = fmt
 
     def _show_geometry(self):
-        from napari_sam2._qt.files import labels_geometry
+        from napari_sam2._qt.files import labels_geometry, volume_geometry, volume_order
 
         dock = self.dock
-        geometry = labels_geometry(dock.image_layer, dock.stack_layout, self.form.tracked_axis.value)
-        self.voxel.value = _voxel_text(geometry, dock.stack_layout.is_single_image)
+        lay, axis_kind = dock.stack_layout, self.form.tracked_axis.value
+        if lay.ndim == 4:  # exported whole: (T, Z, Y, X)
+            t, z = volume_order(lay, axis_kind)[:2]
+            geometry = volume_geometry(dock.image_layer, lay, axis_kind)
+            self.voxel.value = _voxel_text(geometry, False, (lay.shape[t], lay.shape[z]))
+            return
+        geometry = labels_geometry(dock.image_layer, lay, axis_kind)
+        self.voxel.value = _voxel_text(geometry, lay.is_single_image)
 
     # ------------------------------------------------------------------ show and export
     def show(self) -> None:

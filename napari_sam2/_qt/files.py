@@ -5,7 +5,9 @@ plus, next to it, the label volume as an ImageJ TIFF, referenced from the file's
 (``extra["labels_file"]``): loading shows the masks at once, without propagating again.
 Export (the form is in :mod:`~napari_sam2._qt.export_form`) writes the tracked stack's labels
 with the image's voxel size and units, and says whether the tracked axis is z or time (ImageJ
-slices or frames, the OME axis type).
+slices or frames, the OME axis type). A 4-D image (a time-lapse of z-stacks) is exported whole,
+as a ``(T, Z, Y, X)`` volume with both the frame interval and the z step, whichever of its
+axes is tracked; a saved session keeps the tracked stack only.
 """
 
 from __future__ import annotations
@@ -24,23 +26,48 @@ if TYPE_CHECKING:
 else:
     DockHost = object  # the sections' shared state is declared for type checkers only
 
-__all__ = ["DockFiles", "labels_geometry"]
+__all__ = ["DockFiles", "labels_geometry", "volume_geometry", "volume_order"]
 
 LABELS_SUFFIX = ".labels.tif"
 
 
-def labels_geometry(image_layer, layout, axis_kind: str):
-    """The FrameGeometry of a stack's labels: voxel size and units of the image layer."""
+def _geometry_of_axes(image_layer, axes: list[int], labels: list[str]):
+    """The FrameGeometry of the image layer's ``axes`` (named ``labels``), with its metadata."""
     from napari_sam2._npe2_io import geometry_from_layer_meta
 
-    nd = layout.ndim
-    axes = [layout.video_axis, nd - 2, nd - 1] if not layout.is_single_image else [nd - 2, nd - 1]
     scale = [float(image_layer.scale[a]) for a in axes]
     units = [image_layer.units[a] for a in axes]
-    labels = (["z" if axis_kind == "z" else "t"] if not layout.is_single_image else []) + ["y", "x"]
     meta = {"scale": scale, "units": [None if str(u) == "pixel" else u for u in units],
             "axis_labels": labels, "metadata": dict(image_layer.metadata)}
     return geometry_from_layer_meta(meta, len(axes))
+
+
+def labels_geometry(image_layer, layout, axis_kind: str):
+    """The FrameGeometry of a stack's labels: voxel size and units of the image layer."""
+    nd = layout.ndim
+    axes = [layout.video_axis, nd - 2, nd - 1] if not layout.is_single_image else [nd - 2, nd - 1]
+    labels = (["z" if axis_kind == "z" else "t"] if not layout.is_single_image else []) + ["y", "x"]
+    return _geometry_of_axes(image_layer, axes, labels)
+
+
+def volume_order(layout, axis_kind: str) -> tuple[int, int, int, int]:
+    """The label axes of a 4-D layout in ``(T, Z, Y, X)`` order.
+
+    The tracked axis is time (``axis_kind`` "time") or z ("z"); the other non-spatial axis is
+    then the other one.
+    """
+    other = layout.other_axes[0]
+    t, z = (other, layout.video_axis) if axis_kind == "z" else (layout.video_axis, other)
+    return (t, z, layout.ndim - 2, layout.ndim - 1)
+
+
+def volume_geometry(image_layer, layout, axis_kind: str):
+    """The FrameGeometry of a 4-D layout's whole labels as a ``(T, Z, Y, X)`` volume.
+
+    The frame interval and the pixel size as in :func:`labels_geometry`, the z step in
+    ``z_step`` (in the pixels' unit).
+    """
+    return _geometry_of_axes(image_layer, list(volume_order(layout, axis_kind)), ["t", "z", "y", "x"])
 
 
 class DockFiles(DockHost):
@@ -61,20 +88,36 @@ class DockFiles(DockHost):
     def export_labels(self, path) -> Path:
         """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr (``.zarr``).
 
-        The file gets the image's voxel size and units, and the tracked axis as time or z.
+        The file gets the image's voxel size and units, and the tracked axis as time or z. The
+        labels of a 4-D image are written whole, as a ``(T, Z, Y, X)`` volume: every slice of
+        the other axis, not only the tracked stack.
         """
         from napari_sam2._qt.export_form import LabelFormat
         from napari_sam2.io.writers import write_labels
 
         data = self.tracked_labels()
+        lay = self.stack_layout
+        assert lay is not None  # tracked_labels() raised otherwise
+        axis_kind = self.axis_kind.currentText()
         path = Path(path)
         self._check_outputs([("", path, "folder" if path.suffix.lower() == ".zarr" else "file")])
-        geometry = labels_geometry(self.image_layer, self.stack_layout, self.axis_kind.currentText())
-        out = write_labels(path, np.asarray(data), geometry)
+        if lay.ndim == 4:
+            data = np.transpose(self.labels_layer.data, volume_order(lay, axis_kind))  # a view
+            geometry = volume_geometry(self.image_layer, lay, axis_kind)
+        else:
+            data = np.asarray(data)
+            geometry = labels_geometry(self.image_layer, lay, axis_kind)
+        out = write_labels(path, data, geometry)
         fmt = LabelFormat.of(out)
+        unit = geometry.units[1] or "px"
+        if lay.ndim == 4:
+            what = (f"whole T × Z = {data.shape[0]} × {data.shape[1]} volume, "
+                    f"every {abs(geometry.scale[0]):g} {geometry.units[0] or 'frame'}, "
+                    f"z step {abs(geometry.z_step or 1.0):g} {unit}")
+        else:
+            what = f"{'z' if geometry.axis_name == 'Z' else 'time'} axis"
         self.say(f"labels exported to {out} ({fmt.value.split(' (')[0] if fmt else 'labels'}, "
-                 f"{'z' if geometry.axis_name == 'Z' else 'time'} axis, "
-                 f"pixel {abs(geometry.scale[-1]):g} {geometry.units[1] or 'px'})")
+                 f"{what}, pixel {abs(geometry.scale[-1]):g} {unit})")
         return out
 
     def _check_outputs(self, outputs) -> None:
