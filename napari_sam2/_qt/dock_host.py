@@ -121,7 +121,8 @@ class DockHost(DockWidgets):
         """Show a label write on screen."""
         raise NotImplementedError
 
-    def run_prompt(self, frame: int, obj_id: int, call: Callable[[Sam2Session], Any], label: str) -> None:
+    def run_prompt(self, frame: int, obj_id: int, call: Callable[[Sam2Session], Any], label: str,
+                   then: Callable[[], Any] | None = None) -> None:
         """Run one engine prompt ``call(session)`` in a worker and paint the mask it returned."""
         raise NotImplementedError
 

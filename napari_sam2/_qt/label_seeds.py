@@ -51,8 +51,9 @@ class LabelSeeds(DockHost):
         seed = plane == source_id
         if not seed.any():
             raise ValueError(f"label {source_id} is not in '{name}'{self.on_frame(frame)}")
-        self.prompts.record_mask(frame, obj_id)
-        self.run_prompt(frame, obj_id, lambda s: s.add_mask(frame, obj_id, seed), "mask")
+        replaced = self.prompts.record_mask(frame, obj_id)
+        self.run_prompt(frame, obj_id, lambda s: s.add_mask(frame, obj_id, seed), "mask",
+                        then=lambda: replaced.update(self.prompts.set_aside_clicks(frame, [obj_id])))
 
     def seed_from_labels(self):
         """Turn every label of the chosen Labels layer on this frame into an object (ids kept)."""
@@ -69,7 +70,7 @@ class LabelSeeds(DockHost):
         def done(result):
             ids, write = result
             self._add_object_items([(i, f"object {i}") for i in ids if i not in self.objects])
-            self.prompts.record_mask(frame, ids[0])
+            self.prompts.record_mask(frame, ids).update(self.prompts.set_aside_clicks(frame, ids))
             self._show(core.commit(write, "seed"))
             self._update_quality()
             self.say(f"seeded {counted(len(ids))} from '{name}'{self.on_frame(frame)} "

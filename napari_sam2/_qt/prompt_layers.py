@@ -47,7 +47,8 @@ class PromptLayers:
         self.shapes: Any = None
         self.positive = True
         self._sent: dict[tuple[int, int], list] = {}
-        self._history: list[tuple] = []  # ("points", key, sent_before) | ("box", key) | ("mask", key)
+        # ("points", key, sent_before) | ("box", key, clicks_replaced) | ("mask", keys, clicks_replaced)
+        self._history: list[tuple] = []
         self._suspend = False
 
     # ------------------------------------------------------------------ layers
@@ -276,12 +277,48 @@ class PromptLayers:
         rc = np.array([c[2:] for c in corners])
         box = [rc.min(axis=0).tolist(), rc.max(axis=0).tolist()]
         obj_id = self.dock.ensure_active()
-        self._history.append(("box", (frame, obj_id)))
-        self.dock.run_prompt(frame, obj_id, lambda s: s.add_box(frame, obj_id, box), "box")
+        replaced: dict = {}
+        self._history.append(("box", (frame, obj_id), replaced))
+        self.dock.run_prompt(frame, obj_id, lambda s: s.add_box(frame, obj_id, box), "box",
+                             then=lambda: replaced.update(self.set_aside_clicks(frame, [obj_id])))
 
     # ------------------------------------------------------------------ undo and sessions
-    def record_mask(self, frame, obj_id):
-        self._history.append(("mask", (frame, obj_id)))
+    def record_mask(self, frame, obj_ids) -> dict:
+        """Note a mask prompt (one object, or a seeding's objects) for Undo.
+
+        Returns the dict in which :meth:`set_aside_clicks`'s result is kept once the engine
+        has taken the mask (the clicks it replaced come back on Undo).
+        """
+        replaced: dict = {}
+        ids = [int(i) for i in np.atleast_1d(obj_ids)]
+        self._history.append(("mask", [(frame, i) for i in ids], replaced))
+        return replaced
+
+    def set_aside_clicks(self, frame, obj_ids) -> dict:
+        """Take the objects' clicks on ``frame`` off the Points layer: a box or a mask replaced them.
+
+        The engine reads only the frame's box or mask now (clicks added later refine it), so the
+        layer shows only what counts, as a loaded session does; and deleting one of those old
+        clicks would otherwise send the others as the frame's prompt, in place of the mask.
+        Returns the clicks set aside, ``{(frame, obj_id): [(row, col, label), ...]}``.
+        """
+        ids = {int(i) for i in obj_ids}
+        if self.points is None or not len(self.points.data):
+            return {}
+        groups = self._groups()
+        gone = {k: v for k, v in groups.items() if k[0] == frame and k[1] in ids}
+        if not gone:
+            return {}
+        keep = [i for i, (p, o) in enumerate(zip(self.points.data, self.points.features["obj_id"]))
+                if not (int(o) in ids and self._to_image(self.points, p)[:2] == (True, frame))]
+        self._suspend = True
+        try:
+            self._replace_points(keep, [])
+        finally:
+            self._suspend = False
+        for key in gone:
+            self._sent.pop(key, None)
+        return gone
 
     def after_undo(self, frame, obj_id):
         """Make the layers show what the engine has after ``Sam2Session.undo()``."""
@@ -299,6 +336,10 @@ class PromptLayers:
             elif entry[0] == "box" and len(self.shapes.data):
                 self.shapes.selected_data = {len(self.shapes.data) - 1}
                 self.shapes.remove_selected()
+            if entry[0] in ("box", "mask") and entry[2]:  # the clicks the box or mask replaced
+                self._replace_points(range(len(self.points.data)),
+                                     [(k[0], k[1], c) for k, clicks in entry[2].items() for c in clicks])
+                self._sent.update({k: list(clicks) for k, clicks in entry[2].items()})
         finally:
             self._suspend = False
 

@@ -292,12 +292,17 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
                    for a, i in enumerate(index))
 
     # ------------------------------------------------------------------ prompts
-    def run_prompt(self, frame: int, obj_id: int, call, label: str):
-        """Run one engine prompt ``call(session)`` in a worker and paint the mask it returned."""
+    def run_prompt(self, frame: int, obj_id: int, call, label: str, then=None):
+        """Run one engine prompt ``call(session)`` in a worker and paint the mask it returned.
+
+        ``then()``: called on the GUI thread once the engine has taken the prompt.
+        """
         session = self.ensure_session()  # here, on the GUI thread: it may add layers
         core, layout = self.core, self.stack_layout
 
         def paint(write):
+            if then is not None:
+                then()
             self._show(core.commit(write, label))
             self._update_quality()
             self.say(f"{self.objects.get(obj_id, obj_id)}: {label}{self.on_frame(frame)}")
