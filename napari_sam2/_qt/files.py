@@ -26,9 +26,24 @@ if TYPE_CHECKING:
 else:
     DockHost = object  # the sections' shared state is declared for type checkers only
 
-__all__ = ["DockFiles", "labels_geometry", "volume_geometry", "volume_order"]
+__all__ = ["DockFiles", "labels_geometry", "source_file", "volume_geometry", "volume_order"]
 
 LABELS_SUFFIX = ".labels.tif"
+
+
+def source_file(layer) -> str | None:
+    """The file a layer was read from, if any.
+
+    napari records it for the files it opens (``layer.source.path``); the layers that
+    ``napari-sam2 view FILE`` adds carry it in the metadata our reader gives them.
+    """
+    from napari_sam2._npe2_io import METADATA_KEY
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if path:
+        return str(path)
+    info = (getattr(layer, "metadata", None) or {}).get(METADATA_KEY) or {}
+    return str(info["source_path"]) if info.get("source_path") else None
 
 
 def _geometry_of_axes(image_layer, axes: list[int], labels: list[str]):
@@ -128,9 +143,12 @@ class DockFiles(DockHost):
         """
         from napari_sam2.io.atomic import check_output_paths
 
-        read = [(f"file of the layer '{layer.name}'", layer.source.path)
-                for layer in self.viewer.layers if getattr(layer.source, "path", None)]
-        check_output_paths(outputs, read)
+        read: dict[str, str] = {}  # file -> the first layer read from it (the image, not its labels)
+        for layer in self.viewer.layers:
+            path = source_file(layer)
+            if path and path not in read:
+                read[path] = f"file of the layer '{layer.name}'"
+        check_output_paths(outputs, [(what, path) for path, what in read.items()])
 
     def show_export_form(self) -> None:
         """Open the "Export labels…" form (format, file, what the tracked axis is)."""
@@ -268,8 +286,7 @@ class DockFiles(DockHost):
 
         (Not the working directory: napari started from a desktop menu may run in "/".)
         """
-        layer = self.image_layer
-        source = getattr(getattr(layer, "source", None), "path", None) if layer is not None else None
+        source = source_file(self.image_layer) if self.image_layer is not None else None
         return Path(source).parent if source else Path.home()
 
     def _image_stem(self) -> str:

@@ -158,8 +158,9 @@ def test_choosing_new_layer_sends_the_next_masks_into_a_new_layer(make_napari_vi
     no_alerts.check()
 
 
+@pytest.mark.parametrize("opened_by", ["napari", "napari-sam2 view"])
 def test_export_and_save_never_replace_the_file_the_image_was_read_from(
-        make_napari_viewer, hub_cache, qtbot, cells, tmp_path, monkeypatch):
+        make_napari_viewer, hub_cache, qtbot, cells, tmp_path, monkeypatch, opened_by):
     import tifffile
     from qtpy.QtWidgets import QFileDialog
 
@@ -167,8 +168,14 @@ def test_export_and_save_never_replace_the_file_the_image_was_read_from(
     tifffile.imwrite(source, cells.image)
     original = source.read_bytes()
     viewer = make_napari_viewer(show=True)
-    viewer.open(str(source), plugin="napari")  # the layer remembers the file it came from
-    dock = open_dock(viewer)
+    if opened_by == "napari":
+        viewer.open(str(source), plugin="napari")  # the layer remembers the file it came from
+        dock = open_dock(viewer)
+    else:  # as `napari-sam2 view cells.tif` opens it: our reader's layer, the dock docked
+        from napari_sam2.cli import open_in_viewer
+        from napari_sam2.io.readers import open_stack
+
+        _, dock = open_in_viewer(viewer, open_stack(source))
     load_with_button(qtbot, dock)
     click_at(qtbot, dock, (1, *_centre(cells, 1)))
 
