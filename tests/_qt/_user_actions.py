@@ -170,3 +170,10 @@ def viewer_with_model(make_napari_viewer, qtbot, image, name="cells", **image_kw
     dock = open_dock(viewer)
     load_with_button(qtbot, dock)
     return viewer, dock
+
+
+def cell_centre(cells, frame):
+    """(row, col) at the middle of the first cell of ``cells.labels[frame]`` (a sample's labels)."""
+    lab = cells.labels[frame]
+    rows, cols = np.nonzero(lab == lab[lab > 0][0])
+    return float(np.median(rows)), float(np.median(cols))

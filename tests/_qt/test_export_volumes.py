@@ -10,26 +10,42 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from _user_actions import choose, click_at, press, type_into, viewer_with_model
+from _user_actions import cell_centre, choose, click_at, press, type_into, viewer_with_model
 
 from napari_sam2.io.readers import open_stack
 from napari_sam2.samples import make_cells_timelapse
 
 
 @pytest.fixture
-def cells():
+def cells():  # 8 frames of three 64 x 64 cells (the z slices are made from them below)
     return make_cells_timelapse(n_frames=8, shape=(64, 64), n_cells=3, seed=1)
-
-
-def _centre(cells, frame):
-    lab = cells.labels[frame]
-    rows, cols = np.nonzero(lab == lab[lab > 0][0])
-    return float(np.median(rows)), float(np.median(cols))
 
 
 def _tzyx(cells):
     """(T, Z, Y, X) = (8, 3, 64, 64): three z slices of the cells, shifted and upside down."""
     return np.stack([cells.image, np.roll(cells.image, 9, axis=2), cells.image[:, ::-1]], axis=1)
+
+
+def _export_form_showing_the_volume(qtbot, dock, tracked: str):
+    """Press Export labels…: the form names the tracked axis and the whole (8 x 3) volume's steps."""
+    press(qtbot, dock.export_button)
+    form = dock.export_form
+    assert form.form.tracked_axis.value == tracked
+    text = form.voxel.value
+    assert "T × Z = 8 × 3" in text and "2 × 0.5 × 0.5 µm" in text and "every 1.5 s" in text, text
+    return form
+
+
+def _imagej_volume(path):
+    """The labels of an ImageJ TIFF that must be an (8, 3) TZYX hyperstack, 1.5 s and 2 µm apart."""
+    with tifffile.TiffFile(path) as tif:
+        ij = tif.imagej_metadata
+        assert tif.is_imagej and tif.series[0].axes == "TZYX"
+        written = tif.asarray()
+    assert (ij["frames"], ij["slices"]) == (8, 3), ij
+    assert ij["finterval"] == pytest.approx(1.5) and ij["spacing"] == pytest.approx(2.0), ij
+    assert written.shape == (8, 3, 64, 64)
+    return written
 
 
 def test_4d_export_tracked_through_time_writes_every_z_slice(
@@ -39,21 +55,17 @@ def test_4d_export_tracked_through_time_writes_every_z_slice(
                                      units=("s", "µm", "µm", "µm"))
     assert dock.axis_kind.currentText() == "time" and dock.follow_check.isChecked()
     viewer.dims.set_current_step(1, 0)
-    r, c = _centre(cells, 3)
+    r, c = cell_centre(cells, 3)
     click_at(qtbot, dock, (3, 0, r, c))  # an object on z = 0
     viewer.dims.set_current_step(1, 2)  # the user moves the z slider: the dock follows
     assert dock.fixed_spin.value() == 2
-    r, c = _centre(cells, 5)
+    r, c = cell_centre(cells, 5)
     click_at(qtbot, dock, (5, 2, 63 - r, c))  # and one on z = 2 (upside down there)
     labels = dock.labels_layer.data
     assert (labels[3, 0] > 0).any() and (labels[5, 2] > 0).any(), "the test model must see something"
 
     # Export labels…: the form says the whole volume goes, with both steps
-    press(qtbot, dock.export_button)
-    form = dock.export_form
-    assert form.form.tracked_axis.value == "time"
-    text = form.voxel.value
-    assert "T × Z = 8 × 3" in text and "2 × 0.5 × 0.5 µm" in text and "every 1.5 s" in text, text
+    form = _export_form_showing_the_volume(qtbot, dock, "time")
     out = tmp_path / "tzyx.tif"
     type_into(qtbot, form.form.file.line_edit.native, str(out))
     press(qtbot, form.form.call_button.native)
@@ -62,13 +74,7 @@ def test_4d_export_tracked_through_time_writes_every_z_slice(
     assert status == (f"labels exported to {out} (ImageJ TIFF, whole T × Z = 8 × 3 volume, "
                       "every 1.5 s, z step 2 µm, pixel 0.5 µm)"), status
 
-    with tifffile.TiffFile(out) as tif:
-        ij = tif.imagej_metadata
-        assert tif.is_imagej and tif.series[0].axes == "TZYX"
-        written = tif.asarray()
-    assert (ij["frames"], ij["slices"]) == (8, 3), ij
-    assert ij["finterval"] == pytest.approx(1.5) and ij["spacing"] == pytest.approx(2.0), ij
-    assert written.shape == (8, 3, 64, 64)
+    written = _imagej_volume(out)
     np.testing.assert_array_equal(written, labels)
     for t, z in ((3, 0), (5, 2)):  # both clicked slices, as the layer holds them
         assert (written[t, z] > 0).any()
@@ -94,21 +100,17 @@ def test_4d_export_tracked_through_z_writes_every_time_point_in_tzyx_order(
     assert dock.fixed_label.text() == "t (axis 1)"
     viewer.dims.set_current_step(1, 3)  # the time slider: the dock follows
     assert dock.fixed_spin.value() == 3
-    r, c = _centre(cells, 3)
+    r, c = cell_centre(cells, 3)
     click_at(qtbot, dock, (0, 3, r, c))  # an object on z = 0 of t = 3
     viewer.dims.set_current_step(1, 5)
     assert dock.fixed_spin.value() == 5
-    r, c = _centre(cells, 5)
+    r, c = cell_centre(cells, 5)
     click_at(qtbot, dock, (2, 5, 63 - r, c))  # and one on z = 2 of t = 5
     labels = dock.labels_layer.data
     assert (labels[0, 3] > 0).any() and (labels[2, 5] > 0).any(), "the test model must see something"
 
     # through the form, as OME-Zarr: written T, Z whatever the layer's order
-    press(qtbot, dock.export_button)
-    form = dock.export_form
-    assert form.form.tracked_axis.value == "z"
-    text = form.voxel.value
-    assert "T × Z = 8 × 3" in text and "2 × 0.5 × 0.5 µm" in text and "every 1.5 s" in text, text
+    form = _export_form_showing_the_volume(qtbot, dock, "z")
     choose(form.form.format.native, "OME-Zarr (.zarr)")
     zarr_out = tmp_path / "ztyx.zarr"
     type_into(qtbot, form.form.file.line_edit.native, str(zarr_out), enter=True)
@@ -121,13 +123,7 @@ def test_4d_export_tracked_through_z_writes_every_time_point_in_tzyx_order(
 
     # and as ImageJ TIFF
     out = dock.export_labels(tmp_path / "ztyx.tif")
-    with tifffile.TiffFile(out) as tif:
-        ij = tif.imagej_metadata
-        assert tif.is_imagej and tif.series[0].axes == "TZYX"
-        written = tif.asarray()
-    assert (ij["frames"], ij["slices"]) == (8, 3), ij
-    assert ij["finterval"] == pytest.approx(1.5) and ij["spacing"] == pytest.approx(2.0), ij
-    assert written.shape == (8, 3, 64, 64)
+    written = _imagej_volume(out)
     for z, t in ((0, 3), (2, 5)):  # both clicked slices, at (t, z) in the file
         assert (written[t, z] > 0).any()
         np.testing.assert_array_equal(written[t, z], labels[z, t])

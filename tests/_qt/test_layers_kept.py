@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _user_actions import (
+    cell_centre,
     click_at,
     load_with_button,
     open_dock,
@@ -29,16 +30,10 @@ def cells():
     return make_cells_timelapse(n_frames=8, shape=(64, 64), n_cells=3, seed=1)
 
 
-def _centre(cells, frame):
-    lab = cells.labels[frame]
-    rows, cols = np.nonzero(lab == lab[lab > 0][0])
-    return float(np.median(rows)), float(np.median(cols))
-
-
 def test_removed_labels_and_points_layers_come_back_with_everything_in_them(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    click_at(qtbot, dock, (1, *cell_centre(cells, 1)))
     labels, points = dock.labels_layer, dock.prompts.points
     first = labels.data[1].copy()
     assert (first == 1).any() and len(points.data) == 1
@@ -56,7 +51,7 @@ def test_removed_labels_and_points_layers_come_back_with_everything_in_them(
     assert any("'SAM 2 labels' and 'SAM 2 points' were removed" in m and "added back" in m
                for m in shown), shown
     assert dock.active_id == 2
-    click_at(qtbot, dock, (2, *_centre(cells, 2)))
+    click_at(qtbot, dock, (2, *cell_centre(cells, 2)))
     assert (labels.data[2] == 2).any()
     np.testing.assert_array_equal(labels.data[1], first)  # the first object's mask is still there
     assert len(points.data) == 2 and dock.session.prompted_frames(1) == [1], "its click still counts"
@@ -67,7 +62,7 @@ def test_removing_the_image_mid_run_ends_the_session_quietly(make_napari_viewer,
                                                              qtbot):
     cells = make_cells_timelapse(n_frames=40, shape=(64, 64), n_cells=3, seed=1)
     viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    click_at(qtbot, dock, (0, *_centre(cells, 0)))
+    click_at(qtbot, dock, (0, *cell_centre(cells, 0)))
     press(qtbot, dock.propagate_button)
     qtbot.waitUntil(lambda: dock.progress.done >= 2, timeout=60_000)
     viewer.layers.remove("cells")
@@ -89,7 +84,7 @@ def test_revert_after_choosing_another_target_layer_leaves_that_layer_alone(
     mine.data[:, :12, :12] = 40  # the user's own labels
     dock = open_dock(viewer)
     load_with_button(qtbot, dock)
-    click_at(qtbot, dock, (2, *_centre(cells, 2)))
+    click_at(qtbot, dock, (2, *cell_centre(cells, 2)))
     sam = dock.labels_layer
     clicked = sam.data.copy()
     press(qtbot, dock.propagate_button)
@@ -111,7 +106,7 @@ def test_a_session_loaded_over_work_leaves_that_work_in_the_viewer(
     from qtpy.QtWidgets import QFileDialog
 
     viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    click_at(qtbot, dock, (1, *cell_centre(cells, 1)))
     path = tmp_path / "one.json"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
     press(qtbot, dock.save_button)
@@ -141,7 +136,7 @@ def test_a_session_loaded_over_work_leaves_that_work_in_the_viewer(
 def test_choosing_new_layer_sends_the_next_masks_into_a_new_layer(make_napari_viewer, hub_cache, no_alerts,
                                                                  qtbot, cells):
     viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    click_at(qtbot, dock, (1, *cell_centre(cells, 1)))
     first = dock.labels_layer
     kept = first.data.copy()
     combo = dock.labels_combo
@@ -152,7 +147,7 @@ def test_choosing_new_layer_sends_the_next_masks_into_a_new_layer(make_napari_vi
     assert second is not None and not same(second, first) and combo.currentText() == second.name
     assert "masks now go into" in dock.status.text() and not second.data.any()
     press_key(qtbot, viewer, "n")
-    click_at(qtbot, dock, (2, *_centre(cells, 2)))
+    click_at(qtbot, dock, (2, *cell_centre(cells, 2)))
     assert (second.data[2] == 2).any() and not second.data[1].any()
     np.testing.assert_array_equal(first.data, kept)  # the first layer keeps what it had
     no_alerts.check()
@@ -177,7 +172,7 @@ def test_export_and_save_never_replace_the_file_the_image_was_read_from(
 
         _, dock = open_in_viewer(viewer, open_stack(source))
     load_with_button(qtbot, dock)
-    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    click_at(qtbot, dock, (1, *cell_centre(cells, 1)))
 
     press(qtbot, dock.export_button)  # the user types the image's own name in the form
     form = dock.export_form.form
@@ -206,7 +201,7 @@ def test_export_and_save_never_replace_the_file_the_image_was_read_from(
 def test_delete_after_the_image_was_removed(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     """The session ended with the image; the user's Delete still takes the object out."""
     viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    click_at(qtbot, dock, (1, *cell_centre(cells, 1)))
     labels, points = dock.labels_layer, dock.prompts.points
     assert (labels.data[1] == 1).any() and len(points.data) == 1
     viewer.layers.remove("cells")
@@ -227,7 +222,7 @@ def test_a_replay_that_outlives_its_session_changes_nothing(make_napari_viewer, 
     from napari_sam2.io import session_file
 
     viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    click_at(qtbot, dock, (1, *_centre(cells, 1)))
+    click_at(qtbot, dock, (1, *cell_centre(cells, 1)))
     go_on, real = threading.Event(), session_file.replay
     monkeypatch.setattr(session_file, "replay", lambda *a, **k: (go_on.wait(30), real(*a, **k))[1])
     dock.reread_button.click()  # the Image section is folded after loading: the button's own signal
