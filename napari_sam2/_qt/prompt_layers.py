@@ -191,16 +191,30 @@ class PromptLayers:
         except ValueError as err:
             return self.dock._error(err)
         if "added" in action and len(self.points.data):
-            on_stack, frame, *_ = self._to_image(self.points, self.points.data[-1])
+            on_stack, frame, row, col = self._to_image(self.points, self.points.data[-1])
             if not on_stack:
                 lay = self._layout()
                 a = lay.other_axes[0]
                 where = int(round(self._image_coords(self.points, self.points.data[-1])[a]))
-                return self.dock._error(ValueError(
+                return self._refuse_last_click(
                     f"this click is at index {where} of {self.dock.fixed_label.text()}, but the session "
                     f"tracks index {lay.fixed.get(a, 0)} of that axis: tick 'follow' (Image) "
-                    "or set the index there"))
+                    "or set the index there")
+            if not points_in_frame([(row, col)], session.frame_shape).all():
+                return self._refuse_last_click(f"a click{self.dock.on_frame(frame)} lies outside the "
+                                               "image: it is ignored")
         self.sync_points(session)
+
+    def _refuse_last_click(self, why: str):
+        """Take the click just added off the layer (the engine never gets it) and say why."""
+        self._suspend = True
+        try:
+            self.points.selected_data = {len(self.points.data) - 1}
+            self.points.remove_selected()
+        finally:
+            self._suspend = False
+        self._set_defaults()
+        self.dock._error(ValueError(why))
 
     def _groups(self) -> dict[tuple[int, int], list[tuple[float, float, int]]]:
         feats = self.points.features

@@ -311,6 +311,22 @@ def test_a_click_on_another_slice_says_so(make_napari_viewer, hub_cache, qtbot, 
     click_at(qtbot, dock, (0, 1, 30, 30))
     assert "session tracks index 0" in dock.status.text() and "follow" in dock.status.text()
     assert not dock.labels_layer.data.any()
+    assert len(dock.prompts.points.data) == 0, "the refused click does not stay on the layer"
+
+
+def test_a_click_outside_the_image_is_refused_and_taken_off_the_layer(make_napari_viewer, hub_cache,
+                                                                      qtbot, cells):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (1, 30, 70))  # right of the 64 px frame
+    assert dock.status.text() == "a click on frame 1 lies outside the image: it is ignored"
+    assert len(dock.prompts.points.data) == 0 and not dock.labels_layer.data.any()
+    click_at(qtbot, dock, (1, *_cell_centre(cells, 1)))  # the next click inside counts
+    wait_idle(qtbot, dock)
+    assert len(dock.prompts.points.data) == 1 and (dock.labels_layer.data[1] == 1).any()
+    assert dock.session.prompted_frames(1) == [1]
 
 
 def test_click_markers_keep_their_screen_size_and_leave_no_dot_elsewhere(make_napari_viewer, hub_cache,
