@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["FrameEdit", "EditRun", "paint_masks", "paint_plan", "mask_box", "label_boxes", "union_box",
-           "box_slices", "shifted_boxes"]
+           "box_slices", "shifted_boxes", "ids_present"]
 
 
 @dataclass
@@ -174,6 +174,26 @@ def label_boxes(plane: np.ndarray, ids) -> dict[int, tuple | None]:
     for i, b in found.items():
         out[i] = None if b is None else (b[0] + r0, b[1] + r0, b[2] + c0, b[3] + c0)
     return out
+
+
+def ids_present(labels, ids) -> list[int]:
+    """Which of ``ids`` occur in a label array (any number of dimensions), ascending.
+
+    Read one 2-D plane at a time, each in one pass (a lookup table over the ids' range), so
+    a large volume costs no more memory than a frame.
+    """
+    wanted = np.unique(np.asarray(list(ids), dtype=np.int64))
+    if wanted.size == 0 or labels.size == 0:
+        return []
+    planes = labels.reshape(-1, *labels.shape[-2:]) if labels.ndim > 2 else labels[None]
+    found: set[int] = set()
+    for plane in planes:
+        hit = np.isin(plane, wanted, kind="table")
+        if hit.any():
+            found.update(int(i) for i in np.unique(plane[hit]))
+            if len(found) == wanted.size:
+                break
+    return sorted(found)
 
 
 def union_box(*boxes) -> tuple | None:

@@ -210,3 +210,15 @@ def test_shifted_boxes_follow_the_region_and_clip_to_it():
     region = (slice(10, 50), slice(20, 60))
     assert shifted_boxes({1: (12, 30, 15, 70), 2: None}, region) == {1: (2, 20, 0, 40), 2: None}
     assert shifted_boxes(None, region) is None
+
+
+def test_ids_present_finds_which_ids_a_volume_holds():
+    from napari_sam2.label_edits import ids_present
+
+    labels = np.zeros((2, 3, 8, 8), np.uint16)
+    labels[1, 2, 3, 3] = 7
+    labels[0, 0, 0, 0] = 300
+    labels[0, 1, 5, 5] = 9  # not asked for
+    assert ids_present(labels, [7, 300, 4]) == [7, 300]
+    assert ids_present(labels[0, 0], [300]) == [300]
+    assert ids_present(labels, []) == [] and ids_present(labels, [5]) == []

@@ -221,6 +221,27 @@ class ImageInputs(DockHost):
             if unwrapped(layer) is unwrapped(self.labels_layer) and self.core.labels is layer.data:
                 return  # already in use (what is known of it stays)
             self._use_labels(layer)
+            if self.objects and isinstance(layer.data, np.ndarray):
+                self._check_shared_ids(layer)
+
+    def _check_shared_ids(self, layer):
+        """Say so when the new target layer already holds ids of the session's objects.
+
+        Its pixels of those ids count as the objects' from now on: a propagation or a Delete
+        changes them. The layer is read in a worker (a large volume takes a moment).
+        """
+        from napari_sam2.label_edits import ids_present
+
+        data, ids = layer.data, list(self.objects)
+
+        def done(shared):
+            if shared and unwrapped(self.labels_layer) is unwrapped(layer):
+                some = ", ".join(map(str, shared[:6])) + ("…" if len(shared) > 6 else "")
+                self.say(f"'{layer.name}' already holds {'id' if len(shared) == 1 else 'ids'} {some} "
+                         f"of SAM 2 objects: those pixels now count as the objects' (a propagation or "
+                         f"Delete changes them); choose '{NEW_LABELS}' to keep them apart")
+
+        self.tasks.submit(lambda: ids_present(data, ids), done)
 
     def _let_go_of_labels(self):
         """Stop writing into the target Labels layer (it stays as it is); a new one comes next."""

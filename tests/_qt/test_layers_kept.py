@@ -101,6 +101,33 @@ def test_revert_after_choosing_another_target_layer_leaves_that_layer_alone(
     no_alerts.check()
 
 
+def test_a_target_layer_holding_ids_of_sam2_objects_is_named_in_the_status(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    from _user_actions import choose
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    apart = viewer.add_labels(np.zeros((8, 64, 64), np.uint16), name="apart")
+    apart.data[5, :4, :4] = 40  # ids no object has
+    cellpose = viewer.add_labels(np.zeros((8, 64, 64), np.uint16), name="cellpose")
+    cellpose.data[5, :4, :4] = 2  # the user's label 2, the id of the second SAM 2 object
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    click_at(qtbot, dock, (2, *cell_centre(cells, 2)))
+    press_key(qtbot, viewer, "n")
+    click_at(qtbot, dock, (3, *cell_centre(cells, 3)))
+    assert set(dock.objects) == {1, 2}
+    choose(dock.labels_combo, "apart")
+    wait_idle(qtbot, dock)
+    assert "already holds" not in dock.status.text()
+    choose(dock.labels_combo, "cellpose")
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == ("'cellpose' already holds id 2 of SAM 2 objects: those pixels now count "
+                                  "as the objects' (a propagation or Delete changes them); choose "
+                                  "'(new layer)' to keep them apart"), dock.status.text()
+    no_alerts.check()
+
+
 def test_a_session_loaded_over_work_leaves_that_work_in_the_viewer(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells, tmp_path, monkeypatch):
     from qtpy.QtWidgets import QFileDialog
