@@ -335,10 +335,13 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
                 if gone:  # (their tracked pixels on the other frames too)
                     self._remove_objects(gone, session=session, layout=layout)
                 what = f"the seeding of {counted(len(undone))}"
+                kept = len(undone) - len(gone)  # objects that existed before: their prompts are back
+                many = "one" if kept == 1 else str(kept)
+                after = f"; {many} of them had earlier prompts, back now" if kept else ""
             else:
-                what = f"the last prompt of object {undone}"
+                what, after = f"the last prompt of object {undone}", ""
             self._update_quality()
-            self.say(f"undid {what}" + ("" if frame is None else self.on_frame(frame)))
+            self.say(f"undid {what}" + ("" if frame is None else self.on_frame(frame)) + after)
 
         self.tasks.submit(lambda: core.undo_prompt_prepared(session, layout), done)
 

@@ -94,3 +94,28 @@ def test_a_box_takes_the_frames_clicks_away_and_later_clicks_refine_it(
     assert dock.prompts.shapes.nshapes == 0 and len(_clicks(dock)) == 1
     assert [p.kind for p in dock.session.prompts(1)] == ["points"]
     no_alerts.check()
+
+
+def test_seeding_over_a_clicked_object_hides_its_clicks_and_undo_brings_them_back(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    """Seed from labels re-prompts an existing object with its label: its clicks there give way."""
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    cell, centre = _cell(cells, 2)
+    click_at(qtbot, dock, (2, *centre))
+    seeds = np.zeros_like(cells.labels)
+    seeds[2][cell] = 1  # the clicked object's id
+    seeds[2][_cell(cells, 2, 1)[0]] = 8
+    viewer.add_labels(seeds, name="cellpose")
+    dock.mask_source.setCurrentText("cellpose")
+    press(qtbot, dock.seed_button)
+    wait_idle(qtbot, dock)
+    assert set(dock.objects) == {1, 8} and _clicks(dock) == []
+    assert [p.kind for p in dock.session.prompts(1)] == ["mask"]
+    press(qtbot, dock.undo_button)
+    wait_idle(qtbot, dock)
+    assert set(dock.objects) == {1} and len(_clicks(dock)) == 1
+    assert [p.kind for p in dock.session.prompts(1)] == ["points"]
+    assert dock.status.text() == ("undid the seeding of 2 objects on frame 2; one of them had earlier "
+                                  "prompts, back now"), dock.status.text()
+    no_alerts.check()
+
