@@ -140,8 +140,27 @@ def _wrapped(text: str) -> QLabel:
     return label
 
 
+class NamedCombo(QComboBox):
+    """A combo box whose tooltip starts with the whole current choice.
+
+    A narrow combo cuts long layer names ("cells grou"); the choices are often refilled with
+    signals blocked, so the tooltip is written when it is asked for.
+    """
+
+    def __init__(self, tip: str = "") -> None:
+        super().__init__()
+        self.tip = tip
+        self.setToolTip(tip)
+
+    def event(self, e):
+        if e.type() == QEvent.Type.ToolTip:
+            text = self.currentText()
+            self.setToolTip(f"{text}\n{self.tip}" if text and self.tip else text or self.tip)
+        return super().event(e)
+
+
 def _combo(tip: str = "") -> QComboBox:
-    c = _tip(QComboBox(), tip)
+    c = NamedCombo(tip)
     c.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     c.setMinimumContentsLength(6)
     c.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)

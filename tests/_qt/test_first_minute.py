@@ -390,6 +390,19 @@ def test_the_dock_fits_a_small_screen(make_napari_viewer, qtbot):
         qtbot.wait(10)
         text = combo.fontMetrics().horizontalAdvance(combo.currentText())
         assert combo.width() >= text + 30, (combo.currentText(), combo.width(), text)
+    # a layer name too long for its combo is whole in the combo's tooltip
+    long_name = "cells ground truth (Cellpose, 2026-12-01)"
+    viewer.add_labels(np.zeros((4, 32, 32), np.uint16), name=long_name)
+    source = dock.mask_source
+    assert source.currentText() == long_name
+    assert source.width() < source.fontMetrics().horizontalAdvance(long_name)  # cut on screen...
+    from qtpy.QtCore import QEvent, QPoint
+    from qtpy.QtGui import QHelpEvent
+    from qtpy.QtWidgets import QApplication
+
+    here = QPoint(5, 5)  # the pointer rests on the combo
+    QApplication.sendEvent(source, QHelpEvent(QEvent.Type.ToolTip, here, source.mapToGlobal(here)))
+    assert source.toolTip().splitlines()[0] == long_name  # ...whole under the pointer
 
 
 def test_the_wheel_scrolls_the_dock_and_changes_no_setting_on_the_way(make_napari_viewer, qtbot):
