@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QItemSelectionModel, Qt
 from qtpy.QtWidgets import QListWidgetItem
 
 if TYPE_CHECKING:
@@ -22,6 +22,13 @@ else:
 __all__ = ["ObjectList"]
 
 ID_ROLE = Qt.ItemDataRole.UserRole
+#: selecting an object from code selects it alone (the list allows several, for Delete)
+ONLY = QItemSelectionModel.SelectionFlag.ClearAndSelect
+
+
+def shown_name(obj_id: int, name: str) -> str:
+    """An object's line in the list: its name, after its id when the name does not say it."""
+    return name if name == f"object {obj_id}" else f"{obj_id}: {name}"
 
 
 class ObjectList(DockHost):
@@ -60,7 +67,7 @@ class ObjectList(DockHost):
         from qtpy.QtGui import QColor, QIcon, QPixmap
 
         self.core.objects[obj_id] = name
-        item = QListWidgetItem(f"{obj_id}: {name}" if name != f"object {obj_id}" else name)
+        item = QListWidgetItem(shown_name(obj_id, name))
         item.setData(ID_ROLE, obj_id)
         item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
         if self.labels_layer is not None:
@@ -70,7 +77,7 @@ class ObjectList(DockHost):
             item.setIcon(QIcon(pix))
         self.object_list.addItem(item)
         if select:
-            self.object_list.setCurrentItem(item)
+            self.object_list.setCurrentItem(item, ONLY)
 
     def _object_selected(self, item, *_):
         self.core.active_id = None if item is None else int(item.data(ID_ROLE))
@@ -78,20 +85,35 @@ class ObjectList(DockHost):
         self._update_quality()
 
     def _object_renamed(self, item):
+        """A name typed in the list; the "id: " the line shows is not part of it."""
         obj_id = item.data(ID_ROLE)
-        if obj_id is not None:
-            self.core.objects[int(obj_id)] = item.text()
+        if obj_id is None:
+            return
+        obj_id = int(obj_id)
+        name = item.text().strip()
+        prefix = f"{obj_id}:"
+        name = name[len(prefix):].strip() if name.startswith(prefix) else name
+        self.core.objects[obj_id] = name or f"object {obj_id}"
+        if item.text() != shown_name(obj_id, self.core.objects[obj_id]):
+            self.object_list.blockSignals(True)  # (this handler answers the list's itemChanged)
+            item.setText(shown_name(obj_id, self.core.objects[obj_id]))
+            self.object_list.blockSignals(False)
 
     def _select_object(self, obj_id: int) -> bool:
         for row in range(self.object_list.count()):
             item = self.object_list.item(row)
             if item is not None and int(item.data(ID_ROLE)) == obj_id:
-                self.object_list.setCurrentItem(item)
+                self.object_list.setCurrentItem(item, ONLY)
                 return True
         return False
 
     def _pick_object(self, viewer, event):
-        """Alt-click on the canvas: select the object under the cursor (whatever layer is active)."""
+        """Alt-click on the canvas: select the object under the cursor (whatever layer is active).
+
+        napari hands the click to the active layer as well: that layer is in pan/zoom mode
+        until the button is released, so the click selects and does nothing else (the points
+        layer in add mode would add a click for the object just selected).
+        """
         if "Alt" not in [str(getattr(m, "name", m)) for m in event.modifiers] or self.labels_layer is None:
             return
         value = self.labels_layer.get_value(event.position, world=True)
@@ -101,6 +123,16 @@ class ObjectList(DockHost):
         else:
             self.say("Alt-click on an object's mask selects it; there is none here")
         event.handled = True
+        active = viewer.layers.selection.active
+        mode = getattr(active, "mode", None)
+        paused = mode is not None and str(mode) != "pan_zoom"
+        if paused:
+            active.mode = "pan_zoom"
+        yield
+        while event.type == "mouse_move":
+            yield
+        if paused:
+            active.mode = mode
 
     def delete_selected(self):
         """Remove every selected object of the list: prompts, pixels (one undoable step), memory."""

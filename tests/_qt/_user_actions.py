@@ -47,6 +47,21 @@ def click_canvas(viewer, world_pos, modifiers=()):
     return _mouse(viewer, mouse_release_callbacks, "mouse_release", world_pos, modifiers=modifiers)
 
 
+def click_through_canvas(viewer, world_pos, modifiers=()):
+    """A click as napari's canvas delivers it: the viewer's callbacks, then the active layer's."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    for callbacks, type_ in ((mouse_press_callbacks, "mouse_press"),
+                             (mouse_release_callbacks, "mouse_release")):
+        event = ReadOnlyWrapper(_MouseEvent(viewer, type_, world_pos, modifiers=modifiers),
+                                exceptions=("handled",))
+        callbacks(viewer, event)
+        layer = viewer.layers.selection.active
+        if layer is not None:
+            callbacks(layer, event)
+
+
 def drag_on_canvas(viewer, start, end, steps=5):
     """A left-button drag on the canvas from ``start`` to ``end`` (world coordinates).
 

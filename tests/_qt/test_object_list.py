@@ -1,0 +1,89 @@
+"""The object list as a user works it: new objects, Delete, Alt-click, renames kept as typed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _user_actions import (
+    cell_centre,
+    click_at,
+    click_through_canvas,
+    press,
+    press_key,
+    viewer_with_model,
+    wait_idle,
+    world,
+)
+
+from napari_sam2.samples import make_cells_timelapse
+
+
+@pytest.fixture
+def cells():
+    return make_cells_timelapse(n_frames=6, shape=(64, 64), n_cells=3, seed=1)
+
+
+def _two_objects(make_napari_viewer, qtbot, cells):
+    """Objects 1 and 2 made one after the other (New, Use as mask), with exact masks on frame 0."""
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    lab = cells.labels[0]
+    a, b = [i for i in np.unique(lab) if i][:2]
+    seeds = np.zeros_like(cells.labels)
+    seeds[0][lab == a], seeds[0][lab == b] = 1, 5
+    viewer.add_labels(seeds, name="seeds")
+    dock.mask_source.setCurrentText("seeds")
+    dock.go_to_frame(0)
+    for n, source_id in enumerate((1, 5)):
+        if n:
+            press_key(qtbot, viewer, "n")
+        dock.mask_id.setValue(source_id)
+        press(qtbot, dock.mask_button)
+        wait_idle(qtbot, dock)
+    assert set(dock.objects) == {1, 2}
+    np.testing.assert_array_equal(dock.labels_layer.data[0] == 2, lab == b)
+    return viewer, dock
+
+
+def test_delete_takes_only_the_active_object(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    """N selects the new object alone: Delete then takes that one, not every object made so far."""
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    assert dock.active_id == 2
+    assert [int(i.data(256)) for i in dock.object_list.selectedItems()] == [2]
+    press(qtbot, dock.delete_button)
+    wait_idle(qtbot, dock)
+    assert set(dock.objects) == {1} and dock.status.text() == "deleted object 2"
+    assert (dock.labels_layer.data[0] == 1).any() and not (dock.labels_layer.data == 2).any()
+    no_alerts.check()
+
+
+def test_alt_click_selects_an_object_and_adds_no_click(make_napari_viewer, hub_cache, no_alerts, qtbot,
+                                                       cells):
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    points = dock.prompts.points
+    assert viewer.layers.selection.active is points or points.mode == "add"
+    n_clicks = len(points.data)
+    rows, cols = np.nonzero(dock.labels_layer.data[0] == 1)
+    click_through_canvas(viewer, world(dock.image_layer, (0, rows[len(rows) // 2], cols[len(cols) // 2])),
+                         modifiers=("Alt",))
+    wait_idle(qtbot, dock)
+    assert dock.active_id == 1 and dock.status.text() == "selected object 1"
+    assert len(points.data) == n_clicks, "the Alt-click only selects"
+    assert points.mode == "add", "the next plain click is a prompt again"
+    click_at(qtbot, dock, (0, *cell_centre(cells, 0)))
+    assert len(points.data) == n_clicks + 1
+    no_alerts.check()
+
+
+def test_a_renamed_object_keeps_the_name_typed(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    """The list shows "1: nucleus A"; editing that line keeps the name, not the id before it."""
+    from napari_sam2._qt.object_list import shown_name
+
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    item = dock.object_list.item(0)
+    item.setText("nucleus A")  # what the list's editor does when the user types a name
+    assert dock.objects[1] == "nucleus A" and item.text() == "1: nucleus A"
+    item.setText("1: nucleus A (checked)")  # the next edit starts from the line shown
+    assert dock.objects[1] == "nucleus A (checked)" and item.text() == "1: nucleus A (checked)"
+    item.setText("")  # an empty name: the default one
+    assert dock.objects[1] == "object 1" and item.text() == shown_name(1, "object 1") == "object 1"
+    no_alerts.check()
