@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from napari_sam2.engine.session import Sam2Session
     from napari_sam2.stack_layout import StackLayout
 
-__all__ = ["Annotator", "FrameWrite", "ProgressClock"]
+__all__ = ["Annotator", "FrameWrite", "ProgressClock", "Unseeding"]
 
 #: how many label writes (prompts, runs) can be undone
 UNDO_DEPTH = 50
@@ -62,6 +62,22 @@ class FrameWrite:
     epoch: int = -1
     generation: int = -1
     index: tuple | None = None
+
+
+@dataclass
+class Unseeding:
+    """A seeding taken back by the engine's undo, with the label writes that follow from it.
+
+    ``gone``: the objects the seeding had made (those it re-prompted stay, their earlier
+    prompts back); ``writes``: their pixels cleared on the frames a propagation gave them
+    since, prepared in the worker. The seeded frame itself is put back as it was before the
+    seeding (:meth:`Annotator.finish_unseeding`), so labels that were there stay.
+    """
+
+    frame: int
+    index: tuple
+    gone: list
+    writes: list
 
 
 def _plane(index: tuple) -> tuple:
@@ -338,25 +354,60 @@ class Annotator:
     def undo_prompt(self):
         """Undo the engine's last prompt and repaint its frame; ``(frame, obj id)`` or None."""
         res, write = self.undo_prompt_prepared()
-        if write is not None:
+        if isinstance(write, Unseeding):
+            self.finish_unseeding(write)
+        elif write is not None:
             self.commit(write, "undo")
         return res
 
     def undo_prompt_prepared(self, session: Sam2Session | None = None, layout: StackLayout | None = None):
         """The engine's undo and the frame's new masks, prepared (worker side of undo_prompt).
 
-        ``session`` and ``layout``: those of the moment the user asked (default: the current ones).
+        Returns ``(engine result, FrameWrite)``; for a seeding, ``(engine result, Unseeding)``
+        (finish it with :meth:`finish_unseeding`). ``session`` and ``layout``: those of the
+        moment the user asked (default: the current ones).
         """
         session, layout = session or self.session, layout or self.layout
         if session is None:
             return None, None
+        # where each object was tracked, read before the undo: a seeding's objects lose their
+        # pixels there (what a propagation gave them), and on no other frame
+        tracked = {i: np.flatnonzero(~np.isnan(session.quality(i)[:, 0])) for i in session.objects}
         res = session.undo()
         if res is None or res[0] is None:
             return res, None
         frame, undone = int(res[0]), res[1]
-        ids = undone if isinstance(undone, tuple) else (undone,)  # a seeding: all its objects
-        masks = {i: self.engine_mask(frame, i, session) for i in ids}
+        if isinstance(undone, tuple):  # a seeding: all its objects
+            lay = layout or self._stack_layout()
+            gone = [int(i) for i in undone if i not in session.objects]
+            frames = sorted({int(f) for i in gone for f in tracked.get(i, ()) if f != frame})
+            empty = np.zeros(session.frame_shape, bool)
+            writes = [self.prepare(f, {i: empty for i in gone}, layout=lay) for f in frames]
+            return res, Unseeding(frame, lay.index(frame), gone, [w for w in writes if w.region is not None])
+        masks = {undone: self.engine_mask(frame, undone, session)}
         return res, self.prepare(frame, masks, layout=layout)
+
+    def finish_unseeding(self, unseeding: Unseeding) -> list[FrameEdit]:
+        """GUI side of a seeding's undo: the seeded frame as it was, the tracked pixels gone.
+
+        Returns the edits made (to show them).
+        """
+        run = EditRun("undo seeding", [e for e in map(self.apply, unseeding.writes) if e is not None])
+        shown = list(run.edits)
+        plane = _plane(unseeding.index)
+        for i in range(len(self.runs) - 1, -1, -1):  # the seeding's own write, if it changed pixels
+            seed = self.runs[i]
+            if seed.label == "seed" and any(_plane(e.index) == plane for e in seed.edits):
+                self.runs.pop(i)
+                self.undo_run(seed)
+                shown += seed.edits
+                break
+        for obj_id in unseeding.gone:
+            self.objects.pop(obj_id, None)
+            if self.active_id == obj_id:
+                self.active_id = None
+        self.push_run(run)
+        return shown
 
     def revert_last_run(self) -> EditRun | None:
         """Put the labels back exactly as they were before the last propagation run."""

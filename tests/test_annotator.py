@@ -252,3 +252,30 @@ def test_a_delete_with_no_session_at_all_clears_every_plane():
     assert (labels[0, 0, :2, :2] == 7).all()
     run.undo(labels)
     assert (labels[1, 1:] == obj).sum() == 2 * 16
+
+
+def test_undoing_a_seeding_puts_its_frame_back_and_clears_only_what_was_tracked(tiny_model):
+    """The seeded frame as before the seeding; the objects' pixels off the frames tracked since."""
+    from napari_sam2 import Sam2Session
+    from napari_sam2.annotator import Unseeding
+
+    session = Sam2Session(tiny_model, np.random.default_rng(0).random((5, 32, 32), np.float32))
+    labels = np.zeros((5, 32, 32), np.uint16)
+    labels[1, :4, :4] = 7  # the user's label 7, already there on frame 1 ...
+    labels[4, -4:, -4:] = 7  # ... and on frame 4, which nothing tracks
+    core = Annotator(labels)
+    core.session, core.layout = session, StackLayout(labels.shape)
+    seeds = np.zeros((32, 32), np.uint16)
+    seeds[:4, :4], seeds[10:20, 10:20] = 7, 9
+    ids = session.add_label_image(1, seeds)
+    core.commit(core.prepare(1, {i: seeds == i for i in ids}), "seed")
+    for frame, masks in session.propagate("forward", stop=3):  # frames 1-2 tracked
+        core.apply(core.prepare(frame, masks))
+    assert (labels[2] > 0).any()
+    res, unseeding = core.undo_prompt_prepared()
+    assert res == (1, (7, 9)) and isinstance(unseeding, Unseeding)
+    core.finish_unseeding(unseeding)
+    expected = np.zeros_like(labels)
+    expected[1, :4, :4] = 7
+    expected[4, -4:, -4:] = 7
+    np.testing.assert_array_equal(labels, expected)

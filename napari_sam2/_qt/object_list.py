@@ -144,11 +144,14 @@ class ObjectList(DockHost):
         names = ", ".join(self.objects[i] for i in ids)
         self._remove_objects(ids, f"deleted {names}")
 
-    def _remove_objects(self, ids, message: str | None = None, session=None, layout=None) -> None:
+    def _remove_objects(self, ids, message: str | None = None, session=None, layout=None,
+                        pixels: bool = True) -> None:
         """Take objects away: list entries and prompts now, engine memory and pixels in a worker.
 
         The pixels go in one undoable step. ``session`` and ``layout``: those of the moment the
         removal was asked for (default: the current ones); ``message`` for the status line.
+        ``pixels=False``: the list entries and prompts only (the engine and the labels are
+        already done, as after a seeding's undo).
         """
         gone = {int(i) for i in ids}
         for obj_id in gone:  # the list and the prompt layers change at once...
@@ -157,6 +160,8 @@ class ObjectList(DockHost):
             item = self.object_list.item(row)
             if item is not None and int(item.data(ID_ROLE)) in gone:
                 self.object_list.takeItem(row)
+        if not pixels:
+            return
         core = self.core
         session = session or self.session
         layout = layout or self.stack_layout

@@ -39,7 +39,7 @@ from napari_sam2._qt.quality_strip import QualityPanel
 from napari_sam2._qt.sections import counted, listed
 from napari_sam2._qt.shortcuts import SHORTCUTS, Shortcuts
 from napari_sam2._qt.tasks import TaskQueue
-from napari_sam2.annotator import Annotator
+from napari_sam2.annotator import Annotator, Unseeding
 
 __all__ = ["Sam2Widget", "MODEL_CHOICES", "SHORTCUTS"]
 
@@ -328,12 +328,15 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
                 return self.say("nothing to undo")
             frame, undone = res
             self.prompts.after_undo(frame, undone)
-            if write is not None:
+            if isinstance(write, Unseeding):  # a seeding: the objects it made go
+                self._remove_objects(write.gone, pixels=False)  # list and prompts; pixels here:
+                for edit in core.finish_unseeding(write):  # the frame as before, tracked pixels off
+                    self._show(edit, now=False)
+                self.view.flush()
+            elif write is not None:
                 self._show(core.commit(write, "undo"))
-            if isinstance(undone, tuple):  # a seeding: the objects it made go, as a Delete does
+            if isinstance(undone, tuple):
                 gone = [i for i in undone if i not in session.objects]
-                if gone:  # (their tracked pixels on the other frames too)
-                    self._remove_objects(gone, session=session, layout=layout)
                 what = f"the seeding of {counted(len(undone))}"
                 kept = len(undone) - len(gone)  # objects that existed before: their prompts are back
                 many = "one" if kept == 1 else str(kept)

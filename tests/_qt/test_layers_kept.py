@@ -259,3 +259,30 @@ def test_a_replay_that_outlives_its_session_changes_nothing(make_napari_viewer, 
     assert dock.session is None
     assert "Re-reading contrast stopped: SAM 2's session ended meanwhile" in dock.status.text()
     no_alerts.check()
+
+
+def test_undoing_a_seeding_into_the_seed_layer_leaves_that_layer_as_it_was(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    """Seed from a Cellpose layer that is also the target, then Undo: not one of its labels is lost."""
+    from _user_actions import choose
+
+    seeds = np.zeros_like(cells.labels)
+    a, b = [i for i in np.unique(cells.labels[0]) if i][:2]
+    seeds[0][cells.labels[0] == a], seeds[0][cells.labels[0] == b] = 7, 42
+    seeds[3][cells.labels[3] == a] = 7  # the same cell labelled on another frame, never seeded
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    cellpose = viewer.add_labels(seeds.copy(), name="cellpose")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    choose(dock.labels_combo, "cellpose")  # the masks go into the same layer
+    dock.mask_source.setCurrentText("cellpose")
+    dock.go_to_frame(0)
+    press(qtbot, dock.seed_button)
+    wait_idle(qtbot, dock)
+    assert set(dock.objects) == {7, 42}
+    press(qtbot, dock.undo_button)
+    wait_idle(qtbot, dock)
+    assert dock.objects == {} and dock.session.objects == []
+    np.testing.assert_array_equal(cellpose.data, seeds)
+    no_alerts.check()
