@@ -101,6 +101,8 @@ class Annotator:
         self.objects: dict[int, str] = {}
         self.active_id: int | None = None
         self.runs: list[EditRun] = []  # undo history of label writes, newest last
+        # deleted objects: their name and the run that took their pixels (for an undo)
+        self.deleted: dict[int, tuple[str, EditRun]] = {}
         # label plane (see _plane) -> {obj id: box of its pixels}: per plane, not per frame, as
         # the frames of a 4-D stack tracked at one z and then at another are other planes
         self._boxes: dict[tuple, dict[int, tuple | None]] = {}
@@ -238,11 +240,28 @@ class Annotator:
         run = EditRun("delete " + ", ".join(f"object {i}" for i in obj_ids))
         run.edits = [e for e in map(self.apply, writes) if e is not None]
         for obj_id in obj_ids:
-            self.objects.pop(obj_id, None)
+            self.deleted[obj_id] = (self.objects.pop(obj_id, f"object {obj_id}"), run)
             if self.active_id == obj_id:
                 self.active_id = None
         self.push_run(run)
         return run
+
+    def undelete(self, obj_id: int) -> tuple[str, list[FrameEdit]]:
+        """GUI side of undoing a Delete (the engine has the object back): its name and pixels.
+
+        Only the pixels the Delete took from this object come back (a Delete of several
+        objects is undone one object at a time, as the engine's undo goes). Returns the name
+        and the edits whose regions changed (to show them).
+        """
+        name, run = self.deleted.pop(obj_id, (f"object {obj_id}", None))
+        self.objects[obj_id] = name
+        edits = [] if run is None else list(run.edits)
+        for edit in edits:
+            edit.undo_id(edit.target if edit.target is not None else self._label_array(), obj_id)
+            self._boxes.get(_plane(edit.index), {}).pop(obj_id, None)  # looked up again when needed
+        if edits:
+            self.epoch += 1
+        return name, edits
 
     # ------------------------------------------------------------------ painting
     def _where(self, index: tuple, obj_ids) -> dict:

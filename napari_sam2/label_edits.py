@@ -70,6 +70,13 @@ class FrameEdit:
         """Put back the pixels this edit changed."""
         self._view(labels)[self.changed] = self.old
 
+    def undo_id(self, labels: np.ndarray, label: int) -> None:
+        """Put back only the changed pixels that held ``label`` (one object of a Delete)."""
+        changed = self.changed
+        held = np.zeros_like(changed)
+        held[changed] = self.old == label
+        self._view(labels)[held] = label
+
     @property
     def array_box(self) -> tuple:
         """A slice per axis of the label array that holds every pixel this edit changed.

@@ -144,6 +144,17 @@ class ObjectList(DockHost):
         names = ", ".join(self.objects[i] for i in ids)
         self._remove_objects(ids, f"deleted {names}")
 
+    def _undeleted(self, obj_id: int, session) -> None:
+        """Undo prompt after a Delete: the object back in the list, its prompts and its pixels."""
+        name, edits = self.core.undelete(obj_id)
+        self._add_object_item(obj_id, name)
+        self.prompts.show_prompts({obj_id: session.prompts(obj_id)})
+        for edit in edits:
+            self._show(edit, now=False)
+        self.view.flush()
+        self._update_quality()
+        self.say(f"undid the deletion of {name}: its prompts and pixels are back")
+
     def _remove_objects(self, ids, message: str | None = None, session=None, layout=None,
                         pixels: bool = True) -> None:
         """Take objects away: list entries and prompts now, engine memory and pixels in a worker.

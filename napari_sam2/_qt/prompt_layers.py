@@ -386,28 +386,33 @@ class PromptLayers:
         self._sent = {k: v for k, v in self._sent.items() if k[1] != obj_id}
 
     def show_session_prompts(self, sf):
-        """Draw a loaded session's clicks and boxes (the engine has them already).
+        """Draw a loaded session's clicks and boxes (the engine has them already)."""
+        self.show_prompts({obj.id: obj.prompts for obj in sf.objects})
+        self.mark_all_sent()
+
+    def show_prompts(self, prompts_of: dict):
+        """Draw objects' clicks and boxes, ``{obj_id: [Prompt, ...]}``, that the engine has.
 
         Only the prompts that still count are drawn (a box, a mask or ``replace`` clicks hide
-        the frame's earlier ones), so the layers show what the engine holds after the replay.
+        the frame's earlier ones), so the layers show what the engine holds.
         """
         self.ensure_layers()
         self._suspend = True
         try:
             extra = []
-            for obj in sf.objects:
-                for p in prompts_in_effect(obj.prompts):
-                    # a session file's points prompt has its points and labels, a box prompt its box
+            for obj_id, prompts in prompts_of.items():
+                for p in prompts_in_effect(prompts):
+                    # a points prompt has its points and labels, a box prompt its box
                     if p.kind == "points":
-                        extra += [(p.frame, obj.id, (float(r), float(c), int(label)))
+                        extra += [(p.frame, obj_id, (float(r), float(c), int(label)))
                                   for (r, c), label in zip(np.asarray(p.points), np.asarray(p.labels))]
                     elif p.kind == "box":
                         (r0, c0), (r1, c1) = np.asarray(p.box)
                         corners = ((r0, c0), (r0, c1), (r1, c1), (r1, c0))
                         rect = [self._from_image(p.frame, r, c) for r, c in corners]
                         self.shapes.add_rectangles(np.asarray(rect))
-            keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) not in sf.ids]
+            keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) not in prompts_of]
             self._replace_points(keep, extra)
         finally:
             self._suspend = False
-        self.mark_all_sent()
+        self._sent.update({k: v for k, v in self._groups().items() if k[1] in prompts_of})

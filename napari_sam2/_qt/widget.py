@@ -327,6 +327,8 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             if res is None:
                 return self.say("nothing to undo")
             frame, undone = res
+            if frame is None:  # a Delete undone: the engine has the object back
+                return self._undeleted(int(undone), session)
             self.prompts.after_undo(frame, undone)
             if isinstance(write, Unseeding):  # a seeding: the objects it made go
                 self._remove_objects(write.gone, pixels=False)  # list and prompts; pixels here:

@@ -87,3 +87,31 @@ def test_a_renamed_object_keeps_the_name_typed(make_napari_viewer, hub_cache, no
     item.setText("")  # an empty name: the default one
     assert dock.objects[1] == "object 1" and item.text() == shown_name(1, "object 1") == "object 1"
     no_alerts.check()
+
+
+def test_undo_after_delete_brings_the_object_back_whole(make_napari_viewer, hub_cache, no_alerts, qtbot,
+                                                         cells):
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    rows, cols = np.nonzero(dock.labels_layer.data[0] == 2)
+    click_at(qtbot, dock, (0, float(rows.mean()), float(cols.mean())))  # a click refines object 2
+    press(qtbot, dock.propagate_button)
+    wait_idle(qtbot, dock)
+    before = dock.labels_layer.data.copy()
+    assert (before[1:] == 2).any(), "tracked on other frames too"
+    n_clicks = len(dock.prompts.points.data)
+    press(qtbot, dock.delete_button)
+    wait_idle(qtbot, dock)
+    assert set(dock.objects) == {1} and not (dock.labels_layer.data == 2).any()
+    assert len(dock.prompts.points.data) == n_clicks - 1
+
+    press(qtbot, dock.undo_button)
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == "undid the deletion of object 2: its prompts and pixels are back"
+    assert set(dock.objects) == {1, 2} and dock.active_id == 2 and set(dock.session.objects) == {1, 2}
+    np.testing.assert_array_equal(dock.labels_layer.data, before)
+    assert len(dock.prompts.points.data) == n_clicks
+    press(qtbot, dock.undo_button)  # and the undo history goes on: object 2's click
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == "undid the last prompt of object 2 on frame 0"
+    assert len(dock.prompts.points.data) == n_clicks - 1
+    no_alerts.check()
