@@ -334,9 +334,15 @@ class PromptLayers:
             self._sent.pop(key, None)
         return gone
 
-    def after_undo(self, frame, obj_id):
-        """Make the layers show what the engine has after ``Sam2Session.undo()``."""
+    def after_undo(self, frame, obj_id, session: Sam2Session | None = None):
+        """Make the layers show what the engine has after ``Sam2Session.undo()``.
+
+        An undo reaching past what was prompted here (into prompts a session file or a
+        re-read replayed) redraws every prompt from ``session``.
+        """
         if not self._history:
+            if session is not None:
+                self._redraw_from(session)
             return
         entry = self._history.pop()
         self._suspend = True
@@ -356,6 +362,20 @@ class PromptLayers:
                 self._sent.update({k: list(clicks) for k, clicks in entry[2].items()})
         finally:
             self._suspend = False
+
+    def _redraw_from(self, session: Sam2Session):
+        """Draw exactly the clicks and boxes ``session`` holds (boxes carry no object: all redrawn)."""
+        self.ensure_layers()
+        self._suspend = True
+        try:
+            if len(self.shapes.data):
+                self.shapes.selected_data = set(range(len(self.shapes.data)))
+                self.shapes.remove_selected()
+            self._replace_points([], [])
+        finally:
+            self._suspend = False
+        self._sent.clear()
+        self.show_prompts({i: session.prompts(i) for i in session.objects})
 
     def _replace_points(self, keep, extra):
         data = [self.points.data[i] for i in keep]

@@ -329,7 +329,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             frame, undone = res
             if frame is None:  # a Delete undone: the engine has the object back
                 return self._undeleted(int(undone), session)
-            self.prompts.after_undo(frame, undone)
+            self.prompts.after_undo(frame, undone, session)
             if isinstance(write, Unseeding):  # a seeding: the objects it made go
                 self._remove_objects(write.gone, pixels=False)  # list and prompts; pixels here:
                 for edit in core.finish_unseeding(write):  # the frame as before, tracked pixels off

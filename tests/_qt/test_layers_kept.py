@@ -286,3 +286,32 @@ def test_undoing_a_seeding_into_the_seed_layer_leaves_that_layer_as_it_was(
     assert dock.objects == {} and dock.session.objects == []
     np.testing.assert_array_equal(cellpose.data, seeds)
     no_alerts.check()
+
+
+def test_undo_after_load_session_shows_what_the_session_holds(make_napari_viewer, hub_cache, no_alerts,
+                                                               qtbot, cells, tmp_path):
+    """Undo reaching into a loaded session's prompts: the layers show the engine's prompts."""
+    from _user_actions import drag_on_canvas, world
+
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    click_at(qtbot, dock, (0, *cell_centre(cells, 0)))
+    press_key(qtbot, viewer, "n")
+    dock.go_to_frame(3)
+    viewer.layers.selection.active = dock.prompts.shapes
+    dock.prompts.shapes.mode = "add_rectangle"
+    drag_on_canvas(viewer, world(dock.image_layer, (3, 10, 10)), world(dock.image_layer, (3, 30, 30)))
+    wait_idle(qtbot, dock)
+    dock.save_session(tmp_path / "two.json")
+
+    other, loaded = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    loaded.load_session(tmp_path / "two.json")
+    wait_idle(qtbot, loaded)
+    assert loaded.prompts.shapes.nshapes == 1 and len(loaded.prompts.points.data) == 1
+    press(qtbot, loaded.undo_button)  # the box, replayed last
+    wait_idle(qtbot, loaded)
+    assert loaded.session.objects == [1]
+    assert loaded.prompts.shapes.nshapes == 0 and len(loaded.prompts.points.data) == 1
+    press(qtbot, loaded.undo_button)  # the click
+    wait_idle(qtbot, loaded)
+    assert loaded.session.objects == [] and len(loaded.prompts.points.data) == 0
+    no_alerts.check()
