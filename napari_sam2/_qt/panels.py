@@ -297,7 +297,8 @@ def build_dock(root: QWidget) -> DockWidgets:
     form = _form(w.propagate_section)
     w.direction_combo = QComboBox()
     w.direction_combo.addItems(["both", "forward", "backward"])
-    w.selected_only = QCheckBox("selected only")
+    w.selected_only = _tip(QCheckBox("selected only"),
+                           "Propagate only the objects selected in the list (Shift/Ctrl-click for several)")
     form.addRow("direction", _row(w.direction_combo, w.selected_only, stretch=1))
     w.range_section = Section("more (frame range)", expanded=False)
     w.range_section.toggle.setStyleSheet("QToolButton { border: none; }")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from napari_sam2._qt.sections import counted
+from napari_sam2._qt.sections import counted, listed
 from napari_sam2.label_edits import EditRun
 
 if TYPE_CHECKING:
@@ -27,6 +27,21 @@ __all__ = ["PropagationPanel"]
 class PropagationPanel(DockHost):
     """The Propagate section of :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
+    def _selected_for_propagation(self, session) -> list[int]:
+        """The objects selected in the list ("selected only"), each with a prompt to start from."""
+        from napari_sam2._qt.object_list import ID_ROLE
+
+        chosen = [int(i.data(ID_ROLE)) for i in self.object_list.selectedItems()]
+        chosen = chosen or ([self.active_id] if self.active_id is not None else [])
+        if not chosen:
+            raise ValueError("no object is selected: select one in the list (or untick 'selected only')")
+        bare = [self.objects.get(i, f"object {i}") for i in chosen if i not in session.objects]
+        if bare:
+            one = len(bare) == 1
+            raise ValueError(f"{listed(bare)} {'has' if one else 'have'} no prompt yet: click on "
+                             f"{'it' if one else 'them'} first (or untick 'selected only')")
+        return chosen
+
     def propagate(self):
         """Propagate all (or the selected) objects in a worker; results stream into the labels."""
         session = self.ensure_session()
@@ -36,7 +51,7 @@ class PropagationPanel(DockHost):
             raise ValueError("this is a single image: its masks are final, there is nothing to propagate")
         if self.tasks.busy:
             raise ValueError("wait for the running task to finish (or press Cancel)")
-        obj_ids = [self.active_id] if self.selected_only.isChecked() and self.active_id else None
+        obj_ids = self._selected_for_propagation(session) if self.selected_only.isChecked() else None
         direction, start = self.direction_combo.currentText(), self.start_spin.value()
         stop = self.stop_spin.value() or None
         total = len(session.plan_propagation(direction, start, stop, obj_ids))

@@ -115,3 +115,22 @@ def test_undo_after_delete_brings_the_object_back_whole(make_napari_viewer, hub_
     assert dock.status.text() == "undid the last prompt of object 2 on frame 0"
     assert len(dock.prompts.points.data) == n_clicks - 1
     no_alerts.check()
+
+
+def test_selected_only_propagates_every_selected_object_and_names_one_without_prompts(
+        make_napari_viewer, hub_cache, qtbot, cells):
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    press_key(qtbot, viewer, "n")  # object 3, no prompt yet
+    dock.selected_only.setChecked(True)
+    press(qtbot, dock.propagate_button)
+    assert dock.status.is_error
+    assert dock.status.text() == ("'object 3' has no prompt yet: click on it first (or untick "
+                                  "'selected only')"), dock.status.text()
+    for row in range(dock.object_list.count()):  # Ctrl-click: objects 1 and 2
+        item = dock.object_list.item(row)
+        item.setSelected(item.text() in ("object 1", "object 2"))
+    press(qtbot, dock.propagate_button)
+    wait_idle(qtbot, dock)
+    assert dock.status.text().startswith("propagated 6 frames"), dock.status.text()
+    for obj_id in (1, 2):  # both selected objects were tracked through every frame
+        assert np.isfinite(dock.session.quality(obj_id)[:, 0]).all(), obj_id
