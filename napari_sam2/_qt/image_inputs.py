@@ -62,6 +62,7 @@ class ImageInputs(DockHost):
         images = [lyr.name for lyr in self._layers_of("image")]
         labels = [lyr.name for lyr in self._layers_of("labels")]
         before = self.image_combo.currentText()
+        mixed = [c.currentText() for c in (self.green_combo, self.blue_combo)]
         refill(self.image_combo, images)
         refill(self.labels_combo, labels, [NEW_LABELS])
         refill(self.mask_source, labels)
@@ -69,6 +70,8 @@ class ImageInputs(DockHost):
         refill(self.blue_combo, images, [NO_LAYER])
         if self.image_combo.currentText() != before:
             self._image_changed()
+        elif [c.currentText() for c in (self.green_combo, self.blue_combo)] != mixed:
+            self._channels_changed()  # a green or blue layer was removed: SAM 2 stops reading it
         if self.model is not None and self.session is None and self.image_layer is not None:
             from qtpy.QtCore import QTimer
 

@@ -315,3 +315,26 @@ def test_undo_after_load_session_shows_what_the_session_holds(make_napari_viewer
     wait_idle(qtbot, loaded)
     assert loaded.session.objects == [] and len(loaded.prompts.points.data) == 0
     no_alerts.check()
+
+
+def test_removing_the_green_layer_stops_sam2_reading_it(make_napari_viewer, hub_cache, no_alerts, qtbot,
+                                                        cells):
+    from _user_actions import choose
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="ch0")
+    viewer.add_image(cells.image[:, ::-1].copy(), name="ch1")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    choose(dock.image_combo, "ch0")
+    choose(dock.green_combo, "ch1")
+    wait_idle(qtbot, dock)
+    click_at(qtbot, dock, (0, *cell_centre(cells, 0)))
+    assert dock.session_channels == [0, 1] and dock.contrast_label.text().count("–") == 2
+    viewer.layers.remove("ch1")
+    wait_idle(qtbot, dock)
+    assert dock.green_combo.currentText() == "(none)"
+    assert dock.session_channels is None and dock.contrast_label.text().count("–") == 1
+    assert dock.session.prompted_frames(1) == [0], "the prompts were replayed on the gray image"
+    assert "channels changed" in dock.status.text(), dock.status.text()
+    no_alerts.check()
