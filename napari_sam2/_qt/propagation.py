@@ -53,7 +53,8 @@ class PropagationPanel(DockHost):
             raise ValueError("wait for the running task to finish (or press Cancel)")
         obj_ids = self._selected_for_propagation(session) if self.selected_only.isChecked() else None
         direction, start = self.direction_combo.currentText(), self.start_spin.value()
-        stop = self.stop_spin.value() or None
+        last = self.stop_spin.value()  # included; -1 ("last"): the end of the stack
+        stop = None if last < 0 else last + 1
         total = len(session.plan_propagation(direction, start, stop, obj_ids))
         unit = self.unit
         run = EditRun("propagation")

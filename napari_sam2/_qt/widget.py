@@ -171,7 +171,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         self.session_channels = channels
         pairs = [contrast] if isinstance(contrast, tuple) else contrast
         self.contrast_label.setText(", ".join(f"{lo:g} – {hi:g}" for lo, hi in pairs))
-        self.stop_spin.setMaximum(lay.n_frames)
+        self.stop_spin.setMaximum(max(0, lay.n_frames - 1))
         self.start_spin.setMaximum(max(0, lay.n_frames - 1))
         self._ensure_labels()
         self.prompts.ensure_layers()

@@ -134,3 +134,18 @@ def test_selected_only_propagates_every_selected_object_and_names_one_without_pr
     assert dock.status.text().startswith("propagated 6 frames"), dock.status.text()
     for obj_id in (1, 2):  # both selected objects were tracked through every frame
         assert np.isfinite(dock.session.quality(obj_id)[:, 0]).all(), obj_id
+
+
+def test_a_frame_range_includes_its_last_frame(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    """"from 1 to 3" propagates through frames 1, 2 and 3 ("last": to the end of the stack)."""
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    assert dock.stop_spin.text() == "last" and dock.stop_spin.maximum() == 5
+    dock.direction_combo.setCurrentText("forward")
+    dock.start_spin.setValue(1)
+    dock.stop_spin.setValue(3)
+    press(qtbot, dock.propagate_button)
+    wait_idle(qtbot, dock)
+    tracked = np.isfinite(dock.session.quality(1)[:, 0])
+    assert tracked.tolist() == [True, True, True, True, False, False], tracked
+    assert dock.status.text().startswith("propagated 3 frames"), dock.status.text()
+    no_alerts.check()
