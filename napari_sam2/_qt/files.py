@@ -128,11 +128,13 @@ class DockFiles(DockHost):
         if lay.ndim == 4:
             what = (f"whole T × Z = {data.shape[0]} × {data.shape[1]} volume, "
                     f"every {abs(geometry.scale[0]):g} {geometry.units[0] or 'frame'}, "
-                    f"z step {abs(geometry.z_step or 1.0):g} {unit}")
+                    f"z step {abs(geometry.z_step or 1.0):g} {unit}, ")
+        elif lay.is_single_image:
+            what = ""
         else:
-            what = f"{'z' if geometry.axis_name == 'Z' else 'time'} axis"
+            what = f"{'z' if geometry.axis_name == 'Z' else 'time'} axis, "
         self.say(f"labels exported to {out} ({fmt.value.split(' (')[0] if fmt else 'labels'}, "
-                 f"{what}, pixel {abs(geometry.scale[-1]):g} {unit})")
+                 f"{what}pixel {abs(geometry.scale[-1]):g} {unit})")
         return out
 
     def _check_outputs(self, outputs) -> None:

@@ -47,10 +47,11 @@ class PropagationPanel(DockHost):
         session = self.ensure_session()
         core, layout = self.core, self.stack_layout  # this run's, whatever happens meanwhile
         assert layout is not None  # ensure_session sets it
+        # said, not alerted: Shift-P pressed at such a moment harms nothing
         if layout.is_single_image:
-            raise ValueError("this is a single image: its masks are final, there is nothing to propagate")
+            return self.say("this is a single image: its masks are final, there is nothing to propagate")
         if self.tasks.busy:
-            raise ValueError("wait for the running task to finish (or press Cancel)")
+            return self.say("wait for the running task to finish (or press Cancel)")
         obj_ids = self._selected_for_propagation(session) if self.selected_only.isChecked() else None
         direction, start = self.direction_combo.currentText(), self.start_spin.value()
         last = self.stop_spin.value()  # included; -1 ("last"): the end of the stack

@@ -165,7 +165,7 @@ def test_a_box_drawn_on_a_scaled_image_prompts_its_pixels_and_undo_takes_it_away
 
 
 def test_a_single_image_is_segmented_without_frame_words_or_propagation(make_napari_viewer, hub_cache, qtbot,
-                                                                          cells):
+                                                                          cells, no_alerts, tmp_path):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(cells.image[2], name="one image")
     dock = open_dock(viewer)
@@ -179,7 +179,10 @@ def test_a_single_image_is_segmented_without_frame_words_or_propagation(make_nap
     assert (dock.labels_layer.data == 1).any()
     press_key(qtbot, viewer, "Shift-P")
     wait_idle(qtbot, dock)
-    assert "nothing to propagate" in dock.status.text() and dock.status.is_error
+    assert "nothing to propagate" in dock.status.text() and not dock.status.is_error  # said, no alert
+    out = dock.export_labels(tmp_path / "one.tif")
+    assert dock.status.text() == f"labels exported to {out} (ImageJ TIFF, pixel 1 px)"  # no axis words
+    no_alerts.check()
     press(qtbot, dock.undo_button)  # undo still works on a single image
     wait_idle(qtbot, dock)
     assert not dock.labels_layer.data.any() and not len(dock.prompts.points.data)
