@@ -56,7 +56,10 @@ class PropagationPanel(DockHost):
         direction, start = self.direction_combo.currentText(), self.start_spin.value()
         last = self.stop_spin.value()  # included; -1 ("last"): the end of the stack
         stop = None if last < 0 else last + 1
-        total = len(session.plan_propagation(direction, start, stop, obj_ids))
+        # objects prompted on different frames are carried forward and backward in turn, so a
+        # frame may come twice (once per group): the bar and the messages count frames, once
+        total = len(set(session.plan_propagation(direction, start, stop, obj_ids)))
+        seen: set[int] = set()
         unit = self.unit
         run = EditRun("propagation")
         self.progress.start(total, unit)
@@ -90,7 +93,9 @@ class PropagationPanel(DockHost):
             if edit is not None:
                 run.edits.append(edit)
                 self._show(edit, now=False)
-            self.progress.step()
+            if write.frame not in seen:
+                seen.add(write.frame)
+                self.progress.step()
 
         def finished():
             self.view.flush()

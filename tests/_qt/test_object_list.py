@@ -149,3 +149,18 @@ def test_a_frame_range_includes_its_last_frame(make_napari_viewer, hub_cache, no
     assert tracked.tolist() == [True, True, True, True, False, False], tracked
     assert dock.status.text().startswith("propagated 3 frames"), dock.status.text()
     no_alerts.check()
+
+
+def test_frames_are_counted_once_when_objects_start_on_different_frames(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    """Objects prompted on frames 0 and 3 go forward and backward in turn: 6 frames, not 9 steps."""
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    press_key(qtbot, viewer, "n")
+    click_at(qtbot, dock, (3, *cell_centre(cells, 3)))
+    plan = dock.session.plan_propagation("both")
+    assert len(plan) > len(set(plan)) == 6, plan
+    press(qtbot, dock.propagate_button)
+    wait_idle(qtbot, dock)
+    assert dock.status.text().startswith("propagated 6 frames"), dock.status.text()
+    assert dock.progress.done == 6 and dock.progress.text().startswith("6 / 6 frames")
+    no_alerts.check()
