@@ -109,7 +109,11 @@ class ImageInputs(DockHost):
         self.axis_spin.setEnabled(nd > 2)
         self.axis_spin.blockSignals(False)
         self.channels_edit.setEnabled(bool(layer.rgb))
+        had_session = self.session is not None
         self._axis_changed()
+        if had_session:  # the session ended with the choice of another image: say so
+            self.say(f"SAM 2 now reads '{layer.name}': a new session starts with the next click or "
+                     "Propagate; labels and prompts stay")
 
     def _axis_changed(self):
         """A new tracked axis: name it, give the other axis of a 4-D stack its name and range."""

@@ -60,6 +60,9 @@ class PropagationPanel(DockHost):
         # frame may come twice (once per group): the bar and the messages count frames, once
         total = len(set(session.plan_propagation(direction, start, stop, obj_ids)))
         seen: set[int] = set()
+        if not total:
+            return self.say(f"no {self.unit} to propagate: '{direction}' from the prompts leaves the range "
+                            f"{start}–{'last' if last < 0 else last}; change the direction or the range")
         unit = self.unit
         run = EditRun("propagation")
         self.progress.start(total, unit)

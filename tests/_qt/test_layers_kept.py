@@ -338,3 +338,20 @@ def test_removing_the_green_layer_stops_sam2_reading_it(make_napari_viewer, hub_
     assert dock.session.prompted_frames(1) == [0], "the prompts were replayed on the gray image"
     assert "channels changed" in dock.status.text(), dock.status.text()
     no_alerts.check()
+
+
+def test_choosing_another_image_says_the_session_starts_again(make_napari_viewer, hub_cache, no_alerts,
+                                                               qtbot, cells):
+    from _user_actions import choose
+
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    viewer.add_image(cells.image[:, ::-1].copy(), name="flipped")
+    choose(dock.image_combo, "cells")
+    click_at(qtbot, dock, (0, *cell_centre(cells, 0)))
+    labels = dock.labels_layer.data.copy()
+    choose(dock.image_combo, "flipped")
+    assert dock.session is None
+    assert dock.status.text() == ("SAM 2 now reads 'flipped': a new session starts with the next click or "
+                                  "Propagate; labels and prompts stay")
+    np.testing.assert_array_equal(dock.labels_layer.data, labels)
+    no_alerts.check()

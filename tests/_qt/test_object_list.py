@@ -164,3 +164,15 @@ def test_frames_are_counted_once_when_objects_start_on_different_frames(
     assert dock.status.text().startswith("propagated 6 frames"), dock.status.text()
     assert dock.progress.done == 6 and dock.progress.text().startswith("6 / 6 frames")
     no_alerts.check()
+
+
+def test_a_range_the_direction_never_reaches_says_so(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)  # prompted on frame 0
+    dock.direction_combo.setCurrentText("backward")
+    dock.start_spin.setValue(2)
+    press(qtbot, dock.propagate_button)
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == ("no frames to propagate: 'backward' from the prompts leaves the range "
+                                  "2–last; change the direction or the range"), dock.status.text()
+    assert dock.propagate_button.isEnabled()
+    no_alerts.check()
