@@ -27,6 +27,15 @@ def _cell(cells, frame, k=0):
     return cell, (float(np.median(rows)), float(np.median(cols)))
 
 
+def _one_click(make_napari_viewer, qtbot, cells):
+    """A viewer with a model and object 1 clicked on a cell of frame 2: (viewer, dock, cell, centre)."""
+    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
+    cell, centre = _cell(cells, 2)
+    click_at(qtbot, dock, (2, *centre))
+    assert len(_clicks(dock)) == 1
+    return viewer, dock, cell, centre
+
+
 def _clicks(dock):
     return [tuple(map(int, c[:2])) for c in dock.prompts._groups().get((2, 1), [])]
 
@@ -71,10 +80,7 @@ def test_use_as_mask_takes_the_frames_clicks_away_and_undo_brings_them_back(
 
 def test_a_box_takes_the_frames_clicks_away_and_later_clicks_refine_it(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
-    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    cell, centre = _cell(cells, 2)
-    click_at(qtbot, dock, (2, *centre))
-    assert len(_clicks(dock)) == 1
+    viewer, dock, cell, centre = _one_click(make_napari_viewer, qtbot, cells)
     rows, cols = np.nonzero(cell)
     viewer.layers.selection.active = dock.prompts.shapes
     dock.prompts.shapes.mode = "add_rectangle"
@@ -99,9 +105,7 @@ def test_a_box_takes_the_frames_clicks_away_and_later_clicks_refine_it(
 def test_seeding_over_a_clicked_object_hides_its_clicks_and_undo_brings_them_back(
         make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
     """Seed from labels re-prompts an existing object with its label: its clicks there give way."""
-    viewer, dock = viewer_with_model(make_napari_viewer, qtbot, cells.image)
-    cell, centre = _cell(cells, 2)
-    click_at(qtbot, dock, (2, *centre))
+    viewer, dock, cell, centre = _one_click(make_napari_viewer, qtbot, cells)
     seeds = np.zeros_like(cells.labels)
     seeds[2][cell] = 1  # the clicked object's id
     seeds[2][_cell(cells, 2, 1)[0]] = 8
