@@ -240,11 +240,15 @@ class Annotator:
         run = EditRun("delete " + ", ".join(f"object {i}" for i in obj_ids))
         run.edits = [e for e in map(self.apply, writes) if e is not None]
         for obj_id in obj_ids:
-            self.deleted[obj_id] = (self.objects.pop(obj_id, f"object {obj_id}"), run)
-            if self.active_id == obj_id:
-                self.active_id = None
+            self.deleted[obj_id] = (self._drop(obj_id), run)
         self.push_run(run)
         return run
+
+    def _drop(self, obj_id: int) -> str:
+        """Forget an object of the list (no longer active); returns its name."""
+        if self.active_id == obj_id:
+            self.active_id = None
+        return self.objects.pop(obj_id, f"object {obj_id}")
 
     def undelete(self, obj_id: int) -> tuple[str, list[FrameEdit]]:
         """GUI side of undoing a Delete (the engine has the object back): its name and pixels.
@@ -422,9 +426,7 @@ class Annotator:
                 shown += seed.edits
                 break
         for obj_id in unseeding.gone:
-            self.objects.pop(obj_id, None)
-            if self.active_id == obj_id:
-                self.active_id = None
+            self._drop(obj_id)
         self.push_run(run)
         return shown
 

@@ -121,6 +121,10 @@ class DockHost(DockWidgets):
         """Show a label write on screen."""
         raise NotImplementedError
 
+    def _show_edits(self, edits: list[FrameEdit]) -> None:
+        """Show several label writes, with one redraw."""
+        raise NotImplementedError
+
     def run_prompt(self, frame: int, obj_id: int, call: Callable[[Sam2Session], Any], label: str,
                    then: Callable[[], Any] | None = None) -> None:
         """Run one engine prompt ``call(session)`` in a worker and paint the mask it returned."""
@@ -180,8 +184,12 @@ class DockHost(DockWidgets):
         raise NotImplementedError
 
     def _remove_objects(self, ids: list[int], message: str | None = None, session: Any = None,
-                        layout: Any = None) -> None:
+                        layout: Any = None, pixels: bool = True) -> None:
         """Take objects away: list entries, prompts, engine memory and pixels (one undoable step)."""
+        raise NotImplementedError
+
+    def selected_ids(self) -> list[int]:
+        """The objects selected in the list, else the active one."""
         raise NotImplementedError
 
     def _add_object_item(self, obj_id: int, name: str, select: bool = True) -> None:

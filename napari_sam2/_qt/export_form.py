@@ -122,17 +122,14 @@ class ExportForm:
             self.form.format.value = fmt
 
     def _show_geometry(self):
-        from napari_sam2._qt.files import labels_geometry, volume_geometry, volume_order
+        from napari_sam2._qt.files import export_geometry, volume_order
 
         dock = self.dock
         lay, axis_kind = dock.stack_layout, self.form.tracked_axis.value
-        if lay.ndim == 4:  # exported whole: (T, Z, Y, X)
-            t, z = volume_order(lay, axis_kind)[:2]
-            geometry = volume_geometry(dock.image_layer, lay, axis_kind)
-            self.voxel.value = _voxel_text(geometry, False, (lay.shape[t], lay.shape[z]))
-            return
-        geometry = labels_geometry(dock.image_layer, lay, axis_kind)
-        self.voxel.value = _voxel_text(geometry, lay.is_single_image)
+        geometry = export_geometry(dock.image_layer, lay, axis_kind)
+        # a 4-D image is exported whole, (T, Z, Y, X)
+        volume = tuple(lay.shape[a] for a in volume_order(lay, axis_kind)[:2]) if lay.ndim == 4 else None
+        self.voxel.value = _voxel_text(geometry, lay.is_single_image, volume)
 
     # ------------------------------------------------------------------ show and export
     def show(self) -> None:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 else:
     DockHost = object  # the sections' shared state is declared for type checkers only
 
-__all__ = ["DockFiles", "labels_geometry", "source_file", "volume_geometry", "volume_order"]
+__all__ = ["DockFiles", "export_geometry", "labels_geometry", "source_file", "volume_geometry",
+           "volume_order"]
 
 LABELS_SUFFIX = ".labels.tif"
 
@@ -85,6 +86,13 @@ def volume_geometry(image_layer, layout, axis_kind: str):
     return _geometry_of_axes(image_layer, list(volume_order(layout, axis_kind)), ["t", "z", "y", "x"])
 
 
+def export_geometry(image_layer, layout, axis_kind: str):
+    """The FrameGeometry of what Export labels… writes: a 4-D image's whole volume, else the stack."""
+    if layout.ndim == 4:
+        return volume_geometry(image_layer, layout, axis_kind)
+    return labels_geometry(image_layer, layout, axis_kind)
+
+
 class DockFiles(DockHost):
     """Session files and label export for :class:`~napari_sam2._qt.widget.Sam2Widget`."""
 
@@ -110,18 +118,17 @@ class DockFiles(DockHost):
         from napari_sam2._qt.export_form import LabelFormat
         from napari_sam2.io.writers import write_labels
 
-        data = self.tracked_labels()
+        tracked = self.tracked_labels()  # (no labels yet: it says what to do first)
         lay = self.stack_layout
         assert lay is not None  # tracked_labels() raised otherwise
         axis_kind = self.axis_kind.currentText()
         path = Path(path)
         self._check_outputs([("", path, "folder" if path.suffix.lower() == ".zarr" else "file")])
-        if lay.ndim == 4:
-            data = np.transpose(self.labels_layer.data, volume_order(lay, axis_kind))  # a view
-            geometry = volume_geometry(self.image_layer, lay, axis_kind)
+        geometry = export_geometry(self.image_layer, lay, axis_kind)
+        if lay.ndim == 4:  # every slice, (T, Z, Y, X): a view
+            data = np.transpose(self.labels_layer.data, volume_order(lay, axis_kind))
         else:
-            data = np.asarray(data)
-            geometry = labels_geometry(self.image_layer, lay, axis_kind)
+            data = np.asarray(tracked)
         out = write_labels(path, data, geometry)
         fmt = LabelFormat.of(out)
         unit = geometry.units[1] or "px"

@@ -134,11 +134,14 @@ class ObjectList(DockHost):
         if paused:
             active.mode = mode
 
+    def selected_ids(self) -> list[int]:
+        """The objects selected in the list, else the active one (none: an empty list)."""
+        ids = [int(i.data(ID_ROLE)) for i in self.object_list.selectedItems()]
+        return ids or ([self.active_id] if self.active_id is not None else [])
+
     def delete_selected(self):
         """Remove every selected object of the list: prompts, pixels (one undoable step), memory."""
-        ids = [int(i.data(ID_ROLE)) for i in self.object_list.selectedItems()]
-        ids = ids or ([self.active_id] if self.active_id is not None else [])
-        ids = [i for i in ids if i in self.objects]
+        ids = [i for i in self.selected_ids() if i in self.objects]
         if not ids:
             return self.say("no object selected")
         names = ", ".join(self.objects[i] for i in ids)
@@ -149,9 +152,7 @@ class ObjectList(DockHost):
         name, edits = self.core.undelete(obj_id)
         self._add_object_item(obj_id, name)
         self.prompts.show_prompts({obj_id: session.prompts(obj_id)})
-        for edit in edits:
-            self._show(edit, now=False)
-        self.view.flush()
+        self._show_edits(edits)
         self._update_quality()
         self.say(f"undid the deletion of {name}: its prompts and pixels are back")
 
@@ -178,10 +179,7 @@ class ObjectList(DockHost):
         layout = layout or self.stack_layout
 
         def done(writes):  # ...the pixels once the worker has prepared them
-            run = core.finish_delete(list(gone), writes)
-            for edit in run.edits:
-                self._show(edit, now=False)
-            self.view.flush()
+            self._show_edits(core.finish_delete(list(gone), writes).edits)
             self._update_quality()
             if message:
                 self.say(message)

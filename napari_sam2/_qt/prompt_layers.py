@@ -17,6 +17,8 @@ pixels at any zoom), so a 30 px cell on a 6000 px frame is not hidden under its 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +52,15 @@ class PromptLayers:
         # ("points", key, sent_before) | ("box", key, clicks_replaced) | ("mask", keys, clicks_replaced)
         self._history: list[tuple] = []
         self._suspend = False
+
+    @contextlib.contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Change the layers without their change events reaching the engine (they show it)."""
+        self._suspend = True
+        try:
+            yield
+        finally:
+            self._suspend = False
 
     # ------------------------------------------------------------------ layers
     def ensure_layers(self):
@@ -207,12 +218,9 @@ class PromptLayers:
 
     def _refuse_last_click(self, why: str):
         """Take the click just added off the layer (the engine never gets it) and say why."""
-        self._suspend = True
-        try:
+        with self._quietly():
             self.points.selected_data = {len(self.points.data) - 1}
             self.points.remove_selected()
-        finally:
-            self._suspend = False
         self._set_defaults()
         self.dock._error(ValueError(why))
 
@@ -319,17 +327,19 @@ class PromptLayers:
         ids = {int(i) for i in obj_ids}
         if self.points is None or not len(self.points.data):
             return {}
-        groups = self._groups()
-        gone = {k: v for k, v in groups.items() if k[0] == frame and k[1] in ids}
+        gone: dict[tuple[int, int], list] = {}
+        keep = []
+        feats = self.points.features
+        for i, (p, obj_id, pos) in enumerate(zip(self.points.data, feats["obj_id"], feats["positive"])):
+            on_stack, f, row, col = self._to_image(self.points, p)
+            if on_stack and f == frame and int(obj_id) in ids:
+                gone.setdefault((f, int(obj_id)), []).append((row, col, int(bool(pos))))
+            else:
+                keep.append(i)
         if not gone:
             return {}
-        keep = [i for i, (p, o) in enumerate(zip(self.points.data, self.points.features["obj_id"]))
-                if not (int(o) in ids and self._to_image(self.points, p)[:2] == (True, frame))]
-        self._suspend = True
-        try:
+        with self._quietly():
             self._replace_points(keep, [])
-        finally:
-            self._suspend = False
         for key in gone:
             self._sent.pop(key, None)
         return gone
@@ -345,8 +355,7 @@ class PromptLayers:
                 self._redraw_from(session)
             return
         entry = self._history.pop()
-        self._suspend = True
-        try:
+        with self._quietly():
             if entry[0] == "points":
                 key, before = entry[1], entry[2]
                 self._sent[key] = before
@@ -360,20 +369,15 @@ class PromptLayers:
                 self._replace_points(range(len(self.points.data)),
                                      [(k[0], k[1], c) for k, clicks in entry[2].items() for c in clicks])
                 self._sent.update({k: list(clicks) for k, clicks in entry[2].items()})
-        finally:
-            self._suspend = False
 
     def _redraw_from(self, session: Sam2Session):
         """Draw exactly the clicks and boxes ``session`` holds (boxes carry no object: all redrawn)."""
         self.ensure_layers()
-        self._suspend = True
-        try:
+        with self._quietly():
             if len(self.shapes.data):
                 self.shapes.selected_data = set(range(len(self.shapes.data)))
                 self.shapes.remove_selected()
             self._replace_points([], [])
-        finally:
-            self._suspend = False
         self._sent.clear()
         self.show_prompts({i: session.prompts(i) for i in session.objects})
 
@@ -397,12 +401,9 @@ class PromptLayers:
     def remove_object(self, obj_id):
         if self.points is None:
             return
-        self._suspend = True
-        try:
+        with self._quietly():
             keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) != obj_id]
             self._replace_points(keep, [])
-        finally:
-            self._suspend = False
         self._sent = {k: v for k, v in self._sent.items() if k[1] != obj_id}
 
     def show_session_prompts(self, sf):
@@ -417,8 +418,7 @@ class PromptLayers:
         the frame's earlier ones), so the layers show what the engine holds.
         """
         self.ensure_layers()
-        self._suspend = True
-        try:
+        with self._quietly():
             extra = []
             for obj_id, prompts in prompts_of.items():
                 for p in prompts_in_effect(prompts):
@@ -433,6 +433,4 @@ class PromptLayers:
                         self.shapes.add_rectangles(np.asarray(rect))
             keep = [i for i, o in enumerate(self.points.features["obj_id"]) if int(o) not in prompts_of]
             self._replace_points(keep, extra)
-        finally:
-            self._suspend = False
         self._sent.update({k: v for k, v in self._groups().items() if k[1] in prompts_of})

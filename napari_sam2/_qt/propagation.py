@@ -29,10 +29,7 @@ class PropagationPanel(DockHost):
 
     def _selected_for_propagation(self, session) -> list[int]:
         """The objects selected in the list ("selected only"), each with a prompt to start from."""
-        from napari_sam2._qt.object_list import ID_ROLE
-
-        chosen = [int(i.data(ID_ROLE)) for i in self.object_list.selectedItems()]
-        chosen = chosen or ([self.active_id] if self.active_id is not None else [])
+        chosen = self.selected_ids()
         if not chosen:
             raise ValueError("no object is selected: select one in the list (or untick 'selected only')")
         bare = [self.objects.get(i, f"object {i}") for i in chosen if i not in session.objects]
@@ -59,12 +56,12 @@ class PropagationPanel(DockHost):
         # objects prompted on different frames are carried forward and backward in turn, so a
         # frame may come twice (once per group): the bar and the messages count frames, once
         total = len(set(session.plan_propagation(direction, start, stop, obj_ids)))
-        seen: set[int] = set()
         if not total:
             return self.say(f"no {self.unit} to propagate: '{direction}' from the prompts leaves the range "
                             f"{start}–{'last' if last < 0 else last}; change the direction or the range")
         unit = self.unit
         run = EditRun("propagation")
+        seen: set[int] = set()  # frames painted so far (the bar counts each once)
         self.progress.start(total, unit)
         self.cancel_button.setEnabled(True)
         self.propagate_button.setEnabled(False)

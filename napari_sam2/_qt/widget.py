@@ -272,6 +272,12 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         if edit is not None:
             self.view.written(self._plane_on_screen(edit.index), now=now, box=edit.array_box)
 
+    def _show_edits(self, edits) -> None:
+        """Show several label writes, with one redraw."""
+        for edit in edits:
+            self._show(edit, now=False)
+        self.view.flush()
+
     def on_frame(self, frame: int) -> str:
         """" on frame 3" / " on slice 3" for messages; nothing for a single image."""
         lay = self.stack_layout
@@ -332,21 +338,17 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             self.prompts.after_undo(frame, undone, session)
             if isinstance(write, Unseeding):  # a seeding: the objects it made go
                 self._remove_objects(write.gone, pixels=False)  # list and prompts; pixels here:
-                for edit in core.finish_unseeding(write):  # the frame as before, tracked pixels off
-                    self._show(edit, now=False)
-                self.view.flush()
-            elif write is not None:
-                self._show(core.commit(write, "undo"))
-            if isinstance(undone, tuple):
-                gone = [i for i in undone if i not in session.objects]
+                self._show_edits(core.finish_unseeding(write))  # the frame as before, tracked pixels off
                 what = f"the seeding of {counted(len(undone))}"
-                kept = len(undone) - len(gone)  # objects that existed before: their prompts are back
+                kept = len(undone) - len(write.gone)  # objects that existed before: prompts back
                 many = "one" if kept == 1 else str(kept)
                 after = f"; {many} of them had earlier prompts, back now" if kept else ""
             else:
+                if write is not None:
+                    self._show(core.commit(write, "undo"))
                 what, after = f"the last prompt of object {undone}", ""
             self._update_quality()
-            self.say(f"undid {what}" + ("" if frame is None else self.on_frame(frame)) + after)
+            self.say(f"undid {what}{self.on_frame(frame)}{after}")
 
         self.tasks.submit(lambda: core.undo_prompt_prepared(session, layout), done)
 
