@@ -13,6 +13,7 @@ script can drive an :class:`Annotator` with no display at all.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,9 @@ class FrameWrite:
     ``generation`` whether another write of the same frame was applied since. ``index`` is the
     label plane it was prepared for: it lands there even if the layout changed meanwhile (the
     user moved to another slice of a 4-D stack while a propagated frame was on its way).
+    ``into``: the label array it goes into when that is not the current one (an undo or Delete
+    of masks written before the user chose another target layer); painted from ``masks`` there.
+    ``frame`` is only read when ``index`` is None (a Delete's writes into such an array: -1).
     """
 
     frame: int
@@ -62,6 +66,7 @@ class FrameWrite:
     epoch: int = -1
     generation: int = -1
     index: tuple | None = None
+    into: np.ndarray | None = None
 
 
 @dataclass
@@ -114,6 +119,11 @@ class Annotator:
         # thread) is painted again from its masks, or it would paint over the other's pixels
         self._applied: dict[tuple, int] = {}
         self.labels: np.ndarray | None = None
+        # label plane -> {obj id: (a weak reference to) the label array its mask there was last
+        # written into}: after the user chose another target layer, an undo or a Delete goes
+        # where the object's pixels are, not into the new target (maybe the user's own labels)
+        self._written: dict[tuple, dict[int, weakref.ref]] = {}
+        self._labels_ref: weakref.ref | None = None
         # an upper bound of the highest id in the labels (None: not known, look once); kept up
         # to date by the writes and the user's paint strokes, so that a new object does not
         # scan the whole label volume on the GUI thread (0.9 GB at 12 frames of 6000 x 6000)
@@ -140,6 +150,7 @@ class Annotator:
         the first time a new object needs a free id.
         """
         self.labels = labels
+        self._labels_ref = None if labels is None else weakref.ref(labels)
         self._boxes.clear()
         self._max_label = None if highest is None else int(highest)
         self.epoch += 1
@@ -214,15 +225,20 @@ class Annotator:
         """
         obj_ids = [int(i) for i in obj_ids]
         session, layout = session or self.session, layout or self.layout
-        for obj_id in obj_ids:
-            if session is not None and obj_id in session.objects:
-                session.remove_object(obj_id)
+        if session is not None:  # one step of the engine's undo, however many objects
+            session.remove_objects([i for i in obj_ids if i in session.objects])
         if self.labels is None or not obj_ids:
             return []
         empty = np.zeros(self.labels.shape[-2:], bool)
         layouts = [layout] if layout is not None else self._every_plane()
-        writes = (self.prepare(f, {i: empty for i in obj_ids}, layout=lay)
-                  for lay in layouts for f in range(lay.n_frames))
+        writes = [self.prepare(f, {i: empty for i in obj_ids}, layout=lay)
+                  for lay in layouts for f in range(lay.n_frames)]
+        # and out of the layers the objects were written into before another target was chosen
+        for plane in list(self._written):
+            index = tuple(slice(None) if i is None else i for i in plane)
+            for array, ids in self._owners(index, [i for i in obj_ids if i in self._written[plane]]):
+                if array is not None:
+                    writes.append(self._prepare_into(-1, index, {i: empty for i in ids}, array))
         return [w for w in writes if w.region is not None]
 
     def _every_plane(self) -> list[StackLayout]:
@@ -250,22 +266,26 @@ class Annotator:
             self.active_id = None
         return self.objects.pop(obj_id, f"object {obj_id}")
 
-    def undelete(self, obj_id: int) -> tuple[str, list[FrameEdit]]:
-        """GUI side of undoing a Delete (the engine has the object back): its name and pixels.
+    def undelete(self, obj_ids) -> tuple[list[str], list[FrameEdit]]:
+        """GUI side of undoing a Delete (the engine has the objects back): names and pixels.
 
-        Only the pixels the Delete took from this object come back (a Delete of several
-        objects is undone one object at a time, as the engine's undo goes). Returns the name
-        and the edits whose regions changed (to show them).
+        Only the pixels the Delete took from these objects come back. Returns their names and
+        the edits whose regions changed (to show them).
         """
-        name, run = self.deleted.pop(obj_id, (f"object {obj_id}", None))
-        self.objects[obj_id] = name
-        edits = [] if run is None else list(run.edits)
-        for edit in edits:
-            edit.undo_id(edit.target if edit.target is not None else self._label_array(), obj_id)
-            self._boxes.get(_plane(edit.index), {}).pop(obj_id, None)  # looked up again when needed
+        names: list[str] = []
+        edits: list[FrameEdit] = []
+        for obj_id in (int(i) for i in obj_ids):
+            name, run = self.deleted.pop(obj_id, (f"object {obj_id}", None))
+            self.objects[obj_id] = name
+            names.append(name)
+            for edit in [] if run is None else run.edits:
+                edit.undo_id(edit.target if edit.target is not None else self._label_array(), obj_id)
+                self._boxes.get(_plane(edit.index), {}).pop(obj_id, None)  # looked up again when needed
+                if not any(e is edit for e in edits):
+                    edits.append(edit)
         if edits:
             self.epoch += 1
-        return name, edits
+        return names, edits
 
     # ------------------------------------------------------------------ painting
     def _where(self, index: tuple, obj_ids) -> dict:
@@ -277,17 +297,20 @@ class Annotator:
         return {i: known[i] for i in obj_ids}
 
     def prepare(self, frame: int, masks: dict, within: dict | None = None,
-                layout: StackLayout | None = None) -> FrameWrite:
+                layout: StackLayout | None = None, into: np.ndarray | None = None) -> FrameWrite:
         """Crop ``{obj id: bool (H, W) mask}`` to the region that changes and paint it aside.
 
         Only reads the labels: it runs in the worker thread, so that the GUI thread only copies
         the painted region in (:meth:`apply`), whatever the frame size. ``within``: boxes known
         to hold each mask's pixels (the engine's ``FrameMasks.boxes``), so only those are scanned.
         ``layout``: the stack layout of the session that computed the masks, when the work may
-        outlive it (a propagation); by default the current one.
+        outlive it (a propagation); by default the current one. ``into``: another label array
+        than the current one (where the objects' pixels are, see :meth:`_owners`).
         """
         frame = int(frame)
         index = (layout or self._stack_layout()).index(frame)
+        if into is not None and into is not self.labels:
+            return self._prepare_into(frame, index, masks, into)
         epoch, generation = self.epoch, self._applied.get(_plane(index), 0)
         ids = sorted(int(i) for i in masks)
         within = within or {}
@@ -304,12 +327,60 @@ class Annotator:
         edit = FrameEdit.of(index, changed, held, region)
         return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation, index)
 
+    def _prepare_into(self, frame: int, index: tuple, masks: dict, into: np.ndarray) -> FrameWrite:
+        """:meth:`prepare` for a label array other than the current one (rare: scans the plane)."""
+        ids = sorted(int(i) for i in masks)
+        boxes = [mask_box(masks[i]) for i in ids]
+        box = union_box(*boxes, *label_boxes(into[index], ids).values())
+        if box is None:
+            return FrameWrite(frame, {}, None, index=index, into=into)
+        region = box_slices(box)
+        crops = {i: np.asarray(masks[i], bool)[region] for i in ids}
+        return FrameWrite(frame, crops, region, index=index, into=into)
+
+    def _note_written(self, plane: tuple, ids, where: weakref.ref) -> None:
+        """Remember that the masks of ``ids`` on a plane were written into ``where``."""
+        written = self._written.setdefault(plane, {})
+        for obj_id in ids:
+            written[int(obj_id)] = where
+
+    def _owners(self, index: tuple, obj_ids) -> list[tuple[np.ndarray | None, list[int]]]:
+        """The objects grouped by the label array their pixels on a plane are in.
+
+        ``None`` stands for the current labels (also for objects this annotator never wrote
+        there); an array the user has since chosen away from (their masks were written before
+        another target layer was chosen) is named. Objects whose array is gone (its layer
+        deleted) are left out: there is nothing to change.
+        """
+        written = self._written.get(_plane(index), {})
+        groups: dict[int, tuple[np.ndarray | None, list[int]]] = {}
+        for obj_id in obj_ids:
+            ref = written.get(int(obj_id))
+            array = None if ref is None or ref is self._labels_ref else ref()
+            if ref is not None and ref is not self._labels_ref and array is None:
+                continue
+            if array is self.labels:
+                array = None
+            groups.setdefault(id(array), (array, []))[1].append(int(obj_id))
+        return list(groups.values())
+
+    def _prepare_owned(self, frame: int, masks: dict, layout: StackLayout) -> list[FrameWrite]:
+        """Prepare masks for the label arrays their objects' pixels are in (see :meth:`_owners`)."""
+        return [self.prepare(frame, {i: masks[i] for i in ids}, layout=layout, into=array)
+                for array, ids in self._owners(layout.index(frame), masks)]
+
     def apply(self, write: FrameWrite) -> FrameEdit | None:
         """Write a prepared frame into the labels (on the thread that owns them)."""
         if write.region is None:
             return None
         index = write.index if write.index is not None else self._stack_layout().index(write.frame)
         plane = _plane(index)
+        if write.into is not None and write.into is not self.labels:  # rare: painted afresh
+            edit = paint_masks(write.into, index, write.masks, self.sam_ids(), region=write.region)
+            if edit is not None:
+                edit.target = write.into
+            self._note_written(plane, write.masks, weakref.ref(write.into))
+            return edit
         labels = self._label_array()
         generation = self._applied.get(plane, 0)
         self._applied[plane] = generation + 1
@@ -323,6 +394,8 @@ class Annotator:
             edit.target = labels
         if edit is not None and write.masks and self._max_label is not None:
             self._max_label = max(self._max_label, max(int(i) for i in write.masks))
+        if self._labels_ref is not None:
+            self._note_written(plane, write.masks, self._labels_ref)
         known = self._boxes.setdefault(plane, {})
         for obj_id, b in (write.boxes or {i: mask_box(m) for i, m in write.masks.items()}).items():
             known[obj_id] = b
@@ -400,15 +473,17 @@ class Annotator:
         if res is None or res[0] is None:
             return res, None
         frame, undone = int(res[0]), res[1]
+        lay = layout or self._stack_layout()
         if isinstance(undone, tuple):  # a seeding: all its objects
-            lay = layout or self._stack_layout()
             gone = [int(i) for i in undone if i not in session.objects]
             frames = sorted({int(f) for i in gone for f in tracked.get(i, ()) if f != frame})
             empty = np.zeros(session.frame_shape, bool)
-            writes = [self.prepare(f, {i: empty for i in gone}, layout=lay) for f in frames]
+            writes = [w for f in frames for w in self._prepare_owned(f, {i: empty for i in gone}, lay)]
             return res, Unseeding(frame, lay.index(frame), gone, [w for w in writes if w.region is not None])
-        masks = {undone: self.engine_mask(frame, undone, session)}
-        return res, self.prepare(frame, masks, layout=layout)
+        # into the layer the object's mask on that frame is in (the user may have chosen
+        # another target layer since the prompt: the undo stays out of it)
+        writes = self._prepare_owned(frame, {undone: self.engine_mask(frame, undone, session)}, lay)
+        return res, writes[0] if writes else None
 
     def finish_unseeding(self, unseeding: Unseeding) -> list[FrameEdit]:
         """GUI side of a seeding's undo: the seeded frame as it was, the tracked pixels gone.

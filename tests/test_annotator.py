@@ -223,6 +223,44 @@ def test_a_run_goes_back_into_the_labels_it_was_written_into_after_the_target_ch
     np.testing.assert_array_equal(mine, mine_before)
 
 
+def test_undo_and_delete_go_where_an_objects_pixels_are_after_the_target_changed(core):
+    """A click painted into one array; the user then chooses their own Labels layer."""
+    obj = core.add_object()
+    first = _click(core, 2, obj, (44, 51))
+    _click(core, 2, obj, (40, 48))
+    sam = core.labels
+    mine = np.zeros_like(sam)
+    mine[:, :6, :6] = 40
+    core.set_labels(mine)
+    mine_before = mine.copy()
+    assert core.undo_prompt() == (2, obj)
+    np.testing.assert_array_equal(sam[2] == obj, first)  # the first click's mask, where it was
+    np.testing.assert_array_equal(mine, mine_before)
+    run = core.finish_delete([obj], core.prepare_delete([obj]))
+    assert not (sam == obj).any() and [a is sam for a in run.targets] == [True]
+    np.testing.assert_array_equal(mine, mine_before)
+    run.undo(mine)  # each edit goes back into its own array
+    np.testing.assert_array_equal(sam[2] == obj, first)
+
+
+def test_an_array_no_longer_held_anywhere_is_not_written_and_not_kept_alive():
+    import gc
+    import weakref
+
+    old = np.zeros((2, 16, 16), np.uint16)
+    core = Annotator(old)
+    core.layout = StackLayout(old.shape)
+    obj = core.add_object()
+    core.apply(core.prepare(1, {obj: _square((16, 16), 2, 2)}))
+    gone = weakref.ref(old)
+    new = np.zeros_like(old)
+    core.set_labels(new)
+    del old
+    gc.collect()
+    assert gone() is None, "the annotator does not keep a layer's array alive"
+    assert core.prepare_delete([obj]) == [] and not new.any()
+
+
 def test_a_delete_prepared_after_the_session_ended_still_takes_the_pixels_away():
     """The user deletes an object, then (before the worker runs) moves to another slice."""
     labels = np.zeros((2, 3, 16, 16), np.uint16)  # (t, z, y, x)

@@ -125,6 +125,10 @@ class DockHost(DockWidgets):
         """Show several label writes, with one redraw."""
         raise NotImplementedError
 
+    def layers_holding(self, arrays: list[np.ndarray]) -> list[Any]:
+        """The viewer's layers whose data is one of ``arrays``."""
+        raise NotImplementedError
+
     def run_prompt(self, frame: int, obj_id: int, call: Callable[[Sam2Session], Any], label: str,
                    then: Callable[[], Any] | None = None) -> None:
         """Run one engine prompt ``call(session)`` in a worker and paint the mask it returned."""

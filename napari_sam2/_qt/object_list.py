@@ -147,14 +147,18 @@ class ObjectList(DockHost):
         names = ", ".join(self.objects[i] for i in ids)
         self._remove_objects(ids, f"deleted {names}")
 
-    def _undeleted(self, obj_id: int, session) -> None:
-        """Undo prompt after a Delete: the object back in the list, its prompts and its pixels."""
-        name, edits = self.core.undelete(obj_id)
-        self._add_object_item(obj_id, name)
-        self.prompts.show_prompts({obj_id: session.prompts(obj_id)})
+    def _undeleted(self, obj_ids, session) -> None:
+        """Undo prompt after a Delete: the objects back in the list, their prompts and pixels."""
+        obj_ids = [int(i) for i in obj_ids]
+        names, edits = self.core.undelete(obj_ids)
+        for obj_id, name in zip(obj_ids, names):
+            self._add_object_item(obj_id, name)
+        self.prompts.show_prompts({i: session.prompts(i) for i in obj_ids})
         self._show_edits(edits)
         self._update_quality()
-        self.say(f"undid the deletion of {name}: its prompts and pixels are back")
+        their = "its" if len(names) == 1 else "their"
+        which = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        self.say(f"undid the deletion of {which}: {their} prompts and pixels are back")
 
     def _remove_objects(self, ids, message: str | None = None, session=None, layout=None,
                         pixels: bool = True) -> None:

@@ -154,8 +154,7 @@ class PropagationPanel(DockHost):
                     self._show(edit, now=False)
             self.view.flush()
             # a run written into another Labels layer (the target was changed since) went back there
-            elsewhere = [layer for layer in self.viewer.layers
-                         if any(layer.data is a for a in run.targets if a is not current)]
+            elsewhere = self.layers_holding([a for a in run.targets if a is not current])
             for layer in elsewhere:
                 layer.refresh()
             where = f" in '{elsewhere[0].name}'" if elsewhere else ""

@@ -268,9 +268,22 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         self.viewer.dims.set_current_step(lay.video_axis + offset, int(frame))
 
     def _show(self, edit, now=True):
-        """Show a label write (a :class:`~napari_sam2.label_edits.FrameEdit`; None: nothing)."""
-        if edit is not None:
-            self.view.written(self._plane_on_screen(edit.index), now=now, box=edit.array_box)
+        """Show a label write (a :class:`~napari_sam2.label_edits.FrameEdit`; None: nothing).
+
+        A write into another Labels layer than the target (an undo or Delete of masks written
+        before the user chose this target) redraws that layer.
+        """
+        if edit is None:
+            return
+        if edit.target is not None and edit.target is not self.core.labels:
+            for layer in self.layers_holding([edit.target]):
+                layer.refresh()
+            return
+        self.view.written(self._plane_on_screen(edit.index), now=now, box=edit.array_box)
+
+    def layers_holding(self, arrays: list) -> list:
+        """The viewer's layers whose data is one of ``arrays`` (label arrays written into)."""
+        return [layer for layer in self.viewer.layers if any(layer.data is a for a in arrays)]
 
     def _show_edits(self, edits) -> None:
         """Show several label writes, with one redraw."""
@@ -334,7 +347,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
                 return self.say("nothing to undo")
             frame, undone = res
             if frame is None:  # a Delete undone: the engine has the object back
-                return self._undeleted(int(undone), session)
+                return self._undeleted(undone if isinstance(undone, tuple) else (undone,), session)
             self.prompts.after_undo(frame, undone, session)
             if isinstance(write, Unseeding):  # a seeding: the objects it made go
                 self._remove_objects(write.gone, pixels=False)  # list and prompts; pixels here:
@@ -344,9 +357,12 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
                 many = "one" if kept == 1 else str(kept)
                 after = f"; {many} of them had earlier prompts, back now" if kept else ""
             else:
-                if write is not None:
-                    self._show(core.commit(write, "undo"))
-                what, after = f"the last prompt of object {undone}", ""
+                edit = None if write is None else core.commit(write, "undo")
+                self._show(edit)
+                elsewhere = edit is not None and edit.target is not core.labels
+                where = self.layers_holding([edit.target]) if elsewhere and edit is not None else []
+                what = f"the last prompt of object {undone}"
+                after = f" in '{where[0].name}'" if where else ""
             self._update_quality()
             self.say(f"undid {what}{self.on_frame(frame)}{after}")
 

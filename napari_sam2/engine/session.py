@@ -440,18 +440,33 @@ class Sam2Session:
         """Forget an object: its prompts, masks and memory. Other objects are untouched."""
         with self._lock:
             obj = self._object(obj_id)
-            self._undo.push(ObjectRemoval(obj))
+            self._undo.push(ObjectRemoval((obj,)))
             del self._objects[obj.obj_id]
 
-    def undo(self) -> tuple[int | None, int] | tuple[int, tuple[int, ...]] | None:
-        """Revert the last ``add_*``, :meth:`clear_prompts` or :meth:`remove_object`.
+    def remove_objects(self, obj_ids: Sequence[int]) -> None:
+        """Forget several objects as one step: one :meth:`undo` brings them all back.
+
+        Every id is checked before any object goes (an unknown id removes nothing).
+        """
+        with self._lock:
+            objs = tuple(self._object(i) for i in dict.fromkeys(int(i) for i in obj_ids))
+            if not objs:
+                return
+            self._undo.push(ObjectRemoval(objs, together=True))
+            for obj in objs:
+                del self._objects[obj.obj_id]
+
+    def undo(self) -> (tuple[int | None, int] | tuple[int, tuple[int, ...]]
+                       | tuple[None, tuple[int, ...]] | None):
+        """Revert the last ``add_*``, :meth:`clear_prompts`, :meth:`remove_object` or :meth:`remove_objects`.
 
         Returns
         -------
         (frame, obj_id) or None
             Where the reverted change was (``frame`` is None for a removed object), or None
             when there is nothing to undo. Undoing an :meth:`add_label_image` call reverts all
-            its objects at once and gives ``(frame, ids)`` with the tuple of their ids.
+            its objects at once and gives ``(frame, ids)`` with the tuple of their ids; undoing
+            :meth:`remove_objects` gives ``(None, ids)``.
         """
         with self._lock:
             entry = self._undo.pop()

@@ -1,7 +1,8 @@
 """A session's undo history: what each undoable call changed, so that undo puts it back exactly.
 
 Every ``add_*`` and ``clear_prompts`` call is a :class:`FrameEdit` (one object's frame, as it
-was before), ``remove_object`` an :class:`ObjectRemoval` (the whole object), and one
+was before), ``remove_object`` and ``remove_objects`` an :class:`ObjectRemoval` (whole
+objects), and one
 ``add_label_image`` call a :class:`LabelImageSeeding` that holds the edits of all its objects,
 so one undo reverts it whole.
 """
@@ -43,14 +44,18 @@ class FrameEdit:
 
 @dataclass(frozen=True)
 class ObjectRemoval:
-    """An object removed with everything it held."""
+    """Objects removed with everything they held, by one call."""
 
-    removed: ObjectState
+    removed: tuple[ObjectState, ...]
+    #: removed by ``remove_objects``: undone together, as ``(None, obj_ids)``
+    together: bool = False
 
-    def revert(self, objects: Objects) -> tuple[None, int]:
-        """Bring the object back; returns ``(None, obj_id)``."""
-        objects[self.removed.obj_id] = self.removed
-        return None, self.removed.obj_id
+    def revert(self, objects: Objects) -> tuple[None, int] | tuple[None, tuple[int, ...]]:
+        """Bring the objects back; returns ``(None, obj_id)``, or ``(None, obj_ids)`` if together."""
+        for state in self.removed:
+            objects[state.obj_id] = state
+        ids = tuple(state.obj_id for state in self.removed)
+        return (None, ids) if self.together else (None, ids[0])
 
 
 @dataclass(frozen=True)

@@ -355,3 +355,55 @@ def test_choosing_another_image_says_the_session_starts_again(make_napari_viewer
                                   "Propagate; labels and prompts stay")
     np.testing.assert_array_equal(dock.labels_layer.data, labels)
     no_alerts.check()
+
+
+def _clicked_then_target_changed(make_napari_viewer, qtbot, cells):
+    """Object 1 clicked twice on frame 2 into 'SAM 2 labels', then the user's 'mine' chosen."""
+    from _user_actions import choose
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells.image, name="cells")
+    mine = viewer.add_labels(np.zeros((8, 64, 64), np.uint16), name="mine")
+    mine.data[:, :12, :12] = 40  # the user's own labels
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    r, c = cell_centre(cells, 2)
+    click_at(qtbot, dock, (2, r, c))
+    sam = dock.labels_layer
+    first = sam.data.copy()
+    click_at(qtbot, dock, (2, r + 1, c + 1))  # a second click on the same cell
+    choose(dock.labels_combo, "mine")
+    assert same(dock.labels_layer, mine)
+    return viewer, dock, sam, mine, first
+
+
+def test_undo_prompt_after_choosing_another_target_goes_where_the_prompt_was_painted(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer, dock, sam, mine, first = _clicked_then_target_changed(make_napari_viewer, qtbot, cells)
+    before = mine.data.copy()
+    press(qtbot, dock.undo_button)
+    wait_idle(qtbot, dock)
+    np.testing.assert_array_equal(mine.data, before)  # nothing of object 1 lands in 'mine'
+    np.testing.assert_array_equal(sam.data[2] == 1, dock.session.mask(2, 1))  # the first click's mask
+    assert "in 'SAM 2 labels'" in dock.status.text(), dock.status.text()
+    press(qtbot, dock.undo_button)  # the first click too: its pixels leave 'SAM 2 labels'
+    wait_idle(qtbot, dock)
+    np.testing.assert_array_equal(mine.data, before)
+    assert not (sam.data == 1).any() and (first == 1).any()
+    no_alerts.check()
+
+
+def test_delete_after_choosing_another_target_clears_the_layer_that_holds_the_object(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer, dock, sam, mine, _ = _clicked_then_target_changed(make_napari_viewer, qtbot, cells)
+    before = mine.data.copy()
+    assert (sam.data[2] == 1).any()
+    press(qtbot, dock.delete_button)
+    wait_idle(qtbot, dock)
+    assert not (sam.data == 1).any(), "the object's pixels leave the layer they are in"
+    np.testing.assert_array_equal(mine.data, before)
+    press(qtbot, dock.undo_button)  # and come back there
+    wait_idle(qtbot, dock)
+    assert (sam.data[2] == 1).any()
+    np.testing.assert_array_equal(mine.data, before)
+    no_alerts.check()

@@ -117,6 +117,30 @@ def test_undo_after_delete_brings_the_object_back_whole(make_napari_viewer, hub_
     no_alerts.check()
 
 
+def test_one_undo_brings_back_every_object_one_delete_took(make_napari_viewer, hub_cache, no_alerts,
+                                                           qtbot, cells):
+    from qtpy.QtCore import Qt
+
+    viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)
+    before = dock.labels_layer.data.copy()
+    n_prompts = len(dock.prompts.shapes.data) + len(dock.prompts.points.data)
+    first = dock.object_list.item(0)  # Ctrl-click on object 1: both selected
+    qtbot.mouseClick(dock.object_list.viewport(), Qt.MouseButton.LeftButton,
+                     Qt.KeyboardModifier.ControlModifier, dock.object_list.visualItemRect(first).center())
+    assert sorted(dock.selected_ids()) == [1, 2]
+    press(qtbot, dock.delete_button)
+    wait_idle(qtbot, dock)
+    assert not dock.objects and not dock.labels_layer.data.any()
+    press(qtbot, dock.undo_button)
+    wait_idle(qtbot, dock)
+    assert dock.status.text() == ("undid the deletion of object 1 and object 2: their prompts and "
+                                  "pixels are back")
+    assert set(dock.objects) == {1, 2} == set(dock.session.objects)
+    np.testing.assert_array_equal(dock.labels_layer.data, before)
+    assert len(dock.prompts.shapes.data) + len(dock.prompts.points.data) == n_prompts
+    no_alerts.check()
+
+
 def test_selected_only_propagates_every_selected_object_and_names_one_without_prompts(
         make_napari_viewer, hub_cache, qtbot, cells):
     viewer, dock = _two_objects(make_napari_viewer, qtbot, cells)

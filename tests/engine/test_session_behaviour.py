@@ -46,6 +46,22 @@ def test_objects_are_independent_and_survive_removal(tiny_model, blobs_stack, se
         session.remove_object(1)
 
 
+def test_objects_removed_together_come_back_with_one_undo(session):
+    session.add_points(1, 1, [[40, 45]], [1])
+    session.add_box(2, 2, [[10, 10], [50, 60]])
+    session.add_points(3, 3, [[20, 90]], [1])
+    tracked = dict(session.propagate("forward", obj_ids=[2]))
+    with pytest.raises(Sam2InputError, match="unknown object id 9"):
+        session.remove_objects([1, 9])
+    assert session.objects == [1, 2, 3], "an unknown id removes nothing"
+    session.remove_objects([2, 1])
+    assert session.objects == [3]
+    assert session.undo() == (None, (2, 1))
+    assert sorted(session.objects) == [1, 2, 3]
+    np.testing.assert_array_equal(session.mask(5, 2), tracked[5][2])  # its tracking too
+    assert session.undo() == (3, 3), "then the call before"
+
+
 def test_add_object_after_propagation(session):
     session.add_points(0, 1, [[40, 45]], [1])
     list(session.propagate())
