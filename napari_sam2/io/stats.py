@@ -34,6 +34,9 @@ from napari_sam2.io.readers import FrameGeometry
 
 __all__ = ["ObjectStats", "STATS_COLUMNS"]
 
+#: ids up to this count in bins of their own value; higher ids (a 32-bit label image) by rank
+_DIRECT_IDS = 2**20
+
 STATS_COLUMNS = (
     "frame", "object_id", "object_name", "area_px", "area", "area_unit",
     "centroid_row", "centroid_col", "centroid_y", "centroid_x",
@@ -77,10 +80,18 @@ class ObjectStats:
         if not ids:
             return
         labels = np.asarray(labels)
-        top = max(ids)
         flat = labels.ravel()
-        # restrict to the ids measured: other values (none in practice) count as background
-        index = np.where(flat <= top, flat, 0).astype(np.intp)
+        if ids[-1] <= _DIRECT_IDS:  # ids count directly (bins up to the highest id)
+            slot = {obj: obj for obj in ids}
+            top = ids[-1]
+            # restrict to the ids measured: other values count as background
+            index = np.where(flat <= top, flat, 0).astype(np.intp)
+        else:  # large ids (up to 2**32 - 1): bins by rank, not by value
+            known = np.asarray(ids, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(known, flat), len(ids) - 1)
+            index = np.where(known[pos] == flat, pos + 1, 0).astype(np.intp)
+            slot = {obj: k + 1 for k, obj in enumerate(ids)}
+            top = len(ids)
         area = np.bincount(index, minlength=top + 1)
         rows, cols = np.arange(labels.shape[0])[:, None], np.arange(labels.shape[1])[None, :]
         sum_r = np.bincount(index, weights=np.broadcast_to(rows, labels.shape).ravel(), minlength=top + 1)
@@ -91,7 +102,7 @@ class ObjectStats:
         unit = g.units[1]
         area_unit = f"{unit}^2" if unit else "px^2"
         for obj in ids:
-            n = int(area[obj])
+            n = int(area[slot[obj]])
             score = (scores or {}).get(obj)
             presence, iou = (float(score[0]), float(score[1])) if score is not None else (math.nan, math.nan)
             row = {
@@ -102,8 +113,8 @@ class ObjectStats:
                 "presence": presence, "iou": iou,
             }
             if n:
-                cr, cc = sum_r[obj] / n, sum_c[obj] / n
-                box = boxes[obj - 1]
+                cr, cc = sum_r[slot[obj]] / n, sum_c[slot[obj]] / n
+                box = boxes[slot[obj] - 1]
                 row.update(
                     centroid_row=cr, centroid_col=cc,
                     centroid_y=g.origin[0] + cr * dy, centroid_x=g.origin[1] + cc * dx,

@@ -44,6 +44,24 @@ def test_measurements_in_pixels_and_microns(tmp_path):
     assert rows[0]["presence"] == ""
 
 
+def test_32_bit_ids_are_measured_like_small_ones(tmp_path):
+    """Ids near 2**32 (a uint32 label image) need no bin per possible value."""
+    small = np.zeros((20, 30), np.uint32)
+    small[2:6, 10:20], small[10:13, 0:3] = 1, 2
+    big = np.zeros_like(small)
+    big[small == 1], big[small == 2] = 3_000_000_000, 2**32 - 1  # the same order
+    big[0, 0] = 7  # an id not measured: background
+    rows = {}
+    for name, labels, ids in (("small", small, [1, 2]), ("big", big, [2**32 - 1, 3_000_000_000])):
+        stats = ObjectStats()
+        stats.add_frame(0, labels, ids)
+        rows[name] = read_rows(stats.write_csv(tmp_path / f"{name}.csv"))
+    keys = [k for k in STATS_COLUMNS if k != "object_id"]
+    assert [[r[k] for k in keys] for r in rows["big"]] == [[r[k] for k in keys] for r in rows["small"]]
+    assert [r["object_id"] for r in rows["big"]] == ["3000000000", "4294967295"]
+    assert [r["area_px"] for r in rows["big"]] == ["40", "9"]
+
+
 def test_geotiff_centroids_are_map_coordinates(tmp_path):
     labels = np.zeros((10, 10), np.uint8)
     labels[4, 6] = 1
