@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FAMILIES", "tiny_config", "tiny_sam3_config", "tiny_edgetam_config", "make_tiny_model",
-           "save_tiny_model"]
+__all__ = ["FAMILIES", "tiny_config", "tiny_sam3_config", "tiny_edgetam_config", "released_edgetam_config",
+           "make_tiny_model", "save_tiny_model"]
 
 #: Families :func:`make_tiny_model` builds.
 FAMILIES = ("sam2", "sam3", "edgetam")
@@ -144,6 +144,24 @@ def tiny_edgetam_config(image_size: int = 256):
         perceiver_resampler_num_latents_2d=side * side,
         perceiver_resampler_num_layers=1,
     )
+
+
+def released_edgetam_config(**settings):
+    """EdgeTAM's config as released (RepViT image encoder at 1024 px), for random weights.
+
+    ``settings``: other ``EdgeTamVideoConfig`` arguments.
+
+    Building the network needs timm and a torchvision that imports. transformers' own default
+    vision config misspells the encoder's "architecture" key and so builds a resnet50, whose
+    channels do not fit EdgeTAM's neck: this names ``repvit_m1.dist_in1k`` as the released
+    config.json does (no pretrained weights are fetched).
+    """
+    from transformers import EdgeTamVideoConfig, TimmWrapperConfig
+
+    features = {"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]}
+    backbone = TimmWrapperConfig(architecture="repvit_m1.dist_in1k", model_args=features)
+    vision = {"model_type": "edgetam_vision_model", "backbone_config": backbone.to_dict()}
+    return EdgeTamVideoConfig(vision_config=vision, **settings)
 
 
 def make_tiny_model(image_size: int | None = None, seed: int = 0, object_bias: float = 3.0,

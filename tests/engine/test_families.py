@@ -371,11 +371,10 @@ def test_family_classes_keep_the_private_methods_the_adapter_calls(cls_name):
 
 
 def _repvit_unavailable():
-    from transformers import EdgeTamVideoConfig
-
     from napari_sam2.engine.families import missing_dependencies
+    from napari_sam2.testing import released_edgetam_config
 
-    released = EdgeTamVideoConfig(vision_config={"model_type": "edgetam_vision_model"}).to_dict()
+    released = released_edgetam_config().to_dict()
     return missing_dependencies(FAMILIES["edgetam"], released)
 
 
@@ -389,12 +388,13 @@ def _repvit_unavailable():
                            "(timm/layers/create_norm.py), and torchvision does not import here")
 def test_released_edgetam_architecture_matches_its_session():
     """Where timm and torchvision import: the released EdgeTAM (RepViT encoder), random weights."""
-    from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
+    from transformers import EdgeTamVideoModel
+
+    from napari_sam2.testing import released_edgetam_config
 
     torch.manual_seed(0)
-    config = EdgeTamVideoConfig(vision_config={"model_type": "edgetam_vision_model"},
-                                enable_temporal_pos_encoding_for_object_pointers=False,
-                                enable_occlusion_spatial_embedding=False)
+    config = released_edgetam_config(enable_temporal_pos_encoding_for_object_pointers=False,
+                                     enable_occlusion_spatial_embedding=False)
     net = EdgeTamVideoModel(config).eval()
     with torch.no_grad():
         net.mask_decoder.pred_obj_score_head.proj_out.bias += 3.0
@@ -407,3 +407,31 @@ def test_released_edgetam_architecture_matches_its_session():
     ours = dict(session.propagate("forward"))
     for frame, masks in ref.propagate():
         _assert_same(ours[frame], masks, f"frame {frame}")
+
+
+@pytest.mark.skipif(bool(_repvit_unavailable()),
+                    reason="EdgeTAM's RepViT encoder is built by timm, which imports torchvision "
+                           "(timm/layers/create_norm.py), and torchvision does not import here")
+def test_released_edgetam_through_load_model_gives_the_networks_masks(tmp_path):
+    """A folder of the released EdgeTAM architecture, loaded as a user does, tracks as the bare network."""
+    from transformers import EdgeTamVideoModel
+
+    from napari_sam2 import load_model
+    from napari_sam2.testing import released_edgetam_config
+
+    torch.manual_seed(0)
+    net = EdgeTamVideoModel(released_edgetam_config()).eval()
+    with torch.no_grad():
+        net.mask_decoder.pred_obj_score_head.proj_out.bias += 3.0
+    net.save_pretrained(tmp_path / "edgetam")
+    model = load_model(tmp_path / "edgetam")
+    stack = _stack(n=4)
+    bare, ours = Sam2Session(net, stack), Sam2Session(model, stack)
+    for session in (bare, ours):
+        session.add_points(1, 1, [[30, 30]], [1])
+        session.add_box(1, 2, [[5, 5], [25, 40]])
+    expected = dict(bare.propagate("both"))
+    for frame, masks in ours.propagate("both"):
+        _assert_same(masks, expected[frame], f"frame {frame}")
+    corrected = ours.add_points(3, 1, [[32, 28]], [0])
+    np.testing.assert_array_equal(dict(ours.propagate("forward"))[3][1], corrected)
