@@ -125,6 +125,10 @@ class DockHost(DockWidgets):
         """Show several label writes, with one redraw."""
         raise NotImplementedError
 
+    def _axis_label(self, axis: int) -> str:
+        """The image layer's name for one of its axes ("" when it has none worth showing)."""
+        raise NotImplementedError
+
     def layers_holding(self, arrays: list[np.ndarray]) -> list[Any]:
         """The viewer's layers whose data is one of ``arrays``."""
         raise NotImplementedError

@@ -2,8 +2,9 @@
 
 Three choices make an export: the file format (ImageJ TIFF for Fiji, OME-TIFF for Bio-Formats
 and OMERO, OME-Zarr for volumes larger than memory), the file, and what the tracked axis is
-(time or z: ImageJ frames or slices, the OME axis type). The voxel size and units come from the
-image layer and are shown, not asked. The file's suffix follows the format and the format the
+(time or z: ImageJ frames or slices, the OME axis type), and, if asked, per-object statistics
+in a CSV file beside the labels. The voxel size and units come from the image layer and are
+shown, not asked. The file's suffix follows the format and the format the
 suffix, so the two cannot disagree. The labels of a 4-D image (a time-lapse of z-stacks) are
 exported whole, ``(T, Z, Y, X)``: the form then shows the z step and the frame interval.
 """
@@ -12,7 +13,7 @@ exported whole, ``(T, Z, Y, X)``: the form then shows the z step and the frame i
 from enum import Enum
 from pathlib import Path
 
-__all__ = ["LabelFormat", "ExportForm", "with_format"]
+__all__ = ["LabelFormat", "ExportForm", "with_format", "statistics_path"]
 
 
 class LabelFormat(Enum):
@@ -48,6 +49,11 @@ def with_format(path, fmt: LabelFormat) -> Path:
             name = name[: -len(old)]
             break
     return path.with_name((name or "labels") + fmt.suffix)
+
+
+def statistics_path(labels_path) -> Path:
+    """Where the statistics of a labels file go: its name with ``.csv`` for the label suffix."""
+    return with_format(labels_path, LabelFormat.IMAGEJ_TIFF).with_suffix(".csv")
 
 
 def _voxel_text(geometry, single_image: bool, volume=None) -> str:
@@ -88,10 +94,13 @@ class ExportForm:
             file={"label": "file", "mode": "w", "filter": "Labels (*.tif *.tiff *.zarr)"},
             tracked_axis={"label": "tracked axis", "choices": ["time", "z"],
                           "tooltip": "time: frames (ImageJ) / a time axis (OME); z: slices / a space axis"},
+            statistics={"label": "statistics (.csv)",
+                        "tooltip": "also write one row per object and frame (area, centroid, box, "
+                                   "SAM 2's scores) to a CSV file named like the labels"},
         )
         def export(format: LabelFormat = LabelFormat.IMAGEJ_TIFF, file: Path = Path("labels.tif"),
-                   tracked_axis: str = "time"):
-            return self._export(with_format(file, format), tracked_axis)
+                   tracked_axis: str = "time", statistics: bool = False):
+            return self._export(with_format(file, format), tracked_axis, statistics)
 
         self.form = export
         self.voxel = Label(value="")  # no name: shown, not a parameter of the form
@@ -149,11 +158,11 @@ class ExportForm:
         self.dialog.show()
         self.dialog.raise_()
 
-    def _export(self, path: Path, tracked_axis: str):
+    def _export(self, path: Path, tracked_axis: str, statistics: bool = False):
         dock = self.dock
         if dock.axis_kind.currentText() != tracked_axis:
             dock.axis_kind.setCurrentText(tracked_axis)  # what the axis is holds for the whole dock
-        out = dock._guard(dock.export_labels, path)
+        out = dock._guard(dock.export_labels, path, statistics)
         if out is not None:
             self.dialog.accept()
         return out

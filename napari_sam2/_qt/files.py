@@ -108,14 +108,16 @@ class DockFiles(DockHost):
         index[lay.video_axis] = slice(None)
         return self.labels_layer.data[tuple(index)]
 
-    def export_labels(self, path) -> Path:
+    def export_labels(self, path, statistics: bool = False) -> Path:
         """Write the labels as ImageJ TIFF (``.tif``), OME-TIFF (``.ome.tif``) or OME-Zarr (``.zarr``).
 
         The file gets the image's voxel size and units, and the tracked axis as time or z. The
         labels of a 4-D image are written whole, as a ``(T, Z, Y, X)`` volume: every slice of
-        the other axis, not only the tracked stack.
+        the other axis, not only the tracked stack. ``statistics``: also write per-object
+        statistics of the tracked stack (:mod:`napari_sam2.io.stats`) to the labels' name with
+        ``.csv``, measured in a worker once the labels are written.
         """
-        from napari_sam2._qt.export_form import LabelFormat
+        from napari_sam2._qt.export_form import LabelFormat, statistics_path
         from napari_sam2.io.writers import write_labels
 
         tracked = self.tracked_labels()  # (no labels yet: it says what to do first)
@@ -123,7 +125,9 @@ class DockFiles(DockHost):
         assert lay is not None  # tracked_labels() raised otherwise
         axis_kind = self.axis_kind.currentText()
         path = Path(path)
-        self._check_outputs([("", path, "folder" if path.suffix.lower() == ".zarr" else "file")])
+        csv = statistics_path(path) if statistics else None
+        self._check_outputs([("", path, "folder" if path.suffix.lower() == ".zarr" else "file")]
+                            + ([("", csv, "file")] if csv is not None else []))
         geometry = export_geometry(self.image_layer, lay, axis_kind)
         if lay.ndim == 4:  # every slice, (T, Z, Y, X): a view
             data = np.transpose(self.labels_layer.data, volume_order(lay, axis_kind))
@@ -140,9 +144,40 @@ class DockFiles(DockHost):
             what = ""
         else:
             what = f"{'z' if geometry.axis_name == 'Z' else 'time'} axis, "
-        self.say(f"labels exported to {out} ({fmt.value.split(' (')[0] if fmt else 'labels'}, "
-                 f"{what}pixel {abs(geometry.scale[-1]):g} {unit})")
+        said = (f"labels exported to {out} ({fmt.value.split(' (')[0] if fmt else 'labels'}, "
+                f"{what}pixel {abs(geometry.scale[-1]):g} {unit})")
+        self.say(said)
+        if csv is not None:
+            self._export_statistics(csv, tracked, geometry, said)
         return out
+
+    def _export_statistics(self, csv: Path, tracked, geometry, said: str) -> None:
+        """Measure the tracked stack's objects in a worker and write them to ``csv``."""
+        from napari_sam2.io.stats import measure_stack
+
+        session, names = self.session, dict(self.objects)
+        lay = self.stack_layout
+        assert lay is not None  # an export has a layout
+        # a 4-D image's statistics describe the stack SAM 2 tracks (its slice of the other axis)
+        where = "" if lay.ndim < 4 else f" of the tracked stack ({self._fixed_axis_text(lay)})"
+
+        def measure():
+            quality = {i: session.quality(i) for i in names if session is not None and i in session.objects}
+            stats = measure_stack(tracked, names, geometry, names, quality)
+            return stats.write_csv(csv), len(stats.rows)
+
+        def done(result):
+            written, n = result
+            self.say(f"{said}; statistics{where} to {written} ({n} rows)")
+
+        self.say(f"{said}; measuring the objects…")
+        self.tasks.submit(measure, done, progress="Measuring objects")
+
+    def _fixed_axis_text(self, lay) -> str:
+        """``"z = 3"``: the other axis of a 4-D stack and the slice the session tracks."""
+        axis = lay.other_axes[0]
+        name = self._axis_label(axis) or f"axis {axis}"
+        return f"{name} = {lay.index(0)[axis]}"
 
     def _check_outputs(self, outputs) -> None:
         """Refuse outputs that are (or hold) a file a layer of the viewer was read from.

@@ -32,7 +32,7 @@ import numpy as np
 
 from napari_sam2.io.readers import FrameGeometry
 
-__all__ = ["ObjectStats", "STATS_COLUMNS"]
+__all__ = ["ObjectStats", "STATS_COLUMNS", "measure_stack"]
 
 #: ids up to this count in bins of their own value; higher ids (a 32-bit label image) by rank
 _DIRECT_IDS = 2**20
@@ -60,7 +60,8 @@ class ObjectStats:
         self.names = dict(names or {})
         self.rows: list[dict] = []
 
-    def add_frame(self, frame: int, labels: np.ndarray, obj_ids, scores: dict | None = None) -> None:
+    def add_frame(self, frame: int, labels: np.ndarray, obj_ids, scores: dict | None = None,
+                  absent: bool = True) -> None:
         """Measure ``obj_ids`` in one frame's label image.
 
         Parameters
@@ -73,6 +74,9 @@ class ObjectStats:
             The objects tracked on this frame (one row each, area 0 when absent).
         scores : dict[int, ObjectScore or (presence, iou)], optional
             SAM 2's scores for the frame.
+        absent : bool
+            Whether an object absent from the frame gets a row (area 0); if False, only when
+            ``scores`` has its score (SAM 2 tracked it there and found nothing).
         """
         from scipy import ndimage
 
@@ -104,6 +108,8 @@ class ObjectStats:
         for obj in ids:
             n = int(area[slot[obj]])
             score = (scores or {}).get(obj)
+            if not n and score is None and not absent:
+                continue
             presence, iou = (float(score[0]), float(score[1])) if score is not None else (math.nan, math.nan)
             row = {
                 "frame": int(frame), "object_id": obj, "object_name": self.names.get(obj, ""),
@@ -140,6 +146,26 @@ class ObjectStats:
                 for r in rows:
                     writer.writerow({k: _fmt(v) for k, v in r.items()})
         return path
+
+
+def measure_stack(labels, obj_ids, geometry: FrameGeometry | None = None, names: dict | None = None,
+                  quality: dict | None = None) -> ObjectStats:
+    """Statistics of a ``(T, Y, X)`` label stack, or of one ``(Y, X)`` image (frame 0).
+
+    An object gets a row on each frame where it has pixels or SAM 2 scored it (tracked it
+    there). ``quality``: ``{obj_id: (n_frames, 2) presence and IoU, NaN where not computed}``
+    (:meth:`napari_sam2.Sam2Session.quality`). Reads one frame at a time.
+    """
+    stats = ObjectStats(geometry, names)
+    ids = sorted(int(i) for i in obj_ids)
+    planes = [labels] if np.ndim(labels) == 2 else labels
+    for frame, plane in enumerate(planes):
+        scores = {}
+        for obj, q in (quality or {}).items():
+            if frame < len(q) and not np.isnan(q[frame][0]):
+                scores[int(obj)] = (float(q[frame][0]), float(q[frame][1]))
+        stats.add_frame(frame, np.asarray(plane), ids, scores, absent=False)
+    return stats
 
 
 def _fmt(value):

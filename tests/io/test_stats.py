@@ -79,3 +79,20 @@ def test_uncalibrated_area_unit(tmp_path):
     stats.add_frame(0, np.ones((3, 3), np.uint16), [1])
     row = read_rows(stats.write_csv(tmp_path / "u.csv"))[0]
     assert row["area_unit"] == "px^2" and float(row["area"]) == 9.0
+
+
+def test_a_stack_gets_rows_where_objects_are_or_were_tracked(tmp_path):
+    from napari_sam2.io.stats import measure_stack
+
+    labels = np.zeros((3, 10, 10), np.uint16)
+    labels[0, :2, :2] = 5
+    labels[2, 4:6, 4:6] = 9
+    nan = np.full((3, 2), np.nan)
+    quality = {5: np.array([[0.9, 0.8], [0.2, 0.3], [np.nan, np.nan]]), 9: nan}
+    stats = measure_stack(labels, [5, 9], names={9: "b"}, quality=quality)
+    got = [(r["frame"], r["object_id"], r["area_px"], r["presence"]) for r in stats.rows]
+    # 5 on frame 0 (pixels, score), frame 1 (tracked there, lost); 9 on frame 2 (pixels, no score)
+    assert [g[:3] for g in got] == [(0, 5, 4), (1, 5, 0), (2, 9, 4)]
+    assert got[1][3] == pytest.approx(0.2) and np.isnan(got[2][3])
+    one = measure_stack(labels[2], [9])  # a single image: frame 0
+    assert [(r["frame"], r["area_px"]) for r in one.rows] == [(0, 4)]
