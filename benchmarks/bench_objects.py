@@ -151,7 +151,8 @@ def worker(spec: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--configs", default="small", help="small, small-128, tiny-1024 (comma-separated)")
+    ap.add_argument("--configs", default="small",
+                    help="small, small-128, tiny-1024, edgetam-1024, ... (setups.py; comma-separated)")
     ap.add_argument("--objects", default="1,10,50,100")
     ap.add_argument("--frames", type=int, default=4, help="frames per run (frame 0 seeds)")
     ap.add_argument("--modes", default="batched,one-at-a-time")
