@@ -149,19 +149,13 @@ def tiny_edgetam_config(image_size: int = 256):
 def released_edgetam_config(**settings):
     """EdgeTAM's config as released (RepViT image encoder at 1024 px), for random weights.
 
-    ``settings``: other ``EdgeTamVideoConfig`` arguments.
-
-    Building the network needs timm and a torchvision that imports. transformers' own default
-    vision config misspells the encoder's "architecture" key and so builds a resnet50, whose
-    channels do not fit EdgeTAM's neck: this names ``repvit_m1.dist_in1k`` as the released
-    config.json does (no pretrained weights are fetched).
+    Building the network needs timm and a torchvision that imports. See
+    :func:`napari_sam2.engine.edgetam_checkpoint.edgetam_config` (``settings``: other
+    ``EdgeTamVideoConfig`` arguments).
     """
-    from transformers import EdgeTamVideoConfig, TimmWrapperConfig
+    from napari_sam2.engine.edgetam_checkpoint import edgetam_config
 
-    features = {"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]}
-    backbone = TimmWrapperConfig(architecture="repvit_m1.dist_in1k", model_args=features)
-    vision = {"model_type": "edgetam_vision_model", "backbone_config": backbone.to_dict()}
-    return EdgeTamVideoConfig(vision_config=vision, **settings)
+    return edgetam_config(**settings)
 
 
 def make_tiny_model(image_size: int | None = None, seed: int = 0, object_bias: float = 3.0,

@@ -36,6 +36,7 @@ __all__ = [
     "read_state_dict",
     "infer_config",
     "build_network",
+    "summarise_keys",
 ]
 
 
@@ -457,7 +458,8 @@ def infer_config(state_dict: dict, image_size: int = 1024):
 
 # --------------------------------------------------------------------------- building
 
-def _summarise(keys, limit: int = 8) -> str:
+def summarise_keys(keys, limit: int = 8) -> str:
+    """The first ``limit`` of some tensor names, sorted, and how many more (for messages)."""
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -499,7 +501,7 @@ def build_network(state_dict: dict, config=None, image_size: int | None = None) 
     else:
         raise CheckpointError(
             "this is not a SAM 2 checkpoint: it has no image encoder weights "
-            f"(image_encoder.* or vision_encoder.*); its first keys are {_summarise(keys, 5)}"
+            f"(image_encoder.* or vision_encoder.*); its first keys are {summarise_keys(keys, 5)}"
         )
     if not any(k.startswith("memory_attention.") for k in converted):
         raise CheckpointError(
@@ -538,11 +540,11 @@ def build_network(state_dict: dict, config=None, image_size: int | None = None) 
     if missing or unexpected or mismatched:
         problems = []
         if missing:
-            problems.append(f"{len(missing)} missing: {_summarise(missing)}")
+            problems.append(f"{len(missing)} missing: {summarise_keys(missing)}")
         if unexpected:
-            problems.append(f"{len(unexpected)} unexpected: {_summarise(unexpected)}")
+            problems.append(f"{len(unexpected)} unexpected: {summarise_keys(unexpected)}")
         if mismatched:
-            problems.append(f"{len(mismatched)} with other shapes: {_summarise(mismatched, 4)}")
+            problems.append(f"{len(mismatched)} with other shapes: {summarise_keys(mismatched, 4)}")
         raise CheckpointError(
             f"the checkpoint's tensors do not fit a SAM 2 {description} model ("
             + "; ".join(problems)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from napari_sam2.engine.checkpoints import build_network, read_state_dict
+from napari_sam2.engine.edgetam_checkpoint import build_edgetam_network, edgetam_config, is_edgetam_checkpoint
 from napari_sam2.engine.families import FAMILIES, ModelFamily, family_for_model_type
 from napari_sam2.errors import ModelLoadError
 
@@ -36,7 +37,7 @@ MODEL_IDS = {
     "sam2.1-large": "facebook/sam2.1-hiera-large",
     # SAM 3 (gated: request access on the model page); transformers loads its tracker from it
     "sam3": "facebook/sam3",
-    # EdgeTAM in transformers' format (Meta's own edgetam.pt is not read: see load_checkpoint)
+    # EdgeTAM in transformers' format (Meta's own edgetam.pt loads from a file: load_checkpoint)
     "edgetam": "yonigozlan/EdgeTAM-hf",
 }
 #: The short name of each family's default checkpoint.
@@ -326,15 +327,19 @@ def load_checkpoint(path: Path, report: Reporter, *, config=None, image_size=Non
     """A Meta ``.pt`` (or a state-dict file) -> (network on CPU, info)."""
     report(0, 0, f"Reading checkpoint {path}")
     state_dict = read_state_dict(path)
-    if any(k.startswith("spatial_perceiver.") for k in state_dict):
-        # Meta's EdgeTAM: its RepViT and perceiver names are not in the SAM 2 renaming table
-        raise ModelLoadError(
-            f"{path} is a Meta EdgeTAM checkpoint (edgetam.pt), which napari-sam2 does not read; "
-            "load EdgeTAM in transformers' format instead: load_model('edgetam') (hub "
-            f"{MODEL_IDS['edgetam']}) or a folder saved with EdgeTamVideoModel.save_pretrained"
-        )
     report(0, 0, "Converting the checkpoint")
-    network, description = build_network(state_dict, config=config, image_size=image_size)
+    if is_edgetam_checkpoint(state_dict):  # Meta's edgetam.pt: one released architecture
+        from napari_sam2.engine.families import missing_dependencies
+
+        if config is not None or image_size not in (None, 1024):
+            raise ModelLoadError(f"{path} is Meta's EdgeTAM, whose architecture is fixed (1024 px): "
+                                 "load it without config= or image_size=")
+        why = missing_dependencies(FAMILIES["edgetam"], edgetam_config().to_dict())
+        if why:
+            raise ModelLoadError(f"{path} is Meta's EdgeTAM: {why}")
+        network, description = build_edgetam_network(state_dict)
+    else:
+        network, description = build_network(state_dict, config=config, image_size=image_size)
     info = {
         "source": "checkpoint",
         "path": str(path),

@@ -333,15 +333,46 @@ def test_sam3_hub_layout_loads_the_tracker(tmp_path):
         torch.testing.assert_close(ours[key], value, rtol=0, atol=0, msg=key)
 
 
-def test_metas_edgetam_checkpoint_says_what_to_load_instead(tmp_path):
-    net = make_tiny_model(family="edgetam", seed=0)
+def _released_edgetam_names():
+    """Tensor names and shapes of the released EdgeTAM, on Meta's side and on transformers'.
+
+    Recorded from facebookresearch/EdgeTAM's own code and from transformers' EdgeTamVideoModel
+    where timm imports (tests/data/edgetam_tensor_names.json.gz says how).
+    """
+    import gzip
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data" / "edgetam_tensor_names.json.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def test_every_tensor_of_metas_edgetam_finds_its_transformers_name():
+    from napari_sam2.engine.edgetam_checkpoint import edgetam_meta_to_hf, is_edgetam_checkpoint
+
+    names = _released_edgetam_names()
+    meta = {k: torch.empty(shape, device="meta") for k, shape in names["meta"].items()}
+    assert is_edgetam_checkpoint(meta)
+    converted, unmapped = edgetam_meta_to_hf(meta)
+    assert unmapped == []
+    assert {k: list(v.shape) for k, v in converted.items()} == names["transformers"]
+
+
+def test_metas_edgetam_checkpoint_without_timm_names_the_extra(tmp_path):
+    from napari_sam2.engine.edgetam_checkpoint import edgetam_config
+    from napari_sam2.engine.families import missing_dependencies
+
     path = tmp_path / "edgetam.pt"
     # Meta's names for the parts EdgeTAM adds to SAM 2 (enough to recognise the file)
     torch.save({"model": {"spatial_perceiver.latents": torch.zeros(4, 64),
                           "image_encoder.trunk.body.stem.0.weight": torch.zeros(1)}}, path)
-    with pytest.raises(ModelLoadError, match=r"Meta EdgeTAM checkpoint.*load_model\('edgetam'\)"):
+    with pytest.raises(ModelLoadError, match="architecture is fixed"):
+        load_model(path, image_size=512)
+    if missing_dependencies(FAMILIES["edgetam"], edgetam_config().to_dict()) is None:
+        pytest.skip("timm builds EdgeTAM's encoder here")
+    with pytest.raises(ModelLoadError, match=r"is Meta's EdgeTAM: .*napari-sam2\[edgetam\]"):
         load_model(path)
-    assert net is not None
 
 
 @pytest.mark.parametrize("cls_name", ["Sam3TrackerVideoModel", "EdgeTamVideoModel"])
