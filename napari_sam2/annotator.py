@@ -269,20 +269,26 @@ class Annotator:
     def undelete(self, obj_ids) -> tuple[list[str], list[FrameEdit]]:
         """GUI side of undoing a Delete (the engine has the objects back): names and pixels.
 
-        Only the pixels the Delete took from these objects come back. Returns their names and
-        the edits whose regions changed (to show them).
+        Only the pixels the Delete took from these objects come back: each edit of the Delete
+        puts back, in one pass, the pixels of those of its objects that come back. Returns their
+        names and the edits whose regions changed (to show them).
         """
         names: list[str] = []
-        edits: list[FrameEdit] = []
+        by_run: dict[int, tuple[EditRun, list[int]]] = {}
         for obj_id in (int(i) for i in obj_ids):
             name, run = self.deleted.pop(obj_id, (f"object {obj_id}", None))
             self.objects[obj_id] = name
             names.append(name)
-            for edit in [] if run is None else run.edits:
-                edit.undo_id(edit.target if edit.target is not None else self._label_array(), obj_id)
-                self._boxes.get(_plane(edit.index), {}).pop(obj_id, None)  # looked up again when needed
-                if not any(e is edit for e in edits):
-                    edits.append(edit)
+            if run is not None:
+                by_run.setdefault(id(run), (run, []))[1].append(obj_id)
+        edits: list[FrameEdit] = []
+        for run, ids in by_run.values():
+            for edit in run.edits:
+                edit.undo_ids(edit.target if edit.target is not None else self._label_array(), ids)
+                known = self._boxes.get(_plane(edit.index), {})
+                for obj_id in ids:  # looked up again when needed
+                    known.pop(obj_id, None)
+                edits.append(edit)
         if edits:
             self.epoch += 1
         return names, edits

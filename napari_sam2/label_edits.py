@@ -70,12 +70,13 @@ class FrameEdit:
         """Put back the pixels this edit changed."""
         self._view(labels)[self.changed] = self.old
 
-    def undo_id(self, labels: np.ndarray, label: int) -> None:
-        """Put back only the changed pixels that held ``label`` (one object of a Delete)."""
+    def undo_ids(self, labels: np.ndarray, ids) -> None:
+        """Put back only the changed pixels that held one of ``ids`` (objects of a Delete)."""
         changed = self.changed
         held = np.zeros_like(changed)
-        held[changed] = self.old == label
-        self._view(labels)[held] = label
+        back = np.isin(self.old, np.asarray(list(ids), dtype=self.old.dtype))
+        held[changed] = back
+        self._view(labels)[held] = self.old[back]
 
     @property
     def array_box(self) -> tuple:

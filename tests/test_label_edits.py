@@ -222,3 +222,19 @@ def test_ids_present_finds_which_ids_a_volume_holds():
     assert ids_present(labels, [7, 300, 4]) == [7, 300]
     assert ids_present(labels[0, 0], [300]) == [300]
     assert ids_present(labels, []) == [] and ids_present(labels, [5]) == []
+
+
+def test_undo_ids_puts_back_only_the_pixels_of_the_objects_asked_for():
+    labels = np.zeros((1, 8, 8), np.uint32)
+    labels[0, :2] = 3
+    labels[0, 2:4] = 5
+    labels[0, 4:6] = 2**32 - 2  # a 32-bit id
+    labels[0, 6:, :4] = 40  # the user's
+    before = labels.copy()
+    empty = np.zeros((8, 8), bool)
+    edit = paint_masks(labels, (0,), {3: empty, 5: empty, 2**32 - 2: empty}, {3, 5, 2**32 - 2})
+    assert not np.isin(labels, [3, 5, 2**32 - 2]).any() and (labels[0, 6:, :4] == 40).all()
+    edit.undo_ids(labels, [3, 2**32 - 2])
+    expected = before.copy()
+    expected[0, 2:4] = 0  # 5 stays deleted
+    np.testing.assert_array_equal(labels, expected)

@@ -37,6 +37,7 @@ __all__ = [
     "infer_config",
     "build_network",
     "summarise_keys",
+    "tensor_problems",
 ]
 
 
@@ -458,6 +459,26 @@ def infer_config(state_dict: dict, image_size: int = 1024):
 
 # --------------------------------------------------------------------------- building
 
+def tensor_problems(expected: dict, converted: dict, unmapped) -> str:
+    """What keeps converted tensors from loading into a network's state dict ("" when nothing).
+
+    Names the missing, unexpected (``unmapped`` too) and mis-shaped tensors, a few of each.
+    """
+    missing = set(expected) - set(converted)
+    unexpected = set(unmapped) | (set(converted) - set(expected))
+    mismatched = [f"{k} {tuple(converted[k].shape)} (model wants {tuple(expected[k].shape)})"
+                  for k in set(expected) & set(converted)
+                  if tuple(converted[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {summarise_keys(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {summarise_keys(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} with other shapes: {summarise_keys(mismatched, 4)}")
+    return "; ".join(problems)
+
+
 def summarise_keys(keys, limit: int = 8) -> str:
     """The first ``limit`` of some tensor names, sorted, and how many more (for messages)."""
     keys = sorted(keys)
@@ -529,26 +550,11 @@ def build_network(state_dict: dict, config=None, image_size: int | None = None) 
     # random initialisation of a large model takes seconds and every tensor is overwritten
     with no_init_weights():
         network = Sam2VideoModel(config)
-    expected = network.state_dict()
-    missing = set(expected) - set(converted)
-    unexpected = set(unmapped) | (set(converted) - set(expected))
-    mismatched = [
-        f"{k} {tuple(converted[k].shape)} (model wants {tuple(expected[k].shape)})"
-        for k in set(expected) & set(converted)
-        if tuple(converted[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing: {summarise_keys(missing)}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected: {summarise_keys(unexpected)}")
-        if mismatched:
-            problems.append(f"{len(mismatched)} with other shapes: {summarise_keys(mismatched, 4)}")
+    problems = tensor_problems(network.state_dict(), converted, unmapped)
+    if problems:
         raise CheckpointError(
-            f"the checkpoint's tensors do not fit a SAM 2 {description} model ("
-            + "; ".join(problems)
-            + "). If it is a modified architecture, pass its transformers config with config=."
+            f"the checkpoint's tensors do not fit a SAM 2 {description} model ({problems}). "
+            "If it is a modified architecture, pass its transformers config with config=."
         )
     # assign=True adopts the loaded tensors instead of copying them into fresh memory (a
     # second full copy of the weights, and most of the loading time)

@@ -124,7 +124,7 @@ def build_edgetam_network(state_dict: dict) -> tuple[Any, str]:
     from transformers import EdgeTamVideoModel
     from transformers.initialization import no_init_weights
 
-    from napari_sam2.engine.checkpoints import summarise_keys
+    from napari_sam2.engine.checkpoints import tensor_problems
 
     converted, unmapped = edgetam_meta_to_hf(state_dict)
     # the released EdgeTAM has neither SAM 2.1 addition (no tensors for them in edgetam.pt)
@@ -134,22 +134,9 @@ def build_edgetam_network(state_dict: dict) -> tuple[Any, str]:
                             enable_occlusion_spatial_embedding=occlusion)
     with no_init_weights():
         network = EdgeTamVideoModel(config)
-    expected = network.state_dict()
-    missing = set(expected) - set(converted)
-    unexpected = set(unmapped) | (set(converted) - set(expected))
-    mismatched = [f"{k} {tuple(converted[k].shape)} (model wants {tuple(expected[k].shape)})"
-                  for k in set(expected) & set(converted)
-                  if tuple(converted[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing: {summarise_keys(missing)}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected: {summarise_keys(unexpected)}")
-        if mismatched:
-            problems.append(f"{len(mismatched)} with other shapes: {summarise_keys(mismatched, 4)}")
-        raise CheckpointError("the checkpoint's tensors do not fit the released EdgeTAM ("
-                              + "; ".join(problems) + ")")
+    problems = tensor_problems(network.state_dict(), converted, unmapped)
+    if problems:
+        raise CheckpointError(f"the checkpoint's tensors do not fit the released EdgeTAM ({problems})")
     network.load_state_dict({k: v.contiguous() for k, v in converted.items()}, strict=True, assign=True)
     if any(p.dtype != torch.float32 for p in network.parameters()):
         network = network.float()

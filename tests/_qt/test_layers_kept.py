@@ -74,16 +74,22 @@ def test_removing_the_image_mid_run_ends_the_session_quietly(make_napari_viewer,
     no_alerts.check()
 
 
-def test_revert_after_choosing_another_target_layer_leaves_that_layer_alone(
-        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
-    from _user_actions import choose
-
+def _beside_my_labels(make_napari_viewer, qtbot, cells):
+    """A viewer with the cells, the user's own Labels layer 'mine' (40 in a corner), a model loaded."""
     viewer = make_napari_viewer(show=True)
     viewer.add_image(cells.image, name="cells")
     mine = viewer.add_labels(np.zeros((8, 64, 64), np.uint16), name="mine")
     mine.data[:, :12, :12] = 40  # the user's own labels
     dock = open_dock(viewer)
     load_with_button(qtbot, dock)
+    return viewer, dock, mine
+
+
+def test_revert_after_choosing_another_target_layer_leaves_that_layer_alone(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    from _user_actions import choose
+
+    viewer, dock, mine = _beside_my_labels(make_napari_viewer, qtbot, cells)
     click_at(qtbot, dock, (2, *cell_centre(cells, 2)))
     sam = dock.labels_layer
     clicked = sam.data.copy()
@@ -361,12 +367,7 @@ def _clicked_then_target_changed(make_napari_viewer, qtbot, cells):
     """Object 1 clicked twice on frame 2 into 'SAM 2 labels', then the user's 'mine' chosen."""
     from _user_actions import choose
 
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(cells.image, name="cells")
-    mine = viewer.add_labels(np.zeros((8, 64, 64), np.uint16), name="mine")
-    mine.data[:, :12, :12] = 40  # the user's own labels
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
+    viewer, dock, mine = _beside_my_labels(make_napari_viewer, qtbot, cells)
     r, c = cell_centre(cells, 2)
     click_at(qtbot, dock, (2, r, c))
     sam = dock.labels_layer
