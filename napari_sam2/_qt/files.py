@@ -168,7 +168,7 @@ class DockFiles(DockHost):
 
         def done(result):
             written, n = result
-            self.say(f"{said}; statistics{where} to {written} ({n} rows)")
+            self.say(f"{said}; statistics{where} to {written} ({counted(n, 'rows')})")
 
         self.say(f"{said}; measuring the objects…")
         self.tasks.submit(measure, done, progress="Measuring objects")

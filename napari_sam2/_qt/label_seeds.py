@@ -78,12 +78,17 @@ class LabelSeeds(DockHost):
 
         self.tasks.submit(work, done)
 
-    def find_objects(self, points_per_side: int = 16):
+    def find_objects(self, points_per_side: int | None = None):
         """Find the objects on this frame (SAM 2's automatic masks) into a Labels layer to review.
 
         Nothing becomes an object yet: edit the layer if needed (erase, merge, paint), then
-        press "Seed from labels" with it.
+        press "Seed from labels" with it. The grid, zoom-ins and smallest area are the
+        "more (finding objects)" settings (``points_per_side`` overrides the grid). A frame of
+        the review layer that already holds found objects (maybe reviewed) is kept: the new
+        ones go into a new layer.
         """
+        grid = int(points_per_side or self.find_grid.value())
+        zoom, min_area = int(self.find_zoom.value()), int(self.find_min_area.value())
         session = self.ensure_session()
         frame = self.current_frame()
         lay, img = self.stack_layout, self.image_layer  # as they are now, whatever happens meanwhile
@@ -101,8 +106,8 @@ class LabelSeeds(DockHost):
 
         def work():
             try:
-                return session.segment_everything(frame, points_per_side=points_per_side,
-                                                  progress=stop_if_asked)
+                return session.segment_everything(frame, points_per_side=grid, crop_n_layers=zoom,
+                                                  min_area=min_area, progress=stop_if_asked)
             except Stopped:
                 return None
 
@@ -113,20 +118,26 @@ class LabelSeeds(DockHost):
             if found is None:
                 return self.say(f"finding objects{self.on_frame(frame)} cancelled: nothing changed")
             layers = self.viewer.layers
-            if FOUND_LAYER in layers and layers[FOUND_LAYER].data.shape == lay.labels_shape:
-                layer = layers[FOUND_LAYER]
-            else:
+            index = lay.index(frame)
+            earlier = layers[FOUND_LAYER] if FOUND_LAYER in layers else None
+            if earlier is not None and earlier.data.shape == lay.labels_shape \
+                    and not np.asarray(earlier.data[index]).any():
+                layer, kept = earlier, ""
+            else:  # none yet, or this frame's found (maybe reviewed) objects stay as they are
                 layer = self.viewer.add_labels(
                     np.zeros(lay.labels_shape, found.dtype if found.dtype.itemsize >= 2 else np.uint16),
                     name=FOUND_LAYER, scale=img.scale[:lay.ndim], translate=img.translate[:lay.ndim],
                     opacity=0.5)
-            layer.data[lay.index(frame)] = found
+                kept = "" if earlier is None else f"; the earlier ones stay in '{earlier.name}'"
+                if earlier is not None:
+                    earlier.visible = False
+            layer.data[index] = found
             layer.refresh()
             self._refresh_layer_choices()
             self.mask_source.setCurrentText(layer.name)
             n = len(np.unique(found[found > 0]))
             self.prompts.select_points()
             self.say(f"found {counted(n)}{self.on_frame(frame)} in '{layer.name}': review them, "
-                     "then press Seed from labels")
+                     f"then press Seed from labels{kept}")
 
         self.tasks.submit(work, done, progress="SAM 2: finding objects", on_finish=finished)

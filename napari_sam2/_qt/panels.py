@@ -86,6 +86,10 @@ class DockWidgets:
     mask_button: QPushButton
     seed_button: QPushButton
     find_button: QPushButton
+    find_section: Section
+    find_grid: QSpinBox
+    find_zoom: QSpinBox
+    find_min_area: QSpinBox
     propagate_section: Section
     direction_combo: QComboBox
     selected_only: QCheckBox
@@ -290,6 +294,21 @@ def build_dock(root: QWidget) -> DockWidgets:
     w.find_button = _tip(QPushButton("Find objects"), "SAM 2's automatic masks on "
                          "the frame shown, into a Labels layer to review, then Seed from labels")
     box.addLayout(_row(w.seed_button, w.find_button))
+    # what "Find objects" looks for: SAM 2's automatic masks (Sam2Session.segment_everything)
+    w.find_section = Section("more (finding objects)", expanded=False)
+    w.find_section.toggle.setStyleSheet("QToolButton { border: none; }")
+    sub = _form(w.find_section)
+    w.find_grid = _spin(4, 128, "points per side of the grid of clicks SAM 2 tries: more finds "
+                        "smaller objects (the time grows with its square)")
+    w.find_grid.setValue(16)
+    w.find_zoom = _spin(0, 2, "also look closer, in overlapping crops of the frame (1: 4 crops, 2: "
+                        "4 + 16), for small objects on large frames; each crop costs an image encoding")
+    w.find_min_area = _spin(0, 10**7, "objects, holes and islands smaller than this many pixels "
+                            "are dropped")
+    w.find_min_area.setValue(64)
+    sub.addRow("grid", _row(w.find_grid, "zoom-ins", w.find_zoom, stretch=0))
+    sub.addRow("min area (px)", w.find_min_area)
+    box.addWidget(w.find_section)
     col.addWidget(w.objects_section)
 
     # ---- propagate

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from _user_actions import cell_centre, choose, click_at, press, type_into, viewer_with_model
+from _user_actions import cell_centre, choose, click_at, press, type_into, viewer_with_model, wait_idle
 
 from napari_sam2.io.readers import open_stack
 from napari_sam2.samples import make_cells_timelapse
@@ -121,8 +121,14 @@ def test_4d_export_tracked_through_z_writes_every_time_point_in_tzyx_order(
     assert back.scale == pytest.approx((1.5, 2.0, 0.5, 0.5))
     np.testing.assert_array_equal(np.asarray(back.data), np.transpose(labels, (1, 0, 2, 3)))
 
-    # and as ImageJ TIFF
-    out = dock.export_labels(tmp_path / "ztyx.tif")
+    # and as ImageJ TIFF, with the statistics of the stack tracked now (t = 5, through z)
+    out = dock.export_labels(tmp_path / "ztyx.tif", statistics=True)
+    wait_idle(qtbot, dock)
+    assert dock.status.text().endswith(f"statistics of the tracked stack (t = 5) to {tmp_path / 'ztyx.csv'} "
+                                       "(1 row)"), dock.status.text()
+    rows = (tmp_path / "ztyx.csv").read_text().splitlines()
+    frame, obj, _, area = rows[1].split(",")[:4]
+    assert (frame, obj) == ("2", "2") and int(area) == (labels[2, 5] == 2).sum()
     written = _imagej_volume(out)
     for z, t in ((0, 3), (2, 5)):  # both clicked slices, at (t, z) in the file
         assert (written[t, z] > 0).any()

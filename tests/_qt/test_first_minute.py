@@ -541,6 +541,45 @@ def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cac
     no_alerts.check()
 
 
+def test_finding_again_keeps_the_reviewed_objects_and_uses_the_settings(
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells, monkeypatch):
+    from napari_sam2 import Sam2Session
+
+    asked = []
+    real = Sam2Session.segment_everything
+
+    def spy(self, frame, **kwargs):  # the real search, with what the dock asked for noted
+        asked.append(kwargs)
+        return real(self, frame, **kwargs)
+
+    monkeypatch.setattr(Sam2Session, "segment_everything", spy)
+    viewer = make_napari_viewer()
+    viewer.add_image(cells.image, name="cells")
+    dock = open_dock(viewer)
+    load_with_button(qtbot, dock)
+    dock.go_to_frame(1)
+    press(qtbot, dock.find_button)
+    wait_idle(qtbot, dock)
+    first = viewer.layers["SAM 2 found objects"]
+    first.data[1, 5:15, 5:15] = 77  # the user's review: an object SAM 2 missed, painted in
+    reviewed = first.data.copy()
+
+    press(qtbot, dock.find_section.toggle)  # "more (finding objects)": a finer grid, a zoom-in
+    assert dock.find_section.toggle.isChecked() and not dock.find_section.body.isHidden()
+    dock.find_grid.setValue(8)
+    dock.find_zoom.setValue(1)
+    dock.find_min_area.setValue(10)
+    press(qtbot, dock.find_button)
+    wait_idle(qtbot, dock)
+    assert asked[0]["points_per_side"] == 16 and asked[0]["crop_n_layers"] == 0
+    assert (asked[1]["points_per_side"], asked[1]["crop_n_layers"], asked[1]["min_area"]) == (8, 1, 10)
+    np.testing.assert_array_equal(first.data, reviewed)  # the review stays
+    second = viewer.layers["SAM 2 found objects [1]"]
+    assert dock.mask_source.currentText() == second.name and not first.visible
+    assert dock.status.text().endswith("the earlier ones stay in 'SAM 2 found objects'"), dock.status.text()
+    no_alerts.check()
+
+
 def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
     make_napari_viewer, hub_cache, no_alerts, qtbot, cells
 ):
