@@ -306,7 +306,8 @@ def build_dock(root: QWidget) -> DockWidgets:
     w.find_min_area = _spin(0, 10**7, "objects, holes and islands smaller than this many pixels "
                             "are dropped")
     w.find_min_area.setValue(64)
-    sub.addRow("grid", _row(w.find_grid, "zoom-ins", w.find_zoom, stretch=0))
+    sub.addRow("grid (points per side)", w.find_grid)
+    sub.addRow("zoom-ins", w.find_zoom)
     sub.addRow("min area (px)", w.find_min_area)
     box.addWidget(w.find_section)
     col.addWidget(w.objects_section)
