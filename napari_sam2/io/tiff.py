@@ -130,6 +130,14 @@ def read_tiff(path: Path) -> ImageStack:
                      f"mode with no slices or frames (as tifffile writes a stack without axes "
                      f"metadata): read as {n} slices. If they really are the channels of one image, "
                      "save it as a composite (Fiji: Image > Color > Make Composite)")
+    elif tif.is_shaped and series.axes.startswith("S") and series.shape[0] in (3, 4):
+        # tifffile.imwrite(path, array) stores a (3 or 4, Y, X) array as one RGB(A) image with
+        # separate colour planes unless told otherwise: a small stack or a 3-4 channel image
+        n = series.shape[0]
+        notes.append(f"'{path.name}' holds one image whose {n} planes are stored as colour "
+                     f"components (tifffile's default for a ({n}, Y, X) array): read as {n} "
+                     "channels. If they are frames or slices, write the file again with "
+                     "tifffile.imwrite(path, stack, photometric='minisblack')")
     data: LazyArray
     try:
         # level 0: a pyramid's store would be a group of all its levels; this is the full size
@@ -200,7 +208,10 @@ def _check_tiff_complete(tif, series, path: Path) -> None:
         shape = tif.shaped_metadata[0].get("shape")
         if shape:
             expected = int(np.prod([s for s in shape[:-2]] or [1]))
-            if len(shape) >= 3 and shape[-1] in (3, 4) and tif.pages[0].samplesperpixel > 1:
+            samples = tif.pages[0].samplesperpixel
+            # colour samples are part of each image: last (YXS, contiguous) or before Y and X
+            # (SYX, separate planes: how tifffile stores a (3 or 4, Y, X) array by default)
+            if len(shape) >= 3 and samples > 1 and samples in (shape[-1], shape[-3]):
                 expected = int(np.prod(shape[:-3] or [1]))
     if expected is not None and n_read < expected:
         raise ImageReadError(

@@ -257,3 +257,28 @@ def test_lazy_frames_indexing_matches_numpy(tmp_path):
     np.testing.assert_array_equal(np.asarray(lazy), data)
     with pytest.raises(IndexError):
         lazy[5]
+
+
+@pytest.mark.parametrize("planes", [3, 4])
+def test_a_small_stack_tifffile_stored_as_colour_planes_opens_whole(tmp_path, planes):
+    """tifffile stores a (3 or 4, Y, X) array as one RGB(A) image with separate planes.
+
+    The file is complete: it was refused as "truncated" (its shape metadata counts 3-4 images
+    where tifffile reads one). It opens as that many channels, with a note on how to store
+    frames instead.
+    """
+    import warnings
+
+    import tifffile
+
+    stack = np.arange(planes * 20 * 30, dtype=np.uint16).reshape(planes, 20, 30)
+    path = tmp_path / "small.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tifffile: "future versions will store..."
+        tifffile.imwrite(path, stack)
+    opened = open_stack(path)
+    assert opened.axes == "CYX" and opened.shape == (planes, 20, 30)
+    np.testing.assert_array_equal(np.asarray(opened.data[:]), stack)
+    assert any(f"read as {planes} channels" in note and "photometric='minisblack'" in note
+               for note in opened.metadata["notes"])
+    opened.close()
