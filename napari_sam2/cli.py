@@ -558,6 +558,11 @@ def open_in_viewer(viewer, stack, session_file=None):
     """
     from napari_sam2._npe2_io import stack_layer_data
 
+    for note in stack.metadata.get("notes", ()):  # how the file was read, where it was ambiguous
+        _say(f"napari-sam2: note: {note}")
+        from napari.utils.notifications import show_info
+
+        show_info(note)
     layers = []
     for data, meta, kind in stack_layer_data(stack):
         added = getattr(viewer, f"add_{kind}")(data, **meta)

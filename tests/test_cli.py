@@ -409,6 +409,30 @@ def test_view_opens_the_stack_in_napari(inputs, make_napari_viewer, capsys):
     assert len(viewer.layers) == 2
     if widget is None:  # the widget is not installed in this environment: said on stderr
         assert "could not dock the SAM 2 widget" in capsys.readouterr().err
+    else:  # its session's model load (refused offline) ends before the viewer is closed
+        widget.wait()
+
+
+@pytest.mark.gui
+def test_view_says_how_an_ambiguous_file_was_read(tmp_path, make_napari_viewer, capsys):
+    """A note of the reader (here: a stack tifffile stored as colour planes) reaches the user."""
+    import warnings
+
+    from napari.utils.notifications import notification_manager
+
+    from napari_sam2.cli import open_in_viewer
+    from napari_sam2.io.readers import open_stack
+
+    path = tmp_path / "small.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tifffile.imwrite(path, np.zeros((4, 20, 30), np.uint16))
+    shown = []
+    notification_manager.notification_ready.connect(lambda n: shown.append(str(n.message)))
+    viewer = make_napari_viewer()
+    open_in_viewer(viewer, open_stack(path))
+    assert "note: 'small.tif' holds one image whose 4 planes" in capsys.readouterr().err
+    assert any("read as 4 channels" in m for m in shown), shown
 
 
 def test_view_needs_an_input_or_a_sample(capsys):
