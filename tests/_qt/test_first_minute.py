@@ -512,7 +512,8 @@ def test_loading_the_model_collects_garbage_before_any_propagation(make_napari_v
     assert "napari-sam2 model loading" in calls
 
 
-def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+def _objects_found_on_frame_1(make_napari_viewer, qtbot, cells):
+    """A viewer with the cells and a model; Find objects pressed on frame 1 and done."""
     viewer = make_napari_viewer()
     viewer.add_image(cells.image, name="cells")
     dock = open_dock(viewer)
@@ -520,6 +521,11 @@ def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cac
     dock.go_to_frame(1)
     press(qtbot, dock.find_button)
     wait_idle(qtbot, dock)
+    return viewer, dock
+
+
+def test_find_objects_puts_them_in_a_layer_to_review(make_napari_viewer, hub_cache, no_alerts, qtbot, cells):
+    viewer, dock = _objects_found_on_frame_1(make_napari_viewer, qtbot, cells)
     found = viewer.layers["SAM 2 found objects"].data
     assert found.shape == cells.image.shape and not found[[0, 2]].any(), "only frame 1 is filled"
     n = len(np.unique(found[1][found[1] > 0]))
@@ -553,13 +559,7 @@ def test_finding_again_keeps_the_reviewed_objects_and_uses_the_settings(
         return real(self, frame, **kwargs)
 
     monkeypatch.setattr(Sam2Session, "segment_everything", spy)
-    viewer = make_napari_viewer()
-    viewer.add_image(cells.image, name="cells")
-    dock = open_dock(viewer)
-    load_with_button(qtbot, dock)
-    dock.go_to_frame(1)
-    press(qtbot, dock.find_button)
-    wait_idle(qtbot, dock)
+    viewer, dock = _objects_found_on_frame_1(make_napari_viewer, qtbot, cells)
     first = viewer.layers["SAM 2 found objects"]
     first.data[1, 5:15, 5:15] = 77  # the user's review: an object SAM 2 missed, painted in
     reviewed = first.data.copy()
