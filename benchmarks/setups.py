@@ -119,7 +119,9 @@ def build_model(config: str, device: str = "cpu", seed: int = 0):
     elif config == "sam3-1008":
         cfg = transformers.Sam3TrackerVideoConfig()
     elif config == "edgetam-1024":
-        cfg = testing.released_edgetam_config()
+        from napari_sam2.engine.edgetam_checkpoint import edgetam_config
+
+        cfg = edgetam_config()
     elif config == "tiny-1024":
         cfg = Sam2VideoConfig()  # SAM 2.1 hiera-tiny at 1024 px
     elif config.endswith("-1024"):

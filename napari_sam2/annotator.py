@@ -123,7 +123,6 @@ class Annotator:
         # written into}: after the user chose another target layer, an undo or a Delete goes
         # where the object's pixels are, not into the new target (maybe the user's own labels)
         self._written: dict[tuple, dict[int, weakref.ref]] = {}
-        self._labels_ref: weakref.ref | None = None
         # an upper bound of the highest id in the labels (None: not known, look once); kept up
         # to date by the writes and the user's paint strokes, so that a new object does not
         # scan the whole label volume on the GUI thread (0.9 GB at 12 frames of 6000 x 6000)
@@ -150,7 +149,6 @@ class Annotator:
         the first time a new object needs a free id.
         """
         self.labels = labels
-        self._labels_ref = None if labels is None else weakref.ref(labels)
         self._boxes.clear()
         self._max_label = None if highest is None else int(highest)
         self.epoch += 1
@@ -303,20 +301,17 @@ class Annotator:
         return {i: known[i] for i in obj_ids}
 
     def prepare(self, frame: int, masks: dict, within: dict | None = None,
-                layout: StackLayout | None = None, into: np.ndarray | None = None) -> FrameWrite:
+                layout: StackLayout | None = None) -> FrameWrite:
         """Crop ``{obj id: bool (H, W) mask}`` to the region that changes and paint it aside.
 
         Only reads the labels: it runs in the worker thread, so that the GUI thread only copies
         the painted region in (:meth:`apply`), whatever the frame size. ``within``: boxes known
         to hold each mask's pixels (the engine's ``FrameMasks.boxes``), so only those are scanned.
         ``layout``: the stack layout of the session that computed the masks, when the work may
-        outlive it (a propagation); by default the current one. ``into``: another label array
-        than the current one (where the objects' pixels are, see :meth:`_owners`).
+        outlive it (a propagation); by default the current one.
         """
         frame = int(frame)
         index = (layout or self._stack_layout()).index(frame)
-        if into is not None and into is not self.labels:
-            return self._prepare_into(frame, index, masks, into)
         epoch, generation = self.epoch, self._applied.get(_plane(index), 0)
         ids = sorted(int(i) for i in masks)
         within = within or {}
@@ -334,7 +329,10 @@ class Annotator:
         return FrameWrite(frame, crops, region, new, edit, boxes, epoch, generation, index)
 
     def _prepare_into(self, frame: int, index: tuple, masks: dict, into: np.ndarray) -> FrameWrite:
-        """:meth:`prepare` for a label array other than the current one (rare: scans the plane)."""
+        """:meth:`prepare` for another label array than the current one (see :meth:`_owners`).
+
+        Rare, so the plane is scanned for the objects' pixels.
+        """
         ids = sorted(int(i) for i in masks)
         boxes = [mask_box(masks[i]) for i in ids]
         box = union_box(*boxes, *label_boxes(into[index], ids).values())
@@ -362,9 +360,9 @@ class Annotator:
         groups: dict[int, tuple[np.ndarray | None, list[int]]] = {}
         for obj_id in obj_ids:
             ref = written.get(int(obj_id))
-            array = None if ref is None or ref is self._labels_ref else ref()
-            if ref is not None and ref is not self._labels_ref and array is None:
-                continue
+            array = None if ref is None else ref()
+            if ref is not None and array is None:
+                continue  # written into an array no longer held anywhere
             if array is self.labels:
                 array = None
             groups.setdefault(id(array), (array, []))[1].append(int(obj_id))
@@ -372,8 +370,10 @@ class Annotator:
 
     def _prepare_owned(self, frame: int, masks: dict, layout: StackLayout) -> list[FrameWrite]:
         """Prepare masks for the label arrays their objects' pixels are in (see :meth:`_owners`)."""
-        return [self.prepare(frame, {i: masks[i] for i in ids}, layout=layout, into=array)
-                for array, ids in self._owners(layout.index(frame), masks)]
+        index = layout.index(frame)
+        return [self.prepare(frame, {i: masks[i] for i in ids}, layout=layout) if array is None
+                else self._prepare_into(frame, index, {i: masks[i] for i in ids}, array)
+                for array, ids in self._owners(index, masks)]
 
     def apply(self, write: FrameWrite) -> FrameEdit | None:
         """Write a prepared frame into the labels (on the thread that owns them)."""
@@ -400,8 +400,7 @@ class Annotator:
             edit.target = labels
         if edit is not None and write.masks and self._max_label is not None:
             self._max_label = max(self._max_label, max(int(i) for i in write.masks))
-        if self._labels_ref is not None:
-            self._note_written(plane, write.masks, self._labels_ref)
+        self._note_written(plane, write.masks, weakref.ref(labels))
         known = self._boxes.setdefault(plane, {})
         for obj_id, b in (write.boxes or {i: mask_box(m) for i, m in write.masks.items()}).items():
             known[obj_id] = b

@@ -556,12 +556,12 @@ def open_in_viewer(viewer, stack, session_file=None):
     (layers, widget)
         The image layer(s) added and the dock widget (None if it could not be docked).
     """
+    from napari.utils.notifications import show_info
+
     from napari_sam2._npe2_io import stack_layer_data
 
     for note in stack.metadata.get("notes", ()):  # how the file was read, where it was ambiguous
         _say(f"napari-sam2: note: {note}")
-        from napari.utils.notifications import show_info
-
         show_info(note)
     layers = []
     for data, meta, kind in stack_layer_data(stack):

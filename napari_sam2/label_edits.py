@@ -187,8 +187,8 @@ def label_boxes(plane: np.ndarray, ids) -> dict[int, tuple | None]:
 def ids_present(labels, ids) -> list[int]:
     """Which of ``ids`` occur in a label array (any number of dimensions), ascending.
 
-    Read one 2-D plane at a time, each in one pass (a lookup table over the ids' range), so
-    a large volume costs no more memory than a frame.
+    Read one 2-D plane at a time, so a large volume costs no more memory than a frame (numpy
+    uses a lookup table over the ids' range where that is small, a sort where ids reach 2**32).
     """
     wanted = np.unique(np.asarray(list(ids), dtype=np.int64))
     if wanted.size == 0 or labels.size == 0:
@@ -196,7 +196,7 @@ def ids_present(labels, ids) -> list[int]:
     planes = labels.reshape(-1, *labels.shape[-2:]) if labels.ndim > 2 else labels[None]
     found: set[int] = set()
     for plane in planes:
-        hit = np.isin(plane, wanted, kind="table")
+        hit = np.isin(plane, wanted)
         if hit.any():
             found.update(int(i) for i in np.unique(plane[hit]))
             if len(found) == wanted.size:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FAMILIES", "tiny_config", "tiny_sam3_config", "tiny_edgetam_config", "released_edgetam_config",
-           "make_tiny_model", "save_tiny_model"]
+__all__ = ["FAMILIES", "tiny_config", "tiny_sam3_config", "tiny_edgetam_config", "make_tiny_model",
+           "save_tiny_model"]
 
 #: Families :func:`make_tiny_model` builds.
 FAMILIES = ("sam2", "sam3", "edgetam")
@@ -144,18 +144,6 @@ def tiny_edgetam_config(image_size: int = 256):
         perceiver_resampler_num_latents_2d=side * side,
         perceiver_resampler_num_layers=1,
     )
-
-
-def released_edgetam_config(**settings):
-    """EdgeTAM's config as released (RepViT image encoder at 1024 px), for random weights.
-
-    Building the network needs timm and a torchvision that imports. See
-    :func:`napari_sam2.engine.edgetam_checkpoint.edgetam_config` (``settings``: other
-    ``EdgeTamVideoConfig`` arguments).
-    """
-    from napari_sam2.engine.edgetam_checkpoint import edgetam_config
-
-    return edgetam_config(**settings)
 
 
 def make_tiny_model(image_size: int | None = None, seed: int = 0, object_bias: float = 3.0,

@@ -149,14 +149,9 @@ class PropagationPanel(DockHost):
 
         def done(_):
             current = self.core.labels
-            for edit in run.edits:
-                if edit.target is None or edit.target is current:
-                    self._show(edit, now=False)
-            self.view.flush()
+            self._show_edits(run.edits)
             # a run written into another Labels layer (the target was changed since) went back there
             elsewhere = self.layers_holding([a for a in run.targets if a is not current])
-            for layer in elsewhere:
-                layer.refresh()
             where = f" in '{elsewhere[0].name}'" if elsewhere else ""
             self.say(f"reverted the last propagation: {counted(n, self.unit)}{where} back as they "
                      "were (the tracking stays in the session: Propagate redoes it)")

@@ -275,20 +275,30 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
         """
         if edit is None:
             return
-        if edit.target is not None and edit.target is not self.core.labels:
+        if self._written_elsewhere(edit):
             for layer in self.layers_holding([edit.target]):
                 layer.refresh()
             return
         self.view.written(self._plane_on_screen(edit.index), now=now, box=edit.array_box)
+
+    def _written_elsewhere(self, edit) -> bool:
+        """Whether a write went into another label array than the current target."""
+        return edit.target is not None and edit.target is not self.core.labels
 
     def layers_holding(self, arrays: list) -> list:
         """The viewer's layers whose data is one of ``arrays`` (label arrays written into)."""
         return [layer for layer in self.viewer.layers if any(layer.data is a for a in arrays)]
 
     def _show_edits(self, edits) -> None:
-        """Show several label writes, with one redraw."""
+        """Show several label writes, with one redraw (of each other layer written into, too)."""
+        elsewhere: dict[int, object] = {}
         for edit in edits:
-            self._show(edit, now=False)
+            if edit is not None and self._written_elsewhere(edit):
+                elsewhere[id(edit.target)] = edit.target
+            else:
+                self._show(edit, now=False)
+        for layer in self.layers_holding(list(elsewhere.values())):
+            layer.refresh()
         self.view.flush()
 
     def on_frame(self, frame: int) -> str:
@@ -359,8 +369,7 @@ class Sam2Widget(ImageInputs, ModelLoading, ObjectList, LabelSeeds, PropagationP
             else:
                 edit = None if write is None else core.commit(write, "undo")
                 self._show(edit)
-                elsewhere = edit is not None and edit.target is not core.labels
-                where = self.layers_holding([edit.target]) if elsewhere and edit is not None else []
+                where = self.layers_holding([edit.target]) if edit and self._written_elsewhere(edit) else []
                 what = f"the last prompt of object {undone}"
                 after = f" in '{where[0].name}'" if where else ""
             self._update_quality()

@@ -402,10 +402,10 @@ def test_family_classes_keep_the_private_methods_the_adapter_calls(cls_name):
 
 
 def _repvit_unavailable():
+    from napari_sam2.engine.edgetam_checkpoint import edgetam_config
     from napari_sam2.engine.families import missing_dependencies
-    from napari_sam2.testing import released_edgetam_config
 
-    released = released_edgetam_config().to_dict()
+    released = edgetam_config().to_dict()
     return missing_dependencies(FAMILIES["edgetam"], released)
 
 
@@ -421,10 +421,10 @@ def test_released_edgetam_architecture_matches_its_session():
     """Where timm and torchvision import: the released EdgeTAM (RepViT encoder), random weights."""
     from transformers import EdgeTamVideoModel
 
-    from napari_sam2.testing import released_edgetam_config
+    from napari_sam2.engine.edgetam_checkpoint import edgetam_config
 
     torch.manual_seed(0)
-    config = released_edgetam_config(enable_temporal_pos_encoding_for_object_pointers=False,
+    config = edgetam_config(enable_temporal_pos_encoding_for_object_pointers=False,
                                      enable_occlusion_spatial_embedding=False)
     net = EdgeTamVideoModel(config).eval()
     with torch.no_grad():
@@ -448,10 +448,10 @@ def test_released_edgetam_through_load_model_gives_the_networks_masks(tmp_path):
     from transformers import EdgeTamVideoModel
 
     from napari_sam2 import load_model
-    from napari_sam2.testing import released_edgetam_config
+    from napari_sam2.engine.edgetam_checkpoint import edgetam_config
 
     torch.manual_seed(0)
-    net = EdgeTamVideoModel(released_edgetam_config()).eval()
+    net = EdgeTamVideoModel(edgetam_config()).eval()
     with torch.no_grad():
         net.mask_decoder.pred_obj_score_head.proj_out.bias += 3.0
     net.save_pretrained(tmp_path / "edgetam")
