@@ -99,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--precision", choices=PRECISIONS,
                      help="arithmetic precision: auto is bfloat16 on CUDA GPUs that have it, float32 "
                           "elsewhere; bfloat16 also runs on CPUs (about 2x float32's speed on CPUs with "
-                          "AMX, masks within ~1%% of float32's), float16 on GPUs (default: the "
-                          "precision the session file was made in, where this device can run it, "
-                          "else auto)")
+                          "AMX, masks within ~1%% of float32's; ~9x slower than float32 on CPUs "
+                          "without bfloat16 arithmetic), float16 on GPUs (default: the precision the "
+                          "session file was made in, where this device runs it at speed, else auto)")
     seg.add_argument("--direction", default="both", choices=("both", "forward", "backward"),
                      help="propagate from the prompts forward, backward or both ways (default: both)")
     seg.add_argument("--start", type=int, metavar="N", help="first frame to segment (default: 0)")
@@ -285,25 +285,29 @@ def _model_name(args, settings) -> str:
 
 
 def _precision(args, settings) -> tuple[str, str | None]:
-    """The precision a run uses and a note when the session's could not be used.
+    """The precision a run uses and a note when the session's is not used.
 
     --precision, else the session's (a replay computes as the original did), else auto. A
-    session made in a precision this device cannot run (float16 from a GPU, replayed on a CPU)
-    runs in auto, and the note says so.
+    session made in a precision this device cannot run (float16 from a GPU, replayed on a CPU),
+    or computes without arithmetic units for it (bfloat16 on most CPUs: ~9x slower), runs in
+    auto, and the note says so.
     """
     if args.precision is not None:
         return args.precision, None
-    recorded = settings.precision
-    if recorded is None:
-        return "auto", None
-    from napari_sam2.engine.models import check_precision
+    from napari_sam2.engine.devices import replay_precision
+
+    precision, note = replay_precision(settings.precision, "auto", args.device)
+    return precision, None if note is None else f"napari-sam2: {note} (choose with --precision)"
+
+
+def _slow_precision(precision: str, device: str) -> str | None:
+    """The warning for a precision this device computes without arithmetic units for it."""
+    from napari_sam2.engine.devices import precision_note
 
     try:
-        check_precision(recorded, args.device)
-    except ModelLoadError as err:
-        return "auto", (f"napari-sam2: the session was made in {recorded}, which this device cannot "
-                        f"run ({_one_line(err)}); running in auto instead (choose with --precision)")
-    return recorded, None
+        return precision_note(precision, device)
+    except ModelLoadError:  # refused: load_model says why, with the rest of its checks
+        return None
 
 
 def _load_model(args, settings):
@@ -315,6 +319,9 @@ def _load_model(args, settings):
         _say(note)
     _say(f"napari-sam2: loading model {name} (device {args.device}"
          + ("" if precision == "auto" else f", {precision}") + ")")
+    slow = _slow_precision(precision, args.device)
+    if slow:
+        _say(f"napari-sam2: warning: {slow}")
     try:
         return load_model(name, device=args.device, dtype=precision)
     except ModelLoadError as err:

@@ -186,36 +186,63 @@ def test_precision_bfloat16_gives_the_float32_labels_within_rounding(runs):
 
 
 def test_a_session_replays_in_its_own_precision_unless_told(runs):
+    import torch
+
+    from napari_sam2.engine.devices import native_precision
+
     res, out = runs
     run = ok(res["session_bf16"])
     assert "loading model" in run.stderr and "bfloat16" in run.stderr
-    np.testing.assert_array_equal(tifffile.imread(out / "session_bf16_labels.tif"),
-                                  tifffile.imread(out / "bf16_labels.tif"))
+    replayed = tifffile.imread(out / "session_bf16_labels.tif")
+    if native_precision(torch.bfloat16, torch.device("cpu")) is False:
+        # this CPU computes bfloat16 emulated (~9x slower): the replay runs in auto, and says so
+        assert "the session was made in bfloat16, which this CPU computes about 9x slower" in run.stderr
+        assert "(choose with --precision)" in run.stderr and "warning" not in run.stderr
+        np.testing.assert_array_equal(replayed, tifffile.imread(out / "cells_labels.tif"))
+        # asked for explicitly, it runs, with a warning that says what to choose instead
+        assert "warning: this CPU has no bfloat16 arithmetic" in ok(res["bf16"]).stderr
+    else:
+        np.testing.assert_array_equal(replayed, tifffile.imread(out / "bf16_labels.tif"))
+        assert "warning" not in ok(res["bf16"]).stderr
     run = ok(res["session_bf16_f32"])
     assert "bfloat16" not in run.stderr
     np.testing.assert_array_equal(tifffile.imread(out / "session_f32_labels.tif"),
                                   tifffile.imread(out / "cells_labels.tif"))
 
 
-def test_a_session_precision_this_device_cannot_run_falls_back_to_auto(monkeypatch):
+def test_a_session_precision_this_device_cannot_run_or_emulates_falls_back_to_auto(monkeypatch):
     import argparse
 
+    import torch
+
     from napari_sam2 import cli
-    from napari_sam2.engine import models
+    from napari_sam2.engine import devices
     from napari_sam2.errors import ModelLoadError
     from napari_sam2.io.session_file import SessionSettings
 
+    monkeypatch.setattr(devices, "native_precision", lambda dtype, device: True)  # as with AMX
     args = argparse.Namespace(precision=None, device="cpu")
     assert cli._precision(args, SessionSettings()) == ("auto", None)
     assert cli._precision(args, SessionSettings(precision="bfloat16")) == ("bfloat16", None)
+    assert cli._slow_precision("bfloat16", "cpu") is None
 
-    def refuse(dtype, device="auto"):  # as a CPU without float16 autocast would
+    monkeypatch.setattr(devices, "native_precision",  # as a CPU without bfloat16 arithmetic
+                        lambda dtype, device: dtype in (None, torch.float32))
+    precision, note = cli._precision(args, SessionSettings(precision="bfloat16"))
+    assert precision == "auto"
+    assert note.startswith("napari-sam2: the session was made in bfloat16, which this CPU computes")
+    assert "AVX-512 BF16 or AMX" in note and note.endswith("(choose with --precision)")
+    assert "no bfloat16 arithmetic" in cli._slow_precision("bfloat16", "cpu")
+    assert cli._slow_precision("float32", "cpu") is None
+
+    def refuse(dtype, device):  # as a CPU without float16 autocast would
         raise ModelLoadError(f"dtype={dtype!r} cannot be used on cpu")
 
-    monkeypatch.setattr(models, "check_precision", refuse)
+    monkeypatch.setattr(devices, "autocast_dtype", refuse)
     precision, note = cli._precision(args, SessionSettings(precision="float16"))
     assert precision == "auto"
-    assert "the session was made in float16" in note and "--precision" in note
+    assert "the session was made in float16, which this device cannot run" in note and "--precision" in note
+    assert cli._slow_precision("float16", "cpu") is None  # load_model gives the refusal itself
     args.precision = "float32"  # asked for: used as given, no note
     assert cli._precision(args, SessionSettings(precision="float16")) == ("float32", None)
 

@@ -37,7 +37,9 @@ class ModelLoading(DockHost):
         Download and loading progress goes to a bar in napari's activity dock and to the model
         line; ``then`` is called on the GUI thread once the model is there (not after a failure).
         ``session_precision`` (a loaded session's) is used instead of the precision row when the
-        device can run it (checked in the worker: it needs torch), and the row then shows it.
+        device can run it at speed (checked in the worker: it needs torch), and the row then shows
+        it. A precision the device computes without arithmetic units for it (bfloat16 on most
+        CPUs, ~9x slower than float32) gets a warning that says what to choose instead.
         ``napari_sam2.load_model`` blocks and reports progress through a callback: it runs in a
         helper thread whose reports come back through a queue, so that the worker (a generator)
         yields them to the GUI thread.
@@ -69,16 +71,15 @@ class ModelLoading(DockHost):
 
             def run():
                 try:
-                    if session_precision is not None:
-                        from napari_sam2.engine.models import check_precision
-                        from napari_sam2.errors import ModelLoadError
+                    from napari_sam2.engine.devices import precision_note, replay_precision
 
-                        try:
-                            check_precision(session_precision, device)
-                            used["precision"] = session_precision
-                        except ModelLoadError as err:
-                            used["note"] = (f"the session was made in {session_precision}, which "
-                                            f"this device cannot run ({err}); loading in {precision}")
+                    chosen, note = replay_precision(session_precision, precision, device)
+                    used["precision"] = chosen
+                    if note is None:  # the user's own choice, or the session's: said if slow here
+                        slow = precision_note(chosen, device)
+                        note = None if slow is None else f"precision {chosen}: {slow}"
+                    if note is not None:
+                        used["note"] = note
                     out["model"] = load_model(source, device=device, dtype=used["precision"],
                                               progress=lambda *r: reports.put(r))
                     # Python's full garbage collection runs once the objects created since the
@@ -142,8 +143,13 @@ class ModelLoading(DockHost):
 
     def _model_loaded(self, model, source):
         self.model = model
+        from napari_sam2.engine.devices import native_precision
+
         dtype = model.autocast_dtype
         precision = "" if dtype is None else f" ({str(dtype).replace('torch.', '')})"
+        if dtype is not None and native_precision(dtype, model.device) is False:
+            # the warning's toast fades; the line stays while the model does
+            precision = precision[:-1] + ", emulated here: ~9x slower than float32)"
         self.model_status.setText(f"{Path(str(source)).name} on {model.device}{precision}")
         self._reset_session()
         if self.image_layer is not None:

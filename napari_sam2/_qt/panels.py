@@ -255,7 +255,8 @@ def build_dock(root: QWidget) -> DockWidgets:
     w.precision_combo.setToolTip(
         "Arithmetic precision. auto: bfloat16 on CUDA GPUs that have it, float32 elsewhere. "
         "bfloat16 also runs on CPUs: about twice float32's speed on CPUs with AMX units, masks "
-        "within about 1 % of float32's. float16: GPUs.")
+        "within about 1 % of float32's, but about 9x slower than float32 on CPUs without "
+        "bfloat16 arithmetic (most laptops and AMD CPUs: a warning says so). float16: GPUs.")
     form.addRow("precision", w.precision_combo)
     w.model_path = QLineEdit()
     w.model_path.setPlaceholderText("or a model folder / Meta .pt file")

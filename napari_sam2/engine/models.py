@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 
+from napari_sam2.engine.devices import autocast_dtype, check_precision, is_auto, resolve_device
 from napari_sam2.engine.families import FAMILIES, ModelFamily, family_of
 from napari_sam2.engine.model_files import (
     CHECKPOINT_SUFFIXES,
@@ -224,8 +225,8 @@ def load_model(
     if progress is not None and not callable(progress):
         raise ModelLoadError(f"progress must be a callable(done, total, message), got {progress!r}")
     # check the device and precision first so a bad choice fails before a long download
-    target = resolve_device(device) if not _is_auto(device) else None
-    _autocast_dtype(dtype, target or torch.device("cpu"))
+    target = resolve_device(device) if not is_auto(device) else None
+    autocast_dtype(dtype, target or torch.device("cpu"))
     if not isinstance(compile, (bool, dict)):
         raise ModelLoadError("compile must be True, False or a dict of torch.compile options, "
                              f"got {compile!r}")
@@ -288,7 +289,7 @@ def load_model(
     report(0, 0, f"Moving the model to {target}")
     network = network.to(target).eval()
     model = Sam2Model(network=network, device=target, name=name,
-                      autocast_dtype=_autocast_dtype(dtype, target), info=info)
+                      autocast_dtype=autocast_dtype(dtype, target), info=info)
     return _finish(model, compile, report)
 
 
@@ -303,123 +304,6 @@ def _finish(model: Sam2Model, compile, report=None) -> Sam2Model:
             report(0, 0, "Compiling the image encoder and memory attention")
         speed.compile_network(model, {} if compile is True else dict(compile))
     return model
-
-
-# --------------------------------------------------------------------------- devices
-
-def _is_auto(device) -> bool:
-    return device is None or (isinstance(device, str) and device.strip().lower() == "auto")
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Turn ``"auto"``/``"cuda"``/``"mps"``/``"cpu"`` into an available ``torch.device``.
-
-    Raises
-    ------
-    ModelLoadError
-        When the requested device does not exist on this machine.
-    """
-    if _is_auto(device):
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    assert device is not None  # None is "auto" (above)
-    try:
-        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError) as err:
-        raise ModelLoadError(
-            f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-        ) from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
-                   else "PyTorch finds no usable NVIDIA GPU or driver")
-            raise ModelLoadError(
-                f"device {device!r} was requested but {why}; choose device 'auto' (or 'cpu'), or "
-                "install a CUDA build of PyTorch on a machine with an NVIDIA GPU"
-            )
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ModelLoadError(f"device={device!r} does not exist: this machine has {count} CUDA device(s)")
-        return torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
-    if dev.type == "mps":
-        if not _mps_available():
-            raise ModelLoadError(
-                f"device {device!r} was requested but Apple's MPS backend is not available "
-                "(it needs an Apple-silicon Mac); choose device 'auto' or 'cpu'"
-            )
-        return dev
-    if dev.type == "cpu":
-        return torch.device("cpu")
-    raise ModelLoadError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-_DTYPES = {
-    "float32": None, "fp32": None, "float": None,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
-
-
-def check_precision(dtype, device: str | torch.device | None = "auto") -> None:
-    """Check that ``device`` can run ``dtype`` (``load_model``'s argument) before loading anything.
-
-    Raises
-    ------
-    ModelLoadError
-        With the reason: an unknown precision, a device that does not exist or cannot autocast
-        in that precision.
-    """
-    _autocast_dtype(dtype, resolve_device(device))
-
-
-def _autocast_dtype(dtype, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for :meth:`Sam2Model.inference` (None: plain float32).
-
-    Raises
-    ------
-    ModelLoadError
-        For an unknown dtype, or one the device cannot autocast in (with the reason).
-    """
-    if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
-        # SAM 2 was trained in bfloat16; older GPUs (no bfloat16) stay float32 unless asked
-        if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
-            return torch.bfloat16
-        return None
-    key = str(dtype).lower().replace("torch.", "")
-    if key not in _DTYPES:
-        raise ModelLoadError(f"unsupported dtype {dtype!r}: use None, 'float32', 'bfloat16' or 'float16'")
-    chosen = _DTYPES[key]
-    if chosen is None:
-        return None
-    if (device.type == "cuda" and chosen == torch.bfloat16
-            and not torch.cuda.is_bf16_supported(including_emulation=False)):
-        name = torch.cuda.get_device_name(device)
-        raise ModelLoadError(
-            f"dtype='bfloat16' was requested but {name} has no bfloat16 arithmetic (it needs an "
-            "NVIDIA Ampere GPU or newer): use dtype='float16' or 'float32'"
-        )
-    import warnings
-
-    # torch does not raise for a dtype a device cannot autocast in: it warns and runs float32
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with torch.autocast(device.type, dtype=chosen):
-            pass
-    refused = [w for w in caught if "autocast" in str(w.message).lower()]
-    if refused:
-        raise ModelLoadError(
-            f"dtype={key!r} cannot be used on {device.type}: {str(refused[0].message).strip()} "
-            "Use dtype='float32' (or another precision this device supports)."
-        )
-    return chosen
 
 
 def _is_transformers_model(obj) -> bool:
@@ -437,4 +321,4 @@ def _adopt(model, target: torch.device | None, dtype) -> Sam2Model:
     network = wrapped.network.to(device).eval()
     info = dict(wrapped.info) or {"source": "instance"}
     return Sam2Model(network=network, device=device, name=wrapped.name,
-                     autocast_dtype=_autocast_dtype(dtype, device), info=info)
+                     autocast_dtype=autocast_dtype(dtype, device), info=info)

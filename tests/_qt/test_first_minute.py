@@ -623,9 +623,22 @@ def test_alt_click_on_a_mask_selects_its_object_and_several_delete_at_once(
     assert not np.isin(labels, [5, 6]).any() and (labels[0] == 9).any()
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
 def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
-        make_napari_viewer, hub_cache, no_alerts, qtbot, cells, tmp_path, monkeypatch):
+        make_napari_viewer, hub_cache, no_alerts, qtbot, cells, tmp_path, monkeypatch, native):
+    """bfloat16 runs when chosen; a session made in it replays in it where the CPU computes it.
+
+    Where the CPU has no bfloat16 arithmetic (emulated, ~9x slower) the replay runs in the row's
+    precision, and the user is told both times.
+    """
     import torch
+
+    from napari_sam2.engine import devices
+
+    def native_precision(dtype, device):  # as a CPU with (or without) AMX / AVX-512 BF16 answers
+        return True if dtype in (None, torch.float32) or device.type != "cpu" else native
+
+    monkeypatch.setattr(devices, "native_precision", native_precision)
 
     viewer = make_napari_viewer(show=True)
     viewer.add_image(cells.image, name="cells")
@@ -635,7 +648,15 @@ def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
     choose(dock.precision_combo, "bfloat16")
     load_with_button(qtbot, dock)
     assert dock.model.autocast_dtype == torch.bfloat16
-    assert dock.model_status.text().endswith("on cpu (bfloat16)"), dock.model_status.text()
+    warned = _take_alerts(no_alerts, "no bfloat16 arithmetic")
+    if native:
+        assert dock.model_status.text().endswith("on cpu (bfloat16)"), dock.model_status.text()
+        assert not warned
+    else:  # the user's choice runs, and the warning says what to choose instead; the line stays
+        assert dock.model_status.text().endswith(
+            "on cpu (bfloat16, emulated here: ~9x slower than float32)"), dock.model_status.text()
+        assert len(warned) == 1 and "9x slower than float32" in warned[0]
+        assert "choose precision float32" in warned[0]
     r, c = _cell_centre(cells, 0)
     click_at(qtbot, dock, (0, r, c))
     assert (dock.labels_layer.data[0] == 1).any()
@@ -658,9 +679,23 @@ def test_a_precision_chosen_in_the_dock_is_the_one_that_runs_and_is_saved(
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
     press(qtbot, other.load_session_button)
     wait_idle(qtbot, other)
-    assert other.model.autocast_dtype == torch.bfloat16
-    assert other.precision_combo.currentText() == "bfloat16"
+    warned = _take_alerts(no_alerts, "the session was made in bfloat16")
+    if native:
+        assert other.model.autocast_dtype == torch.bfloat16
+        assert other.precision_combo.currentText() == "bfloat16"
+        assert not warned
+    else:
+        assert other.model.autocast_dtype is None  # float32: auto, the row's precision
+        assert other.precision_combo.currentText() == "auto"
+        assert len(warned) == 1 and "9x slower than float32" in warned[0] and "in auto" in warned[0]
     assert (other.model_combo.currentText(), other.model_path.text()) == ("sam2.1-tiny", "")
     assert other.status.text().startswith("session loaded: 1 object, labels from bf16.labels.tif")
     np.testing.assert_array_equal(other.labels_layer.data, dock.labels_layer.data)
     no_alerts.check()
+
+
+def _take_alerts(alerts, text: str) -> list[str]:
+    """The alerts seen so far that contain ``text``, taken off the list (expected ones)."""
+    taken = [a for a in alerts.seen if text in a]
+    alerts.seen[:] = [a for a in alerts.seen if text not in a]
+    return taken
