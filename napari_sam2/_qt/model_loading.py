@@ -142,9 +142,9 @@ class ModelLoading(DockHost):
         self.tasks.submit(work, done, on_yield=on_progress, on_finish=finished)
 
     def _model_loaded(self, model, source):
-        self.model = model
         from napari_sam2.engine.devices import native_precision
 
+        self.model = model
         dtype = model.autocast_dtype
         precision = "" if dtype is None else f" ({str(dtype).replace('torch.', '')})"
         if dtype is not None and native_precision(dtype, model.device) is False:
