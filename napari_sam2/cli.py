@@ -26,7 +26,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from napari_sam2.errors import CliError, ModelLoadError
+from napari_sam2.errors import CliError, ModelLoadError, one_line
 
 __all__ = ["main", "build_parser"]
 
@@ -155,10 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- helpers
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -326,7 +322,7 @@ def _load_model(args, settings):
         return load_model(name, device=args.device, dtype=precision)
     except ModelLoadError as err:
         if args.model is None and settings.model is not None:
-            raise ModelLoadError(f"{_one_line(err)} (the model named in the session file's "
+            raise ModelLoadError(f"{one_line(err)} (the model named in the session file's "
                                  "settings.model; choose one with --model)") from None
         raise
 
@@ -477,7 +473,7 @@ def _run_segment(args, stop: _StopFlag, *, model=None, on_frame=None) -> int:
             try:
                 partial_stats = stats.write_csv(partial_path(args.stats))
             except OSError as err:
-                _say(f"napari-sam2: could not write the statistics: {_one_line(err)}")
+                _say(f"napari-sam2: could not write the statistics: {one_line(err)}")
         if partial is None:
             wrote = "nothing could be written"
         else:
@@ -584,7 +580,7 @@ def _dock_widget(viewer, session_file=None):
     try:
         _, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM 2 segmentation")
     except Exception as err:  # the widget is optional for viewing: say why and go on
-        _say(f"napari-sam2: warning: could not dock the SAM 2 widget: {_one_line(err)}")
+        _say(f"napari-sam2: warning: could not dock the SAM 2 widget: {one_line(err)}")
     if session_file is not None:
         hook = getattr(widget, "load_session", None)
         if callable(hook):
@@ -620,7 +616,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as err:
         # user errors (bad files, prompts, model names, devices) arrive as ValueError
         # subclasses: Sam2InputError, ModelLoadError, SessionFileError, ImageReadError...
-        _say(f"napari-sam2: error: {_one_line(err)}")
+        _say(f"napari-sam2: error: {one_line(err)}")
         return EXIT_USAGE
 
 

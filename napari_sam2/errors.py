@@ -21,7 +21,13 @@ __all__ = [
     "LabelWriteError",
     "OutputPathError",
     "SessionFileError",
+    "one_line",
 ]
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (its type's name when it has none), for messages and logs."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 # --------------------------------------------------------------------------- engine

@@ -26,6 +26,7 @@ from typing import Any, cast
 from distributed import WorkerPlugin, get_worker
 
 from napari_sam2.batch.report import partial_name, write_json_atomic
+from napari_sam2.errors import one_line
 
 __all__ = ["ModelCache", "run_stack", "PLUGIN_NAME"]
 
@@ -228,10 +229,10 @@ def run_stack(job: dict, topic: str | None = None) -> dict:
             outcome.update(status="done", error=None, frames=earlier.get("frames"),
                            seconds=earlier.get("seconds"))
         else:
-            outcome.update(status="failed", error=cli._one_line(err), frames=len(frames),
+            outcome.update(status="failed", error=one_line(err), frames=len(frames),
                            seconds=time.perf_counter() - t0, retryable=True)
     except Exception as err:  # a bad stack is reported, the batch goes on
-        message = cli._one_line(err)
+        message = one_line(err)
         if not isinstance(err, (ValueError, OSError)):
             message = f"{type(err).__name__}: {message}"
         outcome.update(status="failed", error=message, frames=len(frames),

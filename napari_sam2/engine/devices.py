@@ -16,7 +16,7 @@ import platform
 
 import torch
 
-from napari_sam2.errors import ModelLoadError
+from napari_sam2.errors import ModelLoadError, one_line
 
 __all__ = ["resolve_device", "check_precision", "autocast_dtype", "native_precision", "precision_note",
            "replay_precision"]
@@ -213,13 +213,9 @@ def replay_precision(recorded: str | None, otherwise: str,
         emulated = _emulated(recorded, device)
     except ModelLoadError as err:
         return otherwise, (f"the session was made in {recorded}, which this device cannot run "
-                           f"({_one_line(err)}); running in {otherwise} instead")
+                           f"({one_line(err)}); running in {otherwise} instead")
     if emulated is None:
         return recorded, None
     return otherwise, (f"the session was made in {recorded}, which this CPU computes about 9x slower "
                        f"than float32 (it has no {_units(emulated)}); running in {otherwise} instead, masks "
                        f"within about 1 % of {recorded}'s")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_sam2.errors import ImageReadError
+from napari_sam2.errors import ImageReadError, one_line
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -267,7 +267,7 @@ def _read_image_file(path: Path) -> np.ndarray:
     except ImageReadError:
         raise
     except Exception as err:  # any decoder error ("image file is truncated"...): name the file
-        why = " ".join(str(err).split()) or type(err).__name__
+        why = one_line(err)
         hint = "" if "truncated" in why else " (the file may be truncated or damaged)"
         raise ImageReadError(f"cannot read '{path}': {why}{hint}") from None
 
@@ -287,7 +287,7 @@ def _image_file_header(path: Path) -> tuple[tuple, np.dtype]:
             size = (im.size[1], im.size[0])
             mode = im.mode
     except Exception as err:  # any decoder error: name the file
-        why = " ".join(str(err).split()) or type(err).__name__
+        why = one_line(err)
         raise ImageReadError(f"cannot read '{path}': {why}") from None
     if mode in _TO_RGB or mode == "RGB":
         return (*size, 3), np.dtype(np.uint8)
